@@ -1,0 +1,79 @@
+"""The Celery application.
+
+The pipeline's fixed configuration (JSON only, routes, late acks) is written here once; what
+changes between deployments (broker URL, transport options) comes from Django settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eco2.settings")
+
+app = Celery("eco2")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+SCAN_PIPELINE_QUEUE = "scan.ai.pipeline"
+SCAN_DEAD_LETTER_QUEUE = "scan.ai.dlq"
+SCAN_DEAD_LETTER_EXCHANGE = "scan.ai.dlx"
+NOTIFICATION_QUEUE = "notification"
+DEFAULT_QUEUE = "default"
+SCAN_PIPELINE_TASKS = (
+    "scans.tasks.vision_scan",
+    "scans.tasks.rule_match",
+    "scans.tasks.answer_gen",
+)
+
+app.conf.update(
+    # JSON only: a pickle message on the broker must never reach a worker as code.
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_accept_content=["json"],
+    timezone="Asia/Seoul",
+    enable_utc=True,
+    task_queues=(
+        Queue(
+            SCAN_PIPELINE_QUEUE,
+            Exchange(SCAN_PIPELINE_QUEUE, type="direct"),
+            routing_key=SCAN_PIPELINE_QUEUE,
+            # Rejected or expired pipeline messages go to scan.ai.dlq (RabbitMQ; other
+            # brokers ignore queue arguments and rely on the failure handler alone).
+            queue_arguments={
+                "x-dead-letter-exchange": SCAN_DEAD_LETTER_EXCHANGE,
+                "x-dead-letter-routing-key": SCAN_DEAD_LETTER_QUEUE,
+            },
+        ),
+        Queue(
+            NOTIFICATION_QUEUE,
+            Exchange(NOTIFICATION_QUEUE, type="direct"),
+            routing_key=NOTIFICATION_QUEUE,
+        ),
+        Queue(DEFAULT_QUEUE, Exchange(DEFAULT_QUEUE, type="direct"), routing_key=DEFAULT_QUEUE),
+    ),
+    task_default_queue=DEFAULT_QUEUE,
+    task_routes={
+        **{name: {"queue": SCAN_PIPELINE_QUEUE} for name in SCAN_PIPELINE_TASKS},
+        "notifications.*": {"queue": NOTIFICATION_QUEUE},
+    },
+    # At-least-once: a task is acked after it ran, and a killed worker's task is redelivered.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_default_retry_delay=60,
+    task_max_retries=3,
+    result_backend="django-db",
+    result_extended=True,
+    task_track_started=True,
+    # Workers and Flower see task events; the "sent" event makes queued tasks visible.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    broker_connection_retry_on_startup=True,
+    beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
+    worker_hijack_root_logger=False,
+)
+
+app.autodiscover_tasks()

@@ -1,0 +1,112 @@
+"""The REST API (DRF). Views are thin: validate, call a service or selector, serialize."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
+from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .events import scan_event_stream
+from .models import Scan
+from .selectors import get_taxonomy, scans_visible_to
+from .serializers import (
+    ScanAcceptedSerializer,
+    ScanCreateSerializer,
+    ScanSerializer,
+    TaxonomySerializer,
+    scan_links,
+)
+
+
+def get_visible_scan(request, task_id: str) -> Scan:
+    """The scan if the caller may see it; 404 otherwise, so ids of others do not leak."""
+    try:
+        scan_id = uuid.UUID(str(task_id))
+    except ValueError:
+        raise NotFound("No scan with this task id.") from None
+    scan = scans_visible_to(request.user).filter(pk=scan_id).first()
+    if scan is None:
+        raise NotFound("No scan with this task id.")
+    return scan
+
+
+class ScanListCreateView(generics.ListCreateAPIView):
+    serializer_class = ScanSerializer
+
+    def get_queryset(self):
+        return Scan.objects.filter(owner=self.request.user).order_by("-created_at")
+
+    @extend_schema(
+        request=ScanCreateSerializer,
+        responses={202: ScanAcceptedSerializer, 400: OpenApiResponse(description="Invalid upload")},
+        summary="Upload a photo; the pipeline runs in the background",
+    )
+    def post(self, request, *args, **kwargs):
+        form = ScanCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        scan = services.create_scan(
+            owner=request.user,
+            image=form.validated_data["image"],
+            hint=form.validated_data.get("hint", ""),
+        )
+        links = scan_links(scan, request)
+        body = {"task_id": str(scan.id), "status": scan.status, **links}
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers={"Location": links["status_url"]}
+        )
+
+
+class ScanDetailView(APIView):
+    @extend_schema(responses=ScanSerializer, summary="Status, step, progress and result of a scan")
+    def get(self, request, task_id: str):
+        return Response(ScanSerializer(get_visible_scan(request, task_id)).data)
+
+
+class EventStreamRenderer(BaseRenderer):
+    media_type = "text/event-stream"
+    format = "event-stream"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+class ScanEventsView(APIView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        responses={(200, "text/event-stream"): OpenApiTypes.STR},
+        summary="Live progress as Server-Sent Events (progress, then completed or failed)",
+    )
+    def get(self, request, task_id: str):
+        scan = get_visible_scan(request, task_id)
+
+        def final_payload():
+            scan.refresh_from_db()
+            return ScanSerializer(scan).data
+
+        response = StreamingHttpResponse(
+            scan_event_stream(str(scan.id), final_payload), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+        return response
+
+
+class CategoriesView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses=TaxonomySerializer(many=True),
+        summary="The taxonomy (majors → categories → items)",
+    )
+    def get(self, request):
+        return Response(get_taxonomy())

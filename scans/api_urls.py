@@ -1,0 +1,14 @@
+from django.urls import path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from . import api
+
+app_name = "api"
+
+urlpatterns = [
+    path("scans", api.ScanListCreateView.as_view(), name="scan-list"),
+    path("scans/<str:task_id>", api.ScanDetailView.as_view(), name="scan-detail"),
+    path("scans/<str:task_id>/events", api.ScanEventsView.as_view(), name="scan-events"),
+    path("categories", api.CategoriesView.as_view(), name="categories"),
+    path("auth/token", obtain_auth_token, name="auth-token"),
+]

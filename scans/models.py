@@ -1,0 +1,197 @@
+"""Scans and the rule base they are matched against."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import PurePath
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class ScanStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+
+
+TERMINAL_STATUSES = frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED})
+
+
+class ScanStep(models.TextChoices):
+    QUEUED = "queued", _("Waiting for a worker")
+    VISION = "vision", _("Recognising the item")
+    RULE = "rule", _("Finding disposal rules")
+    ANSWER = "answer", _("Writing the guidance")
+    DONE = "done", _("Done")
+
+
+class ScanOutcome(models.TextChoices):
+    CLASSIFIED = "classified", _("Classified")
+    UNCLASSIFIED = "unclassified", _("Needs a description")
+
+
+class CategoryKind(models.TextChoices):
+    RECYCLABLE = "recyclable", _("Recyclable")
+    GENERAL = "general", _("General waste")
+    NONCOMBUSTIBLE = "noncombustible", _("Non-combustible waste")
+    FOOD = "food", _("Food waste")
+    CONSTRUCTION = "construction", _("Household construction waste")
+    BULKY = "bulky", _("Bulky waste")
+    HAZARDOUS = "hazardous", _("Household hazardous waste")
+
+
+class Category(models.Model):
+    """One of the 18 rule-addressable categories (12 recyclable middles + 6 other majors)."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    kind = models.CharField(max_length=20, choices=CategoryKind.choices)
+    major_ko = models.CharField(max_length=50)
+    major_en = models.CharField(max_length=80)
+    middle_ko = models.CharField(
+        max_length=50, help_text=_("Same as the major for non-recyclables.")
+    )
+    middle_en = models.CharField(max_length=80)
+    summary_ko = models.TextField(blank=True)
+    summary_en = models.TextField(blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "code"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return f"{self.middle_ko} ({self.middle_en})"
+
+
+class SituationTag(models.Model):
+    """A visually or verbally verifiable situation, e.g. "label attached"."""
+
+    code = models.SlugField(max_length=50, unique=True)
+    group = models.CharField(max_length=30)
+    name_ko = models.CharField(max_length=80)
+    name_en = models.CharField(max_length=120)
+    fix_ko = models.CharField(
+        max_length=200, blank=True, help_text=_("What the user still has to do.")
+    )
+    fix_en = models.CharField(max_length=200, blank=True)
+    triggers = models.JSONField(
+        default=list, blank=True, help_text=_("Hint phrases that mean the tag applies.")
+    )
+    negations = models.JSONField(
+        default=list, blank=True, help_text=_("Hint phrases that mean it does not.")
+    )
+
+    class Meta:
+        ordering = ["group", "code"]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.name_ko})"
+
+
+class DisposalStep(models.Model):
+    """A disposal step of a category; with a tag, it applies only when that tag is present."""
+
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField(default=0)
+    tag = models.ForeignKey(
+        SituationTag, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
+    )
+    text_ko = models.TextField()
+    text_en = models.TextField()
+
+    class Meta:
+        ordering = ["category", "position"]
+
+    def __str__(self) -> str:
+        return self.text_ko
+
+
+class Item(models.Model):
+    """A target item of a category, with the names people actually type."""
+
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="items")
+    name_ko = models.CharField(max_length=80)
+    name_en = models.CharField(max_length=120)
+    aliases = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["category", "name_ko"]
+
+    def __str__(self) -> str:
+        return f"{self.name_ko} ({self.name_en})"
+
+
+class Exclusion(models.Model):
+    """ "Not this bin": an item people put in ``category`` that belongs in ``goes_to``."""
+
+    category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="exclusions")
+    name_ko = models.CharField(max_length=80)
+    name_en = models.CharField(max_length=120)
+    aliases = models.JSONField(default=list, blank=True)
+    goes_to = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="redirected_from")
+    note_ko = models.TextField(blank=True)
+    note_en = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["category", "name_ko"]
+
+    def __str__(self) -> str:
+        return f"{self.name_ko} → {self.goes_to.code}"
+
+
+def scan_image_path(scan: Scan, filename: str) -> str:
+    suffix = PurePath(filename).suffix.lower() or ".img"
+    return f"scans/{timezone.now():%Y/%m/%d}/{scan.id}{suffix}"
+
+
+class Scan(models.Model):
+    """One photo going through vision → rule → answer. The row is the source of truth."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scans"
+    )
+    image = models.ImageField(upload_to=scan_image_path)
+    hint = models.CharField(max_length=200, blank=True)
+
+    status = models.CharField(max_length=20, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
+    step = models.CharField(max_length=20, choices=ScanStep.choices, default=ScanStep.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+
+    classification = models.JSONField(null=True, blank=True)
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="scans"
+    )
+    matched_rules = models.JSONField(null=True, blank=True)
+    answer = models.JSONField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=ScanOutcome.choices, blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+
+    celery_root_id = models.CharField(
+        max_length=255, blank=True, db_index=True, help_text=_("Root task id of the current chain.")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="scan_owner_recent"),
+            models.Index(fields=["status", "updated_at"], name="scan_status_updated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Scan {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

@@ -1,0 +1,72 @@
+"""Live progress: the Scan row is the source of truth; Redis is an optional fast path.
+
+When ``REDIS_URL`` is set, every state change is mirrored into the hash ``task:{task_id}``
+(status, step, progress, updated_at) with a TTL, so status streams can poll Redis instead of
+the database. Redis is never on the critical path: if it is down, the pipeline carries on and
+readers fall back to the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    # short timeouts: a missing Redis must cost milliseconds, not a stalled worker
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=0.5, decode_responses=True
+    )
+
+
+def redis_client() -> redis.Redis | None:
+    return _client(settings.REDIS_URL) if settings.REDIS_URL else None
+
+
+def progress_key(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+def mirror_progress(
+    task_id: str, *, status: str, step: str, progress: int, updated_at: str
+) -> None:
+    client = redis_client()
+    if client is None:
+        return
+    key = progress_key(task_id)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "status": status,
+                "step": step,
+                "progress": progress,
+                "updated_at": updated_at,
+            },
+        )
+        pipe.expire(key, settings.SCAN_PROGRESS_TTL)
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("progress for %s not mirrored to Redis: %s", task_id, exc)
+
+
+def read_progress(task_id: str) -> dict | None:
+    """The mirrored progress, or None when Redis is not configured, down or has no entry."""
+    client = redis_client()
+    if client is None:
+        return None
+    try:
+        data = client.hgetall(progress_key(task_id))
+    except redis.RedisError:
+        return None
+    if not data:
+        return None
+    data["progress"] = int(data.get("progress", 0))
+    return data

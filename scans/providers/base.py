@@ -1,0 +1,95 @@
+"""The provider interface for the vision and answer steps.
+
+A provider turns plain inputs into plain results: it knows nothing about Celery or the Scan row,
+so the same provider serves the worker, the CLI and the tests. Results are JSON-ready
+dataclasses; they are stored on the Scan as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+class ProviderError(Exception):
+    """A provider could not produce a result. ``code`` is stable, ``message`` is for users."""
+
+    code = "provider_error"
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class TransientProviderError(ProviderError):
+    """Worth another attempt later (rate limit, timeout, 5xx)."""
+
+    code = "provider_unavailable"
+    retryable = True
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class VisionRequest:
+    image_path: str
+    hint: str = ""
+
+
+@dataclass
+class Classification:
+    """What the vision step saw, in the Korean taxonomy.
+
+    ``category_code`` is the provider's claim; the rule step re-validates every field against
+    the rule base before anything is looked up.
+    """
+
+    outcome: str  # "classified" | "unclassified"
+    major_category: str | None = None
+    middle_category: str | None = None
+    minor_category: str | None = None
+    category_code: str | None = None
+    situation_tags: list[str] = field(default_factory=list)
+    confidence: float = 0.0
+    user_input: str = ""
+    provider: str = ""
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AnswerRequest:
+    classification: dict[str, Any]
+    rules: dict[str, Any] | None
+    hint: str = ""
+
+
+@dataclass
+class Answer:
+    disposal_steps: list[str]
+    insufficiencies: list[str]
+    user_answer: str
+    provider: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VisionProvider(Protocol):
+    name: str
+
+    def classify(self, request: VisionRequest) -> Classification: ...
+
+
+class AnswerProvider(Protocol):
+    name: str
+
+    def compose(self, request: AnswerRequest) -> Answer: ...

@@ -1,0 +1,83 @@
+"""The offline provider: the embedded default when no API key is set.
+
+It cannot see the photo. It classifies from the hint text against the rule base and composes
+the answer from the matched rules, and every result says so (``provider: "offline"``).
+"""
+
+from __future__ import annotations
+
+from ..matching import detect_tags, match_hint
+from ..models import Category
+from ..selectors import situation_tag_table
+from .base import Answer, AnswerRequest, Classification, VisionRequest
+
+OFFLINE = "offline"
+EXAMPLE_HINT = "투명 페트병, 라벨 있음"
+
+
+class OfflineVisionProvider:
+    name = OFFLINE
+
+    def classify(self, request: VisionRequest) -> Classification:
+        hint = request.hint.strip()
+        tags = detect_tags(hint, situation_tag_table())
+        found = match_hint(hint)
+        note = "오프라인 모드: 사진은 보지 않고 힌트 글자로만 분류했어요."
+        if found.outcome != "classified":
+            return Classification(
+                outcome="unclassified",
+                situation_tags=tags,
+                user_input=hint,
+                provider=self.name,
+                note=note,
+                details=found.to_dict(),
+            )
+        category = Category.objects.get(code=found.category_code)
+        return Classification(
+            outcome="classified",
+            major_category=category.major_ko,
+            middle_category=category.middle_ko,
+            minor_category=found.item,
+            category_code=category.code,
+            situation_tags=tags,
+            confidence=round(min(1.0, found.score), 3),
+            user_input=hint,
+            provider=self.name,
+            note=note,
+            details=found.to_dict(),
+        )
+
+
+class OfflineAnswerProvider:
+    name = OFFLINE
+
+    def compose(self, request: AnswerRequest) -> Answer:
+        rules = request.rules
+        classification = request.classification
+        if rules is None:
+            reason = (classification.get("details") or {}).get("reason")
+            if reason == "ambiguous":
+                ask = "여러 품목이 섞여 있거나 애매해요. 한 번에 한 가지 물건만, 이름을 적어 다시 스캔해 주세요."
+            else:
+                ask = "무엇인지 알 수 없어요. 물건 이름을 힌트에 적어 다시 스캔해 주세요."
+            return Answer(
+                disposal_steps=[],
+                insufficiencies=[f"물건 설명이 필요해요 (예: '{EXAMPLE_HINT}')."],
+                user_answer=f"오프라인 모드에서는 사진을 볼 수 없어요. {ask}",
+                provider=self.name,
+            )
+        steps = [step["ko"] for step in rules["steps"]]
+        fixes = [fix["ko"] for fix in rules["fixes"]]
+        item = classification.get("minor_category") or rules["middle_ko"]
+        where = rules["middle_ko"]
+        answer = f"{item}은(는) '{where}'(으)로 배출해요."
+        if fixes:
+            answer += f" 배출 전에 {len(fixes)}가지를 먼저 챙겨 주세요."
+        elif steps:
+            answer += f" {steps[0]}"
+        return Answer(
+            disposal_steps=steps,
+            insufficiencies=fixes,
+            user_answer=answer,
+            provider=self.name,
+        )

@@ -1,0 +1,130 @@
+"""Read-only queries: the taxonomy, rule lookups and what a user may see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+
+from .matching import compact, match_hint
+from .models import Category, DisposalStep, Exclusion, Item, Scan, SituationTag
+
+
+def scans_visible_to(user) -> QuerySet[Scan]:
+    """A user sees their own scans; staff see all. Nobody else sees anything."""
+    if not user.is_authenticated:
+        return Scan.objects.none()
+    scans = Scan.objects.select_related("owner", "category")
+    return scans if user.is_staff else scans.filter(owner=user)
+
+
+def get_taxonomy() -> list[dict[str, Any]]:
+    """The taxonomy as majors → middles → items, in the rule base's order."""
+    categories = Category.objects.prefetch_related(
+        Prefetch("items", queryset=Item.objects.order_by("name_ko"))
+    )
+    majors: dict[str, dict[str, Any]] = {}
+    for cat in categories:
+        major = majors.setdefault(
+            cat.major_ko, {"major_ko": cat.major_ko, "major_en": cat.major_en, "categories": []}
+        )
+        major["categories"].append(
+            {
+                "code": cat.code,
+                "kind": cat.kind,
+                "middle_ko": cat.middle_ko,
+                "middle_en": cat.middle_en,
+                "summary_ko": cat.summary_ko,
+                "summary_en": cat.summary_en,
+                "items": [{"ko": i.name_ko, "en": i.name_en} for i in cat.items.all()],
+            }
+        )
+    return list(majors.values())
+
+
+def situation_tag_table() -> list[tuple[str, list[str], list[str]]]:
+    return [(t.code, t.triggers, t.negations) for t in SituationTag.objects.all()]
+
+
+def resolve_category(classification: dict[str, Any]) -> tuple[Category | None, str]:
+    """Find the category a classification names, tolerating spelling drift.
+
+    Returns the category and how it was found. A provider's ``category_code`` is trusted only
+    if it exists; then the middle and major names (normalized, Korean or English), then the
+    minor category as an item name, then the text matcher over the names given.
+    """
+    code = classification.get("category_code")
+    if code:
+        category = Category.objects.filter(code=code).first()
+        if category:
+            return category, "code"
+    middle = compact(classification.get("middle_category") or "")
+    major = compact(classification.get("major_category") or "")
+    if middle or major:
+        for category in Category.objects.all():
+            names = {compact(category.middle_ko), compact(category.middle_en)}
+            if middle and middle in names:
+                return category, "middle_name"
+            if not middle and major in names:
+                return category, "major_name"
+    minor = classification.get("minor_category") or ""
+    if minor:
+        item = Item.objects.select_related("category").filter(name_ko=minor).first()
+        if item:
+            return item.category, "item"
+    text = " ".join(
+        filter(
+            None,
+            [minor, classification.get("middle_category"), classification.get("major_category")],
+        )
+    )
+    if text:
+        found = match_hint(text)
+        if found.outcome == "classified":
+            return Category.objects.get(code=found.category_code), f"text_{found.method}"
+    return None, "none"
+
+
+def match_rules(classification: dict[str, Any]) -> dict[str, Any] | None:
+    """The disposal rules for a classification, as a JSON snapshot stored on the scan.
+
+    Only steps that apply (common steps, plus conditional steps whose tag is present) are
+    included, with every exclusion of the category.
+    """
+    category, matched_by = resolve_category(classification)
+    if category is None:
+        return None
+    tags = set(classification.get("situation_tags") or [])
+    steps = DisposalStep.objects.filter(category=category).select_related("tag")
+    exclusions = Exclusion.objects.filter(category=category).select_related("goes_to")
+    return {
+        "category_code": category.code,
+        "kind": category.kind,
+        "major_ko": category.major_ko,
+        "major_en": category.major_en,
+        "middle_ko": category.middle_ko,
+        "middle_en": category.middle_en,
+        "summary_ko": category.summary_ko,
+        "summary_en": category.summary_en,
+        "matched_by": matched_by,
+        "steps": [
+            {"ko": s.text_ko, "en": s.text_en, "tag": s.tag.code if s.tag else None}
+            for s in steps
+            if s.tag is None or s.tag.code in tags
+        ],
+        "exclusions": [
+            {
+                "ko": e.name_ko,
+                "en": e.name_en,
+                "goes_to": e.goes_to.code,
+                "goes_to_ko": e.goes_to.middle_ko,
+                "note_ko": e.note_ko,
+                "note_en": e.note_en,
+            }
+            for e in exclusions
+        ],
+        "fixes": [
+            {"tag": t.code, "ko": t.fix_ko, "en": t.fix_en}
+            for t in SituationTag.objects.filter(code__in=tags).exclude(fix_ko="")
+        ],
+    }

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .images import validate_scan_image
+from .models import Scan, ScanStatus
+
+
+def scan_result(scan: Scan) -> dict[str, Any] | None:
+    """What a completed scan found: classification, the rules used and the guidance."""
+    if scan.status != ScanStatus.COMPLETED:
+        return None
+    return {
+        "outcome": scan.outcome,
+        "classification": scan.classification,
+        "disposal_rules": scan.matched_rules,
+        "answer": scan.answer,
+        "provider": scan.provider,
+    }
+
+
+def scan_error(scan: Scan) -> dict[str, str] | None:
+    if scan.status != ScanStatus.FAILED:
+        return None
+    return {"code": scan.error_code, "message": scan.error_message, "step": scan.step}
+
+
+class ScanCreateSerializer(serializers.Serializer):
+    image = serializers.FileField(
+        validators=[validate_scan_image], help_text="A JPEG, PNG, WebP or GIF photo of one item."
+    )
+    hint = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=settings.SCAN_HINT_MAX_LENGTH,
+        help_text='Optional description, e.g. "투명 페트병, 라벨 있음".',
+    )
+
+
+class ScanAcceptedSerializer(serializers.Serializer):
+    task_id = serializers.UUIDField()
+    status = serializers.CharField()
+    status_url = serializers.CharField()
+    events_url = serializers.CharField()
+
+
+def scan_links(scan: Scan, request) -> dict[str, str]:
+    return {
+        "status_url": request.build_absolute_uri(reverse("api:scan-detail", args=[scan.id])),
+        "events_url": request.build_absolute_uri(reverse("api:scan-events", args=[scan.id])),
+    }
+
+
+class ScanSerializer(serializers.ModelSerializer):
+    task_id = serializers.UUIDField(source="id", read_only=True)
+    result = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Scan
+        fields = [
+            "task_id",
+            "status",
+            "step",
+            "progress",
+            "hint",
+            "result",
+            "error",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_result(self, scan: Scan) -> dict[str, Any] | None:
+        return scan_result(scan)
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_error(self, scan: Scan) -> dict[str, str] | None:
+        return scan_error(scan)
+
+
+class TaxonomySerializer(serializers.Serializer):
+    major_ko = serializers.CharField()
+    major_en = serializers.CharField()
+    categories = serializers.ListField(child=serializers.DictField())

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "scans"
+
+urlpatterns = [
+    path("", views.upload, name="upload"),
+    path("scans/", views.history, name="history"),
+    path("scans/<uuid:scan_id>/", views.detail, name="detail"),
+    path("scans/<uuid:scan_id>/image", views.image, name="image"),
+]

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+from rest_framework.test import APIClient
+
+from scans.models import Scan, ScanStatus
+from scans.rulebase import load_rulebase, read_rulebase
+
+from .environment import TEST_VAR_DIR
+from .factories import UserFactory
+
+BASE_DIR = Path(settings.BASE_DIR)
+SERVICES_MODE = os.environ.get("ECO2_TEST_SERVICES") == "1"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+# --- the real-services pass -----------------------------------------------------------------
+def _unreachable_services() -> list[str]:
+    """Names of the real services this pass needs that do not answer."""
+    import psycopg
+    import redis
+    from kombu import Connection
+
+    problems = []
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        problems.append("DATABASE_URL is not PostgreSQL")
+    else:
+        try:
+            psycopg.connect(
+                host=db["HOST"],
+                port=db["PORT"] or 5432,
+                user=db["USER"],
+                dbname=db["NAME"],
+                connect_timeout=3,
+            ).close()
+        except psycopg.Error as exc:
+            problems.append(f"PostgreSQL ({exc.__class__.__name__})")
+    if not settings.CELERY_BROKER_URL.startswith("amqp"):
+        problems.append("CELERY_BROKER_URL is not RabbitMQ")
+    else:
+        try:
+            with Connection(settings.CELERY_BROKER_URL, connect_timeout=3) as conn:
+                conn.ensure_connection(max_retries=1)
+        except Exception as exc:
+            problems.append(f"RabbitMQ ({exc.__class__.__name__})")
+    if not settings.REDIS_URL:
+        problems.append("REDIS_URL is not set")
+    else:
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            problems.append(f"Redis ({exc.__class__.__name__})")
+    return problems
+
+
+def pytest_sessionstart(session):
+    if not SERVICES_MODE:
+        return
+    problems = _unreachable_services()
+    if problems:
+        message = "real-services pass: not reachable: " + ", ".join(problems)
+        if IN_CI:
+            pytest.exit(message + " (CI requires them)", returncode=1)
+        pytest.exit(message + " — skipped locally; start them or run in CI", returncode=0)
+
+
+def pytest_report_header(config):
+    mode = "real services" if SERVICES_MODE else "embedded defaults"
+    return [
+        f"eco2: {mode}: db={settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} "
+        f"broker={settings.CELERY_BROKER_URL.split(':', 1)[0]} redis={'yes' if settings.REDIS_URL else 'no'}"
+    ]
+
+
+# --- database -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    # The worker subprocess must open the same test database: SQLite has to be a file.
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        db.setdefault("TEST", {})["NAME"] = str(Path(TEST_VAR_DIR) / "test-db.sqlite3")
+
+
+def database_url_for_subprocess() -> str:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def rulebase(db):
+    load_rulebase(read_rulebase())
+
+
+# --- users and clients ----------------------------------------------------------------------
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def api_client(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def anon_client():
+    return APIClient()
+
+
+# --- photos ---------------------------------------------------------------------------------
+def make_photo_bytes(
+    fmt: str = "JPEG", size: tuple[int, int] = (64, 48), color=(30, 140, 80)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo():
+    def build(name: str = "bottle.jpg", fmt: str = "JPEG", **kwargs) -> SimpleUploadedFile:
+        content_type = {
+            "JPEG": "image/jpeg",
+            "PNG": "image/png",
+            "WEBP": "image/webp",
+            "GIF": "image/gif",
+        }[fmt]
+        return SimpleUploadedFile(name, make_photo_bytes(fmt, **kwargs), content_type=content_type)
+
+    return build
+
+
+# --- a real Celery worker -------------------------------------------------------------------
+class WorkerProcess:
+    def __init__(self, process: subprocess.Popen, log_path: Path):
+        self.process = process
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _purge_pipeline_queues() -> None:
+    """Drop messages left on a shared broker by an earlier, interrupted run."""
+    from eco2.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
+            bound = queue(conn.default_channel)
+            bound.declare()
+            bound.purge()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real ``celery worker`` subprocess on the configured broker and the test database."""
+    if SERVICES_MODE:
+        _purge_pipeline_queues()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "ECO2_VAR_DIR": TEST_VAR_DIR,
+        "SCAN_VISION_PROVIDER": "tests.fakes.providers.FailingOnRequestVisionProvider",
+        "PYTHONPATH": str(BASE_DIR),
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "eco2", "worker",
+        "--loglevel=INFO", "--pool=prefork", "--concurrency=2",
+        "--queues=scan.ai.pipeline,notification,default",
+        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    worker = WorkerProcess(process, log_path)
+    deadline = time.monotonic() + 60
+    while " ready." not in worker.log():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the Celery worker did not start:\n{worker.log()[-4000:]}")
+        time.sleep(0.2)
+    yield worker
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_for_scan(scan_id, timeout: float = 30.0) -> Scan:
+    """Poll the row until the scan is terminal; fail the test with its state otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        scan = Scan.objects.get(pk=scan_id)
+        if scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED):
+            return scan
+        if time.monotonic() > deadline:
+            pytest.fail(f"scan {scan_id} still {scan.status}/{scan.step} after {timeout}s")
+        time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # PBKDF2's cost protects real passwords; in tests it only slows every login and factory
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,22 @@
+"""Providers for tests: the real offline provider, plus hints that fail a step on purpose.
+
+Worker subprocesses in the tests run with ``SCAN_VISION_PROVIDER`` pointing here, so ordinary
+hints go through the real offline classification and these hints exercise failure paths.
+"""
+
+from scans.providers.base import ProviderError
+from scans.providers.offline import OfflineVisionProvider
+
+CRASH_HINT = "#crash"
+REFUSE_HINT = "#refuse"
+
+
+class FailingOnRequestVisionProvider(OfflineVisionProvider):
+    def classify(self, request):
+        if request.hint.startswith(CRASH_HINT):
+            raise RuntimeError("simulated bug in the vision step")
+        if request.hint.startswith(REFUSE_HINT):
+            raise ProviderError(
+                "The vision model refused to describe this photo.", code="provider_refused"
+            )
+        return super().classify(request)

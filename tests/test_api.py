@@ -1,0 +1,203 @@
+"""The REST contract, as an API client sees it (no worker needed: nothing is committed here)."""
+
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from scans.models import Scan, ScanStatus
+
+from .factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+SCANS_URL = "/api/v1/scans"
+
+
+def test_upload_is_accepted_with_202_location_and_links(api_client, photo, user):
+    response = api_client.post(
+        SCANS_URL, {"image": photo(), "hint": "투명 페트병, 라벨 있음"}, format="multipart"
+    )
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued"
+    scan = Scan.objects.get(pk=body["task_id"])
+    assert scan.owner == user and scan.hint == "투명 페트병, 라벨 있음"
+    assert body["status_url"].endswith(f"/api/v1/scans/{scan.id}")
+    assert body["events_url"].endswith(f"/api/v1/scans/{scan.id}/events")
+    assert response["Location"] == body["status_url"]
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
+def test_other_allowed_formats_are_accepted(api_client, photo, fmt):
+    response = api_client.post(
+        SCANS_URL, {"image": photo(f"item.{fmt.lower()}", fmt)}, format="multipart"
+    )
+    assert response.status_code == 202
+
+
+def test_missing_image_is_a_400_with_a_field_message(api_client):
+    response = api_client.post(SCANS_URL, {"hint": "캔"}, format="multipart")
+    assert response.status_code == 400
+    assert "image" in response.json()
+    assert Scan.objects.count() == 0
+
+
+def test_a_text_file_is_refused_with_a_readable_message(api_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    fake = SimpleUploadedFile("photo.jpg", b"this is not a photo at all", content_type="image/jpeg")
+    response = api_client.post(SCANS_URL, {"image": fake}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["image"] == ["This is not a JPEG, PNG, WebP or GIF photo."]
+
+
+def test_a_truncated_photo_is_refused(api_client, photo):
+    upload = photo()
+    data = upload.read()
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    truncated = SimpleUploadedFile("cut.jpg", data[: len(data) // 2], content_type="image/jpeg")
+    response = api_client.post(SCANS_URL, {"image": truncated}, format="multipart")
+    assert response.status_code == 400
+    assert "damaged" in response.json()["image"][0]
+
+
+def test_an_overlong_hint_is_refused(api_client, photo):
+    response = api_client.post(
+        SCANS_URL, {"image": photo(), "hint": "가" * 201}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert "hint" in response.json()
+
+
+def test_json_instead_of_multipart_is_a_clear_4xx(api_client):
+    response = api_client.post(SCANS_URL, {"hint": "캔"}, format="json")
+    assert response.status_code == 400
+    assert "image" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("get", SCANS_URL),
+        ("post", SCANS_URL),
+        ("get", f"{SCANS_URL}/{uuid.uuid4()}"),
+        ("get", f"{SCANS_URL}/{uuid.uuid4()}/events"),
+    ],
+)
+def test_without_login_every_scan_endpoint_refuses(anon_client, method, url):
+    response = getattr(anon_client, method)(url)
+    assert response.status_code in (401, 403)
+
+
+def test_detail_shows_status_step_progress_and_no_result_yet(api_client, photo):
+    task_id = api_client.post(SCANS_URL, {"image": photo()}, format="multipart").json()["task_id"]
+
+    body = api_client.get(f"{SCANS_URL}/{task_id}").json()
+
+    assert body["task_id"] == task_id
+    assert (body["status"], body["step"], body["progress"]) == ("queued", "queued", 0)
+    assert body["result"] is None and body["error"] is None
+    assert body["created_at"] and body["updated_at"]
+
+
+@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "123"])
+def test_unknown_ids_are_404(api_client, task_id):
+    response = api_client.get(f"{SCANS_URL}/{task_id}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No scan with this task id."}
+
+
+def test_another_users_scan_is_invisible(api_client, photo, other_user):
+    from rest_framework.test import APIClient
+
+    task_id = api_client.post(SCANS_URL, {"image": photo()}, format="multipart").json()["task_id"]
+    intruder = APIClient()
+    intruder.force_authenticate(other_user)
+
+    assert intruder.get(f"{SCANS_URL}/{task_id}").status_code == 404
+    assert intruder.get(f"{SCANS_URL}/{task_id}/events").status_code == 404
+    assert intruder.get(SCANS_URL).json()["count"] == 0
+
+
+def test_staff_may_read_any_scan(api_client, photo, staff_user):
+    from rest_framework.test import APIClient
+
+    task_id = api_client.post(SCANS_URL, {"image": photo()}, format="multipart").json()["task_id"]
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    assert staff.get(f"{SCANS_URL}/{task_id}").status_code == 200
+
+
+def test_list_has_only_own_scans_newest_first_and_paginates(api_client, photo, user):
+    ids = [
+        api_client.post(SCANS_URL, {"image": photo()}, format="multipart").json()["task_id"]
+        for _ in range(3)
+    ]
+    someone_else = UserFactory()
+    Scan.objects.create(owner=someone_else, image="x.jpg")
+
+    body = api_client.get(SCANS_URL).json()
+
+    assert body["count"] == 3
+    assert [s["task_id"] for s in body["results"]] == list(reversed(ids))
+    assert set(body) >= {"count", "next", "previous", "results"}
+
+
+def test_list_pages_hold_twenty(api_client, user):
+    Scan.objects.bulk_create(Scan(owner=user, image="x.jpg") for _ in range(25))
+    first = api_client.get(SCANS_URL).json()
+    assert len(first["results"]) == 20 and first["next"]
+    assert len(api_client.get(first["next"]).json()["results"]) == 5
+
+
+def test_failed_scan_shows_its_reason(api_client, user):
+    scan = Scan.objects.create(
+        owner=user, image="x.jpg", status=ScanStatus.FAILED, step="vision",
+        error_code="provider_refused", error_message="The vision model refused.",
+    )  # fmt: skip
+    body = api_client.get(f"{SCANS_URL}/{scan.id}").json()
+    assert body["status"] == "failed"
+    assert body["error"] == {
+        "code": "provider_refused",
+        "message": "The vision model refused.",
+        "step": "vision",
+    }
+
+
+def test_token_login_then_token_auth(anon_client, user):
+    response = anon_client.post(
+        "/api/v1/auth/token", {"username": user.username, "password": "correct-horse-battery"}
+    )
+    assert response.status_code == 200
+    token = response.json()["token"]
+
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert anon_client.get(SCANS_URL).status_code == 200
+
+
+def test_token_with_a_wrong_password_is_400(anon_client, user):
+    response = anon_client.post(
+        "/api/v1/auth/token", {"username": user.username, "password": "nope"}
+    )
+    assert response.status_code == 400
+    assert "non_field_errors" in response.json()
+
+
+def test_categories_list_the_taxonomy(anon_client, rulebase):
+    majors = anon_client.get("/api/v1/categories").json()
+
+    recyclables = next(m for m in majors if m["major_ko"] == "재활용폐기물")
+    assert len(recyclables["categories"]) == 12
+    assert sum(len(m["categories"]) for m in majors) == 18
+    pet = next(c for c in recyclables["categories"] if c["code"] == "pet_clear")
+    assert pet["middle_ko"] == "무색페트병" and pet["items"]
+
+
+def test_openapi_schema_and_swagger_ui_are_served(api_client):
+    schema = api_client.get("/api/v1/schema")
+    assert schema.status_code == 200
+    assert b"/api/v1/scans" in schema.content
+    assert api_client.get(reverse("swagger-ui")).status_code == 200

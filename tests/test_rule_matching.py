@@ -1,0 +1,101 @@
+"""Hint text → category, over the real rule base, in Korean and English, with spelling drift."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scans.matching import detect_tags, match_hint
+from scans.selectors import match_rules, resolve_category, situation_tag_table
+
+PHRASES = yaml.safe_load(
+    (Path(__file__).parent / "data" / "hint_phrases.yaml").read_text(encoding="utf-8")
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_phrase_table_is_big_and_covers_every_category(rulebase):
+    from scans.models import Category
+
+    assert len(PHRASES) >= 40
+    assert {p["category"] for p in PHRASES} == set(Category.objects.values_list("code", flat=True))
+
+
+@pytest.mark.parametrize("case", PHRASES, ids=[p["hint"] for p in PHRASES])
+def test_hint_phrase_finds_its_category(rulebase, case):
+    found = match_hint(case["hint"])
+    assert found.outcome == "classified", found.to_dict()
+    assert found.category_code == case["category"], found.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("hint", "category"),
+    [
+        ("패트병", "pet_clear"),
+        ("알루미늄 캰", "metal"),
+        ("cardbord box", "paper"),
+        ("스티로폼박스", "styrofoam"),
+    ],
+)
+def test_typos_are_caught_without_the_embedding_model(rulebase, settings, hint, category):
+    settings.SCAN_TEXT_MATCHER = "ngram"
+    found = match_hint(hint)
+    assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
+    assert found.method in {"exact", "ngram"}
+
+
+def test_the_longest_name_wins_over_a_name_inside_it(rulebase):
+    # "유색 페트병" contains "페트병", but coloured PET is not clear PET
+    assert match_hint("유색 페트병").category_code == "plastic"
+    assert match_hint("투명 페트병").category_code == "pet_clear"
+
+
+def test_two_different_items_are_ambiguous_not_a_guess(rulebase):
+    found = match_hint("콜라캔이랑 우유팩")
+    assert found.outcome == "unclassified"
+    assert found.reason == "ambiguous"
+
+
+@pytest.mark.parametrize("hint", ["", "   ", "?!"])
+def test_no_hint_is_unclassified(rulebase, hint):
+    found = match_hint(hint)
+    assert (found.outcome, found.reason) == ("unclassified", "no_hint")
+
+
+def test_gibberish_is_not_forced_into_a_category(rulebase):
+    found = match_hint("qzxv wprt")
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+def test_situation_tags_come_from_the_hint_and_respect_negations(rulebase):
+    table = situation_tag_table()
+    assert "label_attached" in detect_tags("투명 페트병, 라벨 있음", table)
+    assert "label_attached" not in detect_tags("투명 페트병, 라벨 제거함", table)
+
+
+def test_rules_are_found_despite_spelling_drift_in_names(rulebase):
+    # a provider may return names with spaces, English, or an item instead of the middle
+    assert resolve_category({"middle_category": "무색 페트병"})[0].code == "pet_clear"
+    assert resolve_category({"middle_category": "Clear PET bottles"})[0].code == "pet_clear"
+    assert (
+        resolve_category({"major_category": "재활용폐기물", "minor_category": "소주병"})[0].code
+        == "glass"
+    )
+    assert (
+        resolve_category({"category_code": "does-not-exist", "middle_category": "금속류"})[0].code
+        == "metal"
+    )
+    assert resolve_category({"middle_category": "우주쓰레기"}) == (None, "none")
+
+
+def test_matched_rules_carry_steps_fixes_and_exclusions(rulebase):
+    rules = match_rules({"category_code": "pet_clear", "situation_tags": ["label_attached"]})
+
+    assert rules["middle_ko"] == "무색페트병"
+    assert rules["steps"] and all(s["ko"] and s["en"] for s in rules["steps"])
+    assert any(f["tag"] == "label_attached" for f in rules["fixes"])
+    assert any(e["goes_to"] == "plastic" for e in rules["exclusions"])
+    without_tag = match_rules({"category_code": "pet_clear", "situation_tags": []})
+    assert not without_tag["fixes"]
+    assert len(without_tag["steps"]) <= len(rules["steps"])
