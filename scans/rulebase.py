@@ -17,8 +17,12 @@ class RuleBaseError(ValueError):
     pass
 
 
+# libyaml's loader when present: the rule base parses about ten times faster
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_rulebase(path: Path = DEFAULT_RULEBASE) -> dict[str, Any]:
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
     validate_rulebase(data)
     return data
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import io
 import os
 import signal
@@ -105,9 +106,14 @@ def database_url_for_subprocess() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+@pytest.fixture(scope="session")
+def rulebase_data():
+    return read_rulebase()
+
+
 @pytest.fixture
-def rulebase(db):
-    load_rulebase(read_rulebase())
+def rulebase(db, rulebase_data):
+    load_rulebase(copy.deepcopy(rulebase_data))
 
 
 # --- users and clients ----------------------------------------------------------------------

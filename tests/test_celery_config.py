@@ -1,0 +1,30 @@
+"""The Celery configuration the pipeline's guarantees rest on."""
+
+from eco2.celery import app
+
+
+def test_only_json_is_accepted_on_the_wire():
+    assert app.conf.task_serializer == "json"
+    assert app.conf.result_serializer == "json"
+    assert list(app.conf.accept_content) == ["json"]
+
+
+def test_scan_tasks_route_to_the_pipeline_queue_and_notifications_to_theirs():
+    router = app.amqp.router
+    for name in ("scans.tasks.vision_scan", "scans.tasks.rule_match", "scans.tasks.answer_gen"):
+        assert router.route({}, name)["queue"].name == "scan.ai.pipeline"
+    assert router.route({}, "notifications.tasks.send_email")["queue"].name == "notification"
+
+
+def test_delivery_settings_are_at_least_once():
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_default_retry_delay == 60 and conf.task_max_retries == 3
+    assert conf.result_backend == "django-db" and conf.result_extended and conf.task_track_started
+    assert conf.timezone == "Asia/Seoul"
+
+
+def test_the_pipeline_queue_dead_letters_to_the_dlq():
+    queue = next(q for q in app.conf.task_queues if q.name == "scan.ai.pipeline")
+    assert queue.queue_arguments["x-dead-letter-routing-key"] == "scan.ai.dlq"

@@ -1,0 +1,56 @@
+"""The rule base: 18 categories from YAML into the DB, consistent, reloadable."""
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+from scans.models import Category, CategoryKind, DisposalStep, Exclusion, Item, SituationTag
+from scans.rulebase import RuleBaseError, read_rulebase, validate_rulebase
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_rule_base_has_the_eighteen_rule_addressable_categories(rulebase):
+    assert Category.objects.count() == 18
+    assert Category.objects.filter(kind=CategoryKind.RECYCLABLE).count() == 12
+    for category in Category.objects.all():
+        assert category.middle_en and category.major_en, category.code
+        assert category.items.exists(), f"{category.code} has no items"
+        assert DisposalStep.objects.filter(category=category, tag=None).exists(), (
+            f"{category.code} has no steps"
+        )
+
+
+def test_every_step_and_exclusion_has_both_languages(rulebase):
+    assert not DisposalStep.objects.filter(text_ko="").exists()
+    assert not DisposalStep.objects.filter(text_en="").exists()
+    assert Exclusion.objects.count() >= 18
+    assert SituationTag.objects.count() >= 30
+    assert SituationTag.objects.filter(code="label_attached").exclude(fix_ko="").exists()
+
+
+def test_an_item_name_belongs_to_one_category_only(rulebase):
+    names = list(Item.objects.values_list("name_ko", flat=True))
+    assert len(names) == len(set(names))
+
+
+def test_load_command_reports_and_keeps_admin_edits_with_if_empty():
+    out = io.StringIO()
+    call_command("load_rulebase", stdout=out)
+    assert "18 categories" in out.getvalue()
+
+    Category.objects.filter(code="paper").update(summary_ko="관리자가 고친 설명")
+    call_command("load_rulebase", "--if-empty", stdout=io.StringIO())
+    assert Category.objects.get(code="paper").summary_ko == "관리자가 고친 설명"
+
+    call_command("load_rulebase", stdout=io.StringIO())
+    assert Category.objects.get(code="paper").summary_ko != "관리자가 고친 설명"
+    assert Category.objects.count() == 18
+
+
+def test_a_rule_base_with_dangling_references_is_rejected():
+    data = read_rulebase()
+    data["categories"][0]["exclusions"] = [{"ko": "x", "en": "x", "goes_to": "nowhere"}]
+    with pytest.raises(RuleBaseError, match="nowhere"):
+        validate_rulebase(data)
