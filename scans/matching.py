@@ -87,6 +87,7 @@ class TextMatch:
     gap: float = 0.0
     method: str = ""
     reason: str = ""  # why unclassified: no_hint | ambiguous | low_confidence
+    source: str = ""  # what the winning alias names: category | item | exclusion
     candidates: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -98,6 +99,7 @@ class TextMatch:
             "gap": round(self.gap, 4),
             "method": self.method,
             "reason": self.reason,
+            "source": self.source,
             "candidates": self.candidates,
         }
 
@@ -247,12 +249,16 @@ class RuleIndex:
         return scores
 
     # -- embeddings --------------------------------------------------------------------------
+    def ensure_vectors(self, embedder: Embedder) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = embedder.embed([a.text for a in self.aliases])
+        return self._vectors
+
     def _embedding_scores(self, hint: str) -> np.ndarray | None:
         embedder = get_embedder()
         if embedder is None:
             return None
-        if self._vectors is None:
-            self._vectors = embedder.embed([a.text for a in self.aliases])
+        self.ensure_vectors(embedder)
         query = embedder.embed_one(normalize(hint))
         cosines = self._vectors @ query
         return np.clip((cosines - self.EMBED_FLOOR) / (self.EMBED_CEIL - self.EMBED_FLOOR), 0, 1)
@@ -265,7 +271,8 @@ class RuleIndex:
         if exact:
             codes = {alias.category_code for _, _, alias in exact}
             if len(codes) == 1:
-                best = max(exact, key=lambda s: s[1] - s[0])[2]
+                # the longest match; on a tie an exclusion, whose note says why this bin
+                best = max(exact, key=lambda s: (s[1] - s[0], s[2].source == "exclusion"))[2]
                 return TextMatch(
                     outcome="classified",
                     category_code=best.category_code,
@@ -273,6 +280,7 @@ class RuleIndex:
                     score=1.0,
                     gap=1.0,
                     method="exact",
+                    source=best.source,
                     candidates=[{"category": best.category_code, "score": 1.0, "alias": best.text}],
                 )
             return TextMatch(
@@ -329,6 +337,7 @@ class RuleIndex:
             score=top_score,
             gap=gap,
             method=method,
+            source=self.aliases[top_i].source,
             candidates=candidates,
         )
 
@@ -377,7 +386,7 @@ def warm_embeddings(num_threads: int = 1) -> int:
     embedder = get_embedder(num_threads=num_threads)
     index = get_rule_index()
     if embedder is not None and index.aliases:
-        index._vectors = embedder.embed([a.text for a in index.aliases])
+        index.ensure_vectors(embedder)
     return len(index.aliases)
 
 

@@ -7,12 +7,35 @@ the answer from the matched rules, and every result says so (``provider: "offlin
 from __future__ import annotations
 
 from ..matching import detect_tags, match_hint
-from ..models import Category
+from ..models import Category, Exclusion
 from ..selectors import situation_tag_table
 from .base import Answer, AnswerRequest, Classification, VisionRequest
 
 OFFLINE = "offline"
 EXAMPLE_HINT = "투명 페트병, 라벨 있음"
+
+
+def _final_consonant(word: str) -> int | None:
+    """Index of the final consonant (batchim) of the last Hangul syllable; 0 = none."""
+    for char in reversed(word.strip()):
+        code = ord(char) - 0xAC00
+        if 0 <= code < 11172:
+            return code % 28
+        if char.isalnum():
+            return None  # ends in Latin or a digit: no reliable reading
+    return None
+
+
+def topic(word: str) -> str:
+    """word + 은/는 ("건전지는", "페트병은")."""
+    final = _final_consonant(word)
+    return word + ("은(는)" if final is None else "은" if final else "는")
+
+
+def direction(word: str) -> str:
+    """word + 으로/로 ("전지로", "종이팩으로", "금속류로"; ㄹ takes 로)."""
+    final = _final_consonant(word)
+    return word + ("(으)로" if final is None else "으로" if final not in (0, 8) else "로")
 
 
 class OfflineVisionProvider:
@@ -69,8 +92,17 @@ class OfflineAnswerProvider:
         steps = [step["ko"] for step in rules["steps"]]
         fixes = [fix["ko"] for fix in rules["fixes"]]
         item = classification.get("minor_category") or rules["middle_ko"]
-        where = rules["middle_ko"]
-        answer = f"{item}은(는) '{where}'(으)로 배출해요."
+        details = classification.get("details") or {}
+        note = None
+        if details.get("source") == "exclusion":
+            # the hint named something people often put in the wrong bin: its note says why
+            note = (
+                Exclusion.objects.filter(name_ko=item, goes_to__code=rules["category_code"])
+                .exclude(note_ko="")
+                .values_list("note_ko", flat=True)
+                .first()
+            )
+        answer = note or f"{topic(item)} {direction(rules['middle_ko'])} 배출해요."
         if fixes:
             answer += f" 배출 전에 {len(fixes)}가지를 먼저 챙겨 주세요."
         elif steps:
