@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from . import services
 from .forms import ScanUploadForm
-from .models import Scan
+from .models import Scan, ScanStatus, ScanStep
 from .selectors import scans_visible_to
 from .serializers import ScanSerializer
 
@@ -36,6 +36,29 @@ def upload(request):
     return render(request, "scans/upload.html", {"form": form}, status=status)
 
 
+PIPELINE_STAGES = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)
+
+
+def stage_states(scan: Scan) -> list[dict]:
+    """Each pipeline stage with its state for the page: done, active, failed or waiting."""
+    order = [s.value for s in PIPELINE_STAGES]
+    current = (
+        order.index(scan.step)
+        if scan.step in order
+        else (len(order) if scan.step == ScanStep.DONE else -1)
+    )
+    states = []
+    for index, stage in enumerate(PIPELINE_STAGES):
+        if index < current:
+            state = "done"
+        elif index == current:
+            state = "failed" if scan.status == ScanStatus.FAILED else "active"
+        else:
+            state = "waiting"
+        states.append({"code": stage.value, "label": stage.label, "state": state})
+    return states
+
+
 @login_required
 @require_GET
 def detail(request, scan_id):
@@ -45,6 +68,8 @@ def detail(request, scan_id):
         "scans/detail.html",
         {
             "scan": scan,
+            "stages": stage_states(scan),
+            "labels": {"status": dict(ScanStatus.choices), "step": dict(ScanStep.choices)},
             "scan_json": ScanSerializer(scan).data,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
             "events_url": reverse("api:scan-events", args=[scan.id]),

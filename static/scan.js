@@ -7,12 +7,15 @@
   if (status === "completed" || status === "failed") return;
 
   var STAGES = ["vision", "rule", "answer"];
+  var LABELS = JSON.parse(document.getElementById("scan-labels").textContent);
   function show(state) {
     var bar = root.querySelector("[data-field=progress]");
     bar.style.width = state.progress + "%";
     bar.parentNode.setAttribute("aria-valuenow", state.progress);
-    root.querySelector("[data-field=status]").textContent = state.status;
-    root.querySelector("[data-field=step]").textContent = state.step;
+    var statusEl = root.querySelector("[data-field=status]");
+    statusEl.textContent = LABELS.status[state.status] || state.status;
+    statusEl.className = "status status-" + state.status;
+    root.querySelector("[data-field=step]").textContent = LABELS.step[state.step] || state.step;
     var current = STAGES.indexOf(state.step);
     root.querySelectorAll("[data-stage]").forEach(function (li) {
       var i = STAGES.indexOf(li.dataset.stage);
