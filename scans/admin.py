@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_celery_results.models import TaskResult
 
-from .models import Category, DisposalStep, Exclusion, Item, Scan, SituationTag
+from .models import Category, DisposalStep, Exclusion, Item, Scan, SituationTag, VisionCacheEntry
 
 
 def pretty_json(value) -> str:
@@ -55,6 +55,18 @@ class ScanAdmin(admin.ModelAdmin):
         "error_code",
         "error_message",
         "celery_root_id",
+        "thumbnail",
+        "image_sha256",
+        "image_prepared_at",
+        "vision_model",
+        "answer_model",
+        "prompt_version",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "vision_cache_hit",
+        "usage_pretty",
         "created_at",
         "updated_at",
         "started_at",
@@ -65,7 +77,20 @@ class ScanAdmin(admin.ModelAdmin):
         "task_results",
     )
     fieldsets = (
-        (None, {"fields": ("id", "owner", "image", "hint")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "owner",
+                    "image",
+                    "thumbnail",
+                    "image_sha256",
+                    "image_prepared_at",
+                    "hint",
+                )
+            },
+        ),
         (
             "State",
             {"fields": ("status", "step", "progress", "outcome", "error_code", "error_message")},
@@ -82,12 +107,36 @@ class ScanAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Cost",
+            {
+                "fields": (
+                    "vision_model",
+                    "answer_model",
+                    "prompt_version",
+                    "vision_cache_hit",
+                    "input_tokens",
+                    "cached_input_tokens",
+                    "output_tokens",
+                    "cost_usd",
+                    "usage_pretty",
+                )
+            },
+        ),
         ("Tasks", {"fields": ("celery_root_id", "task_results")}),
         ("Times", {"fields": ("created_at", "updated_at", "started_at", "finished_at")}),
     )
 
     def has_add_permission(self, request):
         return False  # scans come from uploads, not from the admin
+
+    @admin.display(description="tokens", ordering="input_tokens")
+    def total_tokens(self, scan):
+        return scan.input_tokens + scan.output_tokens
+
+    @admin.display(description="usage per step")
+    def usage_pretty(self, scan):
+        return pretty_json(scan.usage)
 
     @admin.display(description="classification")
     def classification_pretty(self, scan):
@@ -163,3 +212,24 @@ class ItemAdmin(admin.ModelAdmin):
     list_display = ("name_ko", "name_en", "category")
     list_filter = ("category",)
     search_fields = ("name_ko", "name_en", "aliases")
+
+
+@admin.register(VisionCacheEntry)
+class VisionCacheEntryAdmin(admin.ModelAdmin):
+    list_display = ("image_sha256", "provider", "hits", "created_at", "last_hit_at")
+    list_filter = ("provider",)
+    search_fields = ("image_sha256", "key")
+    readonly_fields = (
+        "key",
+        "provider",
+        "image_sha256",
+        "hits",
+        "created_at",
+        "last_hit_at",
+        "classification_pretty",
+    )
+    exclude = ("classification",)
+
+    @admin.display(description="classification")
+    def classification_pretty(self, entry):
+        return pretty_json(entry.classification)

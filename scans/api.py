@@ -68,7 +68,8 @@ class ScanListCreateView(generics.ListCreateAPIView):
 class ScanDetailView(APIView):
     @extend_schema(responses=ScanSerializer, summary="Status, step, progress and result of a scan")
     def get(self, request, task_id: str):
-        return Response(ScanSerializer(get_visible_scan(request, task_id)).data)
+        scan = get_visible_scan(request, task_id)
+        return Response(ScanSerializer(scan, context={"request": request}).data)
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -91,7 +92,7 @@ class ScanEventsView(APIView):
 
         def final_payload():
             scan.refresh_from_db()
-            return ScanSerializer(scan).data
+            return ScanSerializer(scan, context={"request": request}).data
 
         response = StreamingHttpResponse(
             scan_event_stream(str(scan.id), final_payload), content_type="text/event-stream"

@@ -155,7 +155,15 @@ class Scan(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scans"
     )
-    image = models.ImageField(upload_to=scan_image_path)
+    image = models.ImageField(
+        upload_to=scan_image_path,
+        help_text=_(
+            "The upload; replaced by the prepared JPEG (upright, no metadata) on a worker."
+        ),
+    )
+    thumbnail = models.ImageField(upload_to=scan_image_path, blank=True)
+    image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    image_prepared_at = models.DateTimeField(null=True, blank=True)
     hint = models.CharField(max_length=200, blank=True)
 
     status = models.CharField(max_length=20, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
@@ -170,6 +178,19 @@ class Scan(models.Model):
     answer = models.JSONField(null=True, blank=True)
     outcome = models.CharField(max_length=20, choices=ScanOutcome.choices, blank=True)
     provider = models.CharField(max_length=40, blank=True)
+
+    # What the scan cost: per step in ``usage`` ({"vision": {...}, "answer": {...}}), summed here.
+    usage = models.JSONField(default=dict, blank=True)
+    vision_model = models.CharField(max_length=80, blank=True)
+    answer_model = models.CharField(max_length=80, blank=True)
+    prompt_version = models.CharField(max_length=80, blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    cached_input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    vision_cache_hit = models.BooleanField(
+        default=False, help_text=_("The classification came from the cache: no provider call.")
+    )
 
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)
@@ -195,3 +216,24 @@ class Scan(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class VisionCacheEntry(models.Model):
+    """A paid classification, reused for the same prepared photo, hint, model and prompt.
+
+    The key hashes all four, so a changed prompt version or model never serves a stale answer.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    provider = models.CharField(max_length=120)
+    image_sha256 = models.CharField(max_length=64, db_index=True)
+    classification = models.JSONField()
+    hits = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "vision cache entries"
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.image_sha256[:12]} ({self.hits} hits)"

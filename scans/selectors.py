@@ -128,3 +128,33 @@ def match_rules(classification: dict[str, Any]) -> dict[str, Any] | None:
             for t in SituationTag.objects.filter(code__in=tags).exclude(fix_ko="")
         ],
     }
+
+
+def vision_taxonomy(items_per_category: int = 8) -> dict[str, Any]:
+    """The taxonomy a vision prompt and its JSON schema are built from, in a fixed order.
+
+    Prompts are cached by prefix, so the same rule base must always render the same bytes:
+    categories in the rule base's order (position, code), their first items by id (the rule
+    base lists the most common items first), tags by group and code. Only a few item names are
+    given per category: they anchor what the category means without paying for every alias.
+    """
+    categories = Category.objects.order_by("position", "code").prefetch_related(
+        Prefetch("items", queryset=Item.objects.order_by("pk"))
+    )
+    return {
+        "categories": [
+            {
+                "code": category.code,
+                "major_ko": category.major_ko,
+                "major_en": category.major_en,
+                "middle_ko": category.middle_ko,
+                "middle_en": category.middle_en,
+                "items": [item.name_ko for item in category.items.all()[:items_per_category]],
+            }
+            for category in categories
+        ],
+        "situation_tags": [
+            {"code": tag.code, "ko": tag.name_ko, "en": tag.name_en}
+            for tag in SituationTag.objects.order_by("group", "code")
+        ],
+    }

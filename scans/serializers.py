@@ -11,17 +11,33 @@ from .images import validate_scan_image
 from .models import Scan, ScanStatus
 
 
-def scan_result(scan: Scan) -> dict[str, Any] | None:
-    """What a completed scan found: classification, the rules used and the guidance."""
+def scan_result(scan: Scan, *, include_usage: bool = False) -> dict[str, Any] | None:
+    """What a completed scan found: classification, the rules used and the guidance.
+
+    Token counts and cost are operating data: only staff get them (``include_usage``).
+    """
     if scan.status != ScanStatus.COMPLETED:
         return None
-    return {
+    result = {
         "outcome": scan.outcome,
         "classification": scan.classification,
         "disposal_rules": scan.matched_rules,
         "answer": scan.answer,
         "provider": scan.provider,
+        "cache_hit": scan.vision_cache_hit,
     }
+    if include_usage:
+        result["usage"] = {
+            "per_step": scan.usage,
+            "vision_model": scan.vision_model,
+            "answer_model": scan.answer_model,
+            "prompt_version": scan.prompt_version,
+            "input_tokens": scan.input_tokens,
+            "cached_input_tokens": scan.cached_input_tokens,
+            "output_tokens": scan.output_tokens,
+            "cost_usd": str(scan.cost_usd),
+        }
+    return result
 
 
 def scan_error(scan: Scan) -> dict[str, str] | None:
@@ -78,7 +94,8 @@ class ScanSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_result(self, scan: Scan) -> dict[str, Any] | None:
-        return scan_result(scan)
+        request = self.context.get("request")
+        return scan_result(scan, include_usage=bool(request and request.user.is_staff))
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_error(self, scan: Scan) -> dict[str, str] | None:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
+from decimal import Decimal
 from functools import partial
 
 from celery import chain
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from .models import TERMINAL_STATUSES, Category, Scan, ScanOutcome, ScanStatus, ScanStep
+from .images import ImagePreparationError, prepare_image
+from .models import (
+    TERMINAL_STATUSES,
+    Category,
+    Scan,
+    ScanOutcome,
+    ScanStatus,
+    ScanStep,
+    VisionCacheEntry,
+)
 from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, ProviderError, VisionRequest
@@ -121,6 +135,106 @@ def _begin(scan: Scan, step: ScanStep) -> bool:
 
 
 # --- the three steps ------------------------------------------------------------------------
+def _prepared_names(scan: Scan) -> tuple[str, str]:
+    return f"scans/prepared/{scan.id}.jpg", f"scans/prepared/{scan.id}-thumb.jpg"
+
+
+def _replace_file(name: str, content: bytes) -> str:
+    if default_storage.exists(name):
+        default_storage.delete(name)  # a redelivered step rewrites the same names
+    return default_storage.save(name, ContentFile(content))
+
+
+def ensure_prepared_image(scan: Scan) -> bytes:
+    """The scan's prepared JPEG; prepared (and the original upload deleted) on first use.
+
+    The original may carry GPS coordinates and camera serials; only the prepared copy, with no
+    metadata, is kept, shown or sent to a provider.
+    """
+    if scan.image_prepared_at:
+        with scan.image.open("rb") as handle:
+            return handle.read()
+    try:
+        with scan.image.open("rb") as source:
+            prepared = prepare_image(source)
+    except FileNotFoundError as exc:
+        raise ScanStepError("image_missing", "The uploaded photo is no longer available.") from exc
+    except ImagePreparationError as exc:
+        raise ScanStepError(exc.code, exc.message) from exc
+    original = scan.image.name
+    image_name, thumb_name = _prepared_names(scan)
+    image_name = _replace_file(image_name, prepared.jpeg)
+    thumb_name = _replace_file(thumb_name, prepared.thumbnail)
+    saved = _save_if_active(
+        scan,
+        image=image_name,
+        thumbnail=thumb_name,
+        image_sha256=prepared.sha256,
+        image_prepared_at=timezone.now(),
+    )
+    if saved and original != image_name:
+        default_storage.delete(original)
+    return prepared.jpeg
+
+
+def vision_cache_key(namespace: str, image_sha256: str, hint: str) -> str:
+    """Same prepared photo + same hint + same provider, model and prompt version → same key."""
+    parts = "\x1f".join([namespace, image_sha256, " ".join(hint.split())])
+    return hashlib.sha256(parts.encode()).hexdigest()
+
+
+def _usage_fields(scan: Scan, step: str, usage: dict | None) -> dict:
+    """The scan's usage with ``step`` recorded, and the per-scan totals recomputed."""
+    per_step = {**(scan.usage or {})}
+    if usage:
+        per_step[step] = usage
+    else:
+        per_step.pop(step, None)
+    versions = [
+        per_step[name]["prompt_version"]
+        for name in ("vision", "answer")
+        if per_step.get(name, {}).get("prompt_version")
+    ]
+    return {
+        "usage": per_step,
+        "input_tokens": sum(u.get("input_tokens", 0) for u in per_step.values()),
+        "cached_input_tokens": sum(u.get("cached_input_tokens", 0) for u in per_step.values()),
+        "output_tokens": sum(u.get("output_tokens", 0) for u in per_step.values()),
+        "cost_usd": sum(
+            (Decimal(str(u.get("cost_usd", 0))) for u in per_step.values()), Decimal(0)
+        ),
+        "prompt_version": "+".join(versions),
+    }
+
+
+def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
+    """Classification, provider name, usage of a paid call (None if free or cached), cache hit."""
+    provider = get_vision_provider()
+    namespace = getattr(provider, "cache_namespace", None)
+    key = vision_cache_key(namespace, scan.image_sha256, scan.hint) if namespace else None
+    if key:
+        entry = VisionCacheEntry.objects.filter(key=key).first()
+        if entry:
+            VisionCacheEntry.objects.filter(pk=entry.pk).update(
+                hits=F("hits") + 1, last_hit_at=timezone.now()
+            )
+            return entry.classification, provider.name, None, True
+    result = provider.classify(VisionRequest(image=image, hint=scan.hint))
+    classification = result.to_dict()
+    usage = classification.pop("usage", None)
+    if key and result.outcome == ScanOutcome.CLASSIFIED:
+        # two scans of the same photo racing: the first entry wins, the second is no error
+        VisionCacheEntry.objects.get_or_create(
+            key=key,
+            defaults={
+                "provider": namespace,
+                "image_sha256": scan.image_sha256,
+                "classification": classification,
+            },
+        )
+    return classification, provider.name, usage, False
+
+
 def run_vision_step(scan_id: str) -> None:
     scan = _load_active(scan_id)
     if scan is None:
@@ -129,18 +243,17 @@ def run_vision_step(scan_id: str) -> None:
         return  # a redelivered message: the classification is stored, do not pay again
     if not _begin(scan, ScanStep.VISION):
         return
-    provider = get_vision_provider()
-    try:
-        image_path = scan.image.path
-    except (ValueError, NotImplementedError) as exc:
-        raise ScanStepError("image_missing", "The uploaded photo is no longer available.") from exc
-    result = provider.classify(VisionRequest(image_path=image_path, hint=scan.hint))
+    image = ensure_prepared_image(scan)
+    classification, provider_name, usage, cache_hit = _classify(scan, image)
     _save_if_active(
         scan,
-        classification=result.to_dict(),
-        outcome=result.outcome,
-        provider=provider.name,
+        classification=classification,
+        outcome=classification["outcome"],
+        provider=provider_name,
+        vision_cache_hit=cache_hit,
+        vision_model=(usage or {}).get("model", ""),
         progress=STEP_PROGRESS[ScanStep.VISION][1],
+        **_usage_fields(scan, "vision", usage),
     )
 
 
@@ -182,8 +295,15 @@ def run_answer_step(scan_id: str) -> None:
             AnswerRequest(
                 classification=scan.classification, rules=scan.matched_rules, hint=scan.hint
             )
+        ).to_dict()
+        usage = answer.pop("usage", None)
+        saved = _save_if_active(
+            scan,
+            answer=answer,
+            answer_model=(usage or {}).get("model", ""),
+            **_usage_fields(scan, "answer", usage),
         )
-        if not _save_if_active(scan, answer=answer.to_dict()):
+        if not saved:
             return
     _save_if_active(
         scan,

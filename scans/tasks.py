@@ -7,26 +7,38 @@ twice), and the last failure of any step gives the scan its terminal ``failed`` 
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 from celery import Task, shared_task
 
 from . import services
 from .models import ScanStep
 from .providers.base import TransientProviderError
 
-# Celery time limits per step: soft raises inside the task (the scan fails with a reason),
-# hard kills the process. Both are far below RabbitMQ's 30 min consumer timeout.
-STEP_OPTIONS = {
-    "bind": True,
-    "autoretry_for": (TransientProviderError,),
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 3,
-}
+MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
+RETRY_BACKOFF_CAP = 60  # seconds; far below RabbitMQ's consumer timeout for held ETA messages
+
+
+def retry_countdown(retries: int, retry_after: float | None) -> float:
+    """Exponential backoff (1, 2, 4 … s, capped) with full jitter, never sooner than the
+    provider's Retry-After."""
+    backoff = random.uniform(0, min(RETRY_BACKOFF_CAP, 2**retries))
+    return min(RETRY_BACKOFF_CAP, max(backoff, retry_after or 0))
 
 
 class ScanStepTask(Task):
     step: ScanStep
+
+    def run_step(self, service: Callable[[str], None], scan_id: str) -> str:
+        try:
+            service(scan_id)
+        except TransientProviderError as exc:
+            # after max_retries, retry() re-raises exc and on_failure gives the reason
+            raise self.retry(
+                exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
+            ) from exc
+        return scan_id
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         scan_id = args[0] if args else kwargs.get("scan_id")
@@ -46,6 +58,12 @@ class AnswerStep(ScanStepTask):
     step = ScanStep.ANSWER
 
 
+# Soft time limits raise inside the step (the scan fails with a reason); hard limits kill the
+# process. Both sit far below RabbitMQ's 30-minute consumer timeout, and the OpenAI client's
+# own timeout (OPENAI_TIMEOUT) sits below the soft limit.
+STEP_OPTIONS = {"bind": True, "max_retries": MAX_STEP_RETRIES}
+
+
 @shared_task(
     base=VisionStep,
     name="scans.tasks.vision_scan",
@@ -54,16 +72,14 @@ class AnswerStep(ScanStepTask):
     **STEP_OPTIONS,
 )
 def vision_scan(self, scan_id: str) -> str:
-    services.run_vision_step(scan_id)
-    return scan_id
+    return self.run_step(services.run_vision_step, scan_id)
 
 
 @shared_task(
     base=RuleStep, name="scans.tasks.rule_match", soft_time_limit=30, time_limit=60, **STEP_OPTIONS
 )
 def rule_match(self, scan_id: str) -> str:
-    services.run_rule_step(scan_id)
-    return scan_id
+    return self.run_step(services.run_rule_step, scan_id)
 
 
 @shared_task(
@@ -74,8 +90,7 @@ def rule_match(self, scan_id: str) -> str:
     **STEP_OPTIONS,
 )
 def answer_gen(self, scan_id: str) -> str:
-    services.run_answer_step(scan_id)
-    return scan_id
+    return self.run_step(services.run_answer_step, scan_id)
 
 
 @shared_task(name="scans.tasks.sweep_stalled_scans")

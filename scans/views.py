@@ -70,7 +70,7 @@ def detail(request, scan_id):
             "scan": scan,
             "stages": stage_states(scan),
             "labels": {"status": dict(ScanStatus.choices), "step": dict(ScanStep.choices)},
-            "scan_json": ScanSerializer(scan).data,
+            "scan_json": ScanSerializer(scan, context={"request": request}).data,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
             "events_url": reverse("api:scan-events", args=[scan.id]),
         },
@@ -92,8 +92,10 @@ def history(request):
 def image(request, scan_id):
     """The photo, to its owner and staff only (uploads are never public files)."""
     scan = _visible_scan_or_404(request, scan_id)
+    # lists ask for the small copy; it exists once a worker has prepared the photo
+    field = scan.thumbnail if request.GET.get("size") == "thumb" and scan.thumbnail else scan.image
     try:
-        handle = scan.image.open("rb")
+        handle = field.open("rb")
     except (FileNotFoundError, ValueError):
         raise Http404("The photo is no longer available.") from None
     response = FileResponse(handle)

@@ -10,9 +10,7 @@ pytestmark = pytest.mark.django_db
 
 
 def guidance(hint: str):
-    classification = (
-        OfflineVisionProvider().classify(VisionRequest(image_path="unused", hint=hint)).to_dict()
-    )
+    classification = OfflineVisionProvider().classify(VisionRequest(image=b"", hint=hint)).to_dict()
     rules = match_rules(classification) if classification["outcome"] == "classified" else None
     return classification, OfflineAnswerProvider().compose(
         AnswerRequest(classification, rules, hint)

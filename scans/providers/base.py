@@ -35,9 +35,23 @@ class TransientProviderError(ProviderError):
         self.retry_after = retry_after
 
 
+@dataclass
+class Usage:
+    """What one provider call cost: tokens as the API reported them, and the price in USD."""
+
+    model: str
+    input_tokens: int = 0
+    cached_input_tokens: int = 0  # the part of input_tokens served from the prompt cache
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    prompt_version: str = ""
+
+
 @dataclass(frozen=True)
 class VisionRequest:
-    image_path: str
+    """The prepared photo (re-encoded JPEG, metadata stripped) and the user's hint."""
+
+    image: bytes
     hint: str = ""
 
 
@@ -60,6 +74,7 @@ class Classification:
     provider: str = ""
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None  # None for providers that cost nothing (offline)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +93,7 @@ class Answer:
     insufficiencies: list[str]
     user_answer: str
     provider: str = ""
+    usage: Usage | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
