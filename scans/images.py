@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -18,6 +20,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
 
+class UnusablePhoto(ValueError):
+    """The file cannot be used as a photo; ``code`` is stable, ``message`` is for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def _has_allowed_signature(head: bytes) -> bool:
     """True if the first bytes claim an allowed format (so a failure means a damaged file)."""
     return (
@@ -26,6 +37,40 @@ def _has_allowed_signature(head: bytes) -> bool:
         or head[:6] in (b"GIF87a", b"GIF89a")
         or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
     )
+
+
+@contextmanager
+def open_photo(source) -> Iterator[Image.Image]:
+    """Open an allow-listed photo; any decoding problem inside the block is an UnusablePhoto.
+
+    Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are refused.
+    """
+    source.seek(0)
+    head = source.read(16)
+    source.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source, formats=ALLOWED_FORMATS) as image:
+                yield image
+    except UnusablePhoto:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnusablePhoto("too_many_pixels", _("The photo has too many pixels.")) from exc
+    except UnidentifiedImageError as exc:
+        if not _has_allowed_signature(head):
+            raise UnusablePhoto(
+                "unsupported_format", _("This is not a JPEG, PNG, WebP or GIF photo.")
+            ) from exc
+        raise UnusablePhoto(
+            "corrupt", _("The photo is damaged or truncated and cannot be read.")
+        ) from exc
+    except Exception as exc:  # Pillow raises many types for truncated or corrupt data
+        raise UnusablePhoto(
+            "corrupt", _("The photo is damaged or truncated and cannot be read.")
+        ) from exc
+    finally:
+        source.seek(0)
 
 
 def validate_scan_image(upload) -> None:
@@ -39,31 +84,11 @@ def validate_scan_image(upload) -> None:
             % {"size": filesizeformat(upload.size), "limit": filesizeformat(max_bytes)},
             code="too_large",
         )
-    upload.seek(0)
-    head = upload.read(16)
-    upload.seek(0)
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(upload, formats=ALLOWED_FORMATS) as image:
-                image.verify()
-    except UnidentifiedImageError as exc:
-        if _has_allowed_signature(head):
-            raise ValidationError(
-                _("The photo is damaged or truncated and cannot be read."), code="corrupt"
-            ) from exc
-        raise ValidationError(
-            _("This is not a JPEG, PNG, WebP or GIF photo."), code="unsupported_format"
-        ) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValidationError(_("The photo has too many pixels."), code="too_many_pixels") from exc
-    except Exception as exc:  # Pillow raises many types for truncated or corrupt data
-        raise ValidationError(
-            _("The photo is damaged or truncated and cannot be read."), code="corrupt"
-        ) from exc
-    finally:
-        upload.seek(0)
+        with open_photo(upload) as image:
+            image.verify()
+    except UnusablePhoto as exc:
+        raise ValidationError(exc.message, code=exc.code) from exc
 
 
 @dataclass(frozen=True)
@@ -75,15 +100,6 @@ class PreparedImage:
     width: int
     height: int
     sha256: str
-
-
-class ImagePreparationError(ValueError):
-    """The stored upload cannot be turned into a usable photo; the message is for the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -108,34 +124,18 @@ def prepare_image(source) -> PreparedImage:
     """Re-encode an upload: EXIF orientation applied, metadata stripped, longest edge capped.
 
     Runs on a worker (decoding a large photo costs tens of milliseconds, too much for the
-    upload request). Only allow-listed formats are decoded, with Pillow's decompression-bomb
-    limit in force; an animated GIF contributes its first frame.
+    upload request). An animated GIF contributes its first frame. Raises UnusablePhoto.
     """
-    source.seek(0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source, formats=ALLOWED_FORMATS) as original:
-                original.seek(0)  # first frame of an animation
-                upright = ImageOps.exif_transpose(original)
-                image = _flatten(upright)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImagePreparationError("too_many_pixels", "The photo has too many pixels.") from exc
-    except UnidentifiedImageError as exc:
-        raise ImagePreparationError(
-            "unsupported_format", "The stored photo is not a JPEG, PNG, WebP or GIF."
-        ) from exc
-    except Exception as exc:  # truncated or corrupt data raises many types inside Pillow
-        raise ImagePreparationError("corrupt", "The photo is damaged and cannot be read.") from exc
-
+    with open_photo(source) as original:
+        original.seek(0)
+        image = _flatten(ImageOps.exif_transpose(original))
     max_edge = settings.SCAN_IMAGE_MAX_EDGE
     if max(image.size) > max_edge:
         image.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
     jpeg = _encode_jpeg(image, settings.SCAN_IMAGE_JPEG_QUALITY)
     thumb = image.copy()
-    thumb.thumbnail(
-        (settings.SCAN_THUMBNAIL_EDGE, settings.SCAN_THUMBNAIL_EDGE), Image.Resampling.LANCZOS
-    )
+    edge = settings.SCAN_THUMBNAIL_EDGE
+    thumb.thumbnail((edge, edge), Image.Resampling.LANCZOS)
     return PreparedImage(
         jpeg=jpeg,
         thumbnail=_encode_jpeg(thumb, 80),

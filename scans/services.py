@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .images import ImagePreparationError, prepare_image
+from .images import UnusablePhoto, prepare_image
 from .models import (
     TERMINAL_STATUSES,
     Category,
@@ -159,7 +159,7 @@ def ensure_prepared_image(scan: Scan) -> bytes:
             prepared = prepare_image(source)
     except FileNotFoundError as exc:
         raise ScanStepError("image_missing", "The uploaded photo is no longer available.") from exc
-    except ImagePreparationError as exc:
+    except UnusablePhoto as exc:
         raise ScanStepError(exc.code, exc.message) from exc
     original = scan.image.name
     image_name, thumb_name = _prepared_names(scan)

@@ -11,20 +11,22 @@ import random
 from collections.abc import Callable
 
 from celery import Task, shared_task
+from django.conf import settings
 
 from . import services
 from .models import ScanStep
 from .providers.base import TransientProviderError
 
 MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
-RETRY_BACKOFF_CAP = 60  # seconds; far below RabbitMQ's consumer timeout for held ETA messages
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff (1, 2, 4 … s, capped) with full jitter, never sooner than the
-    provider's Retry-After."""
-    backoff = random.uniform(0, min(RETRY_BACKOFF_CAP, 2**retries))
-    return min(RETRY_BACKOFF_CAP, max(backoff, retry_after or 0))
+    """Exponential backoff (1, 2, 4 … s) with full jitter, never sooner than the provider's
+    Retry-After, capped by SCAN_RETRY_BACKOFF_CAP: a retry waits as an ETA message held by the
+    worker, which must stay far below RabbitMQ's consumer timeout."""
+    cap = settings.SCAN_RETRY_BACKOFF_CAP
+    backoff = random.uniform(0, min(cap, 2**retries))
+    return min(cap, max(backoff, retry_after or 0))
 
 
 class ScanStepTask(Task):

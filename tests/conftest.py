@@ -188,43 +188,114 @@ def _purge_pipeline_queues() -> None:
             bound.purge()
 
 
+class WorkerManager:
+    """Runs one ``celery worker`` subprocess at a time, restarted when the configuration changes.
+
+    Two workers on the same queues would take each other's tasks, so tests that need another
+    provider (the fake OpenAI server) ask for a different configuration instead.
+    """
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.current: WorkerProcess | None = None
+        self.config: tuple = ()
+        self.starts = 0
+
+    def ensure(self, **env: str) -> WorkerProcess:
+        config = tuple(sorted(env.items()))
+        if self.current and self.config == config and self.current.process.poll() is None:
+            return self.current
+        self.stop()
+        self.current, self.config = self._start(env), config
+        return self.current
+
+    def _start(self, overrides: dict[str, str]) -> WorkerProcess:
+        self.starts += 1
+        log_path = self.log_dir / f"worker-{self.starts}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url_for_subprocess(),
+            "ECO2_VAR_DIR": TEST_VAR_DIR,
+            "SCAN_VISION_PROVIDER": "tests.fakes.providers.FailingOnRequestVisionProvider",
+            "SCAN_RETRY_BACKOFF_CAP": "2",  # real backoff, in seconds a test can wait for
+            "PYTHONPATH": str(BASE_DIR),
+            **overrides,
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "eco2", "worker",
+            "--loglevel=INFO", "--pool=prefork", "--concurrency=2",
+            "--queues=scan.ai.pipeline,notification,default",
+            f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        worker = WorkerProcess(process, log_path)
+        deadline = time.monotonic() + 60
+        while " ready." not in worker.log():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"the Celery worker did not start:\n{worker.log()[-4000:]}")
+            time.sleep(0.2)
+        return worker
+
+    def stop(self) -> None:
+        if self.current is None:
+            return
+        process = self.current.process
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self.current = None
+
+
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real ``celery worker`` subprocess on the configured broker and the test database."""
+def worker_manager(django_db_setup, django_db_blocker, tmp_path_factory):
     if SERVICES_MODE:
         _purge_pipeline_queues()
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_subprocess(),
-        "ECO2_VAR_DIR": TEST_VAR_DIR,
-        "SCAN_VISION_PROVIDER": "tests.fakes.providers.FailingOnRequestVisionProvider",
-        "PYTHONPATH": str(BASE_DIR),
-    }
-    command = [
-        sys.executable, "-m", "celery", "-A", "eco2", "worker",
-        "--loglevel=INFO", "--pool=prefork", "--concurrency=2",
-        "--queues=scan.ai.pipeline,notification,default",
-        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    worker = WorkerProcess(process, log_path)
-    deadline = time.monotonic() + 60
-    while " ready." not in worker.log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the Celery worker did not start:\n{worker.log()[-4000:]}")
-        time.sleep(0.2)
-    yield worker
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    manager = WorkerManager(tmp_path_factory.mktemp("workers"))
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture
+def celery_worker(worker_manager):
+    """A real ``celery worker`` subprocess on the configured broker and the test database,
+    with the offline provider (plus hints that fail on purpose, see tests/fakes/providers.py)."""
+    return worker_manager.ensure()
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server():
+    from .fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server):
+    """The fake OpenAI-compatible server, with no scripts and no recorded requests."""
+    fake_openai_server.reset()
+    yield fake_openai_server
+    fake_openai_server.reset()
+
+
+@pytest.fixture
+def openai_worker(worker_manager, fake_openai):
+    """A worker whose vision and answer steps use the OpenAI provider against the fake server."""
+    return worker_manager.ensure(
+        SCAN_VISION_PROVIDER="scans.providers.openai.OpenAIVisionProvider",
+        SCAN_ANSWER_PROVIDER="scans.providers.openai.OpenAIAnswerProvider",
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=fake_openai.base_url,
+        OPENAI_TIMEOUT="2",
+    )
 
 
 def wait_for_scan(scan_id, timeout: float = 30.0) -> Scan:

@@ -7,8 +7,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from scans import services
-from scans.models import Scan, ScanStatus, ScanStep
-from scans.providers.base import Classification
+from scans.models import Scan, ScanStatus, ScanStep, VisionCacheEntry
+from scans.providers.base import Classification, Usage
 
 pytestmark = pytest.mark.django_db
 
@@ -147,3 +147,131 @@ def test_a_publish_failure_is_logged_not_raised(monkeypatch, scan, caplog):
 
     assert services.enqueue_pipeline(scan.id, str(scan.id)) is False
     assert "could not publish" in caplog.text
+
+
+class PaidVisionProvider:
+    """Charges per call and can be cached, like the OpenAI provider."""
+
+    name = "paid"
+    cache_namespace = "paid|model-x|prompt-1"
+    calls = 0
+
+    def classify(self, request):
+        type(self).calls += 1
+        return Classification(
+            outcome="classified",
+            category_code="metal",
+            user_input=request.hint,
+            provider=self.name,
+            usage=Usage(
+                model="model-x",
+                input_tokens=1000,
+                cached_input_tokens=400,
+                output_tokens=50,
+                cost_usd=0.0123,
+                prompt_version="vision-1",
+            ),
+        )
+
+
+@pytest.fixture
+def paid_provider(settings):
+    from scans.providers import _build
+
+    settings.SCAN_VISION_PROVIDER = "tests.test_services.PaidVisionProvider"
+    PaidVisionProvider.calls = 0
+    _build.cache_clear()
+    yield PaidVisionProvider
+    _build.cache_clear()
+
+
+def test_vision_usage_is_stored_per_step_and_summed(rulebase, user, photo, paid_provider):
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    services.run_vision_step(scan.id)
+    scan.refresh_from_db()
+
+    assert scan.usage["vision"]["input_tokens"] == 1000
+    assert (scan.input_tokens, scan.cached_input_tokens, scan.output_tokens) == (1000, 400, 50)
+    assert str(scan.cost_usd) == "0.012300"
+    assert (scan.vision_model, scan.prompt_version, scan.vision_cache_hit) == (
+        "model-x",
+        "vision-1",
+        False,
+    )
+
+
+def test_the_same_photo_and_hint_never_pay_twice(rulebase, user, photo, paid_provider):
+    first = services.create_scan(owner=user, image=photo(), hint="콜라 캔")
+    second = services.create_scan(owner=user, image=photo(), hint="콜라  캔")  # spacing differs
+    other_hint = services.create_scan(owner=user, image=photo(), hint="참치 캔")
+
+    for scan in (first, second, other_hint):
+        services.run_vision_step(scan.id)
+
+    assert paid_provider.calls == 2
+    second.refresh_from_db()
+    assert second.vision_cache_hit is True
+    assert second.cost_usd == 0 and second.usage == {}
+    assert second.classification["category_code"] == "metal"
+    assert (
+        VisionCacheEntry.objects.get(
+            image_sha256=second.image_sha256,
+            key=services.vision_cache_key(
+                paid_provider.cache_namespace, second.image_sha256, "콜라 캔"
+            ),
+        ).hits
+        == 1
+    )
+
+
+def test_free_providers_are_not_cached(rulebase, user, photo, counting_provider):
+    for _ in range(2):
+        services.run_vision_step(services.create_scan(owner=user, image=photo(), hint="캔").id)
+    assert counting_provider.calls == 2
+    assert not VisionCacheEntry.objects.exists()
+
+
+def test_the_upload_is_replaced_by_the_prepared_photo(rulebase, user, counting_provider):
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from .test_image_preparation import jpeg_with_exif
+
+    scan = services.create_scan(
+        owner=user, image=SimpleUploadedFile("cam.jpg", jpeg_with_exif()), hint="캔"
+    )
+    original = scan.image.name
+    services.run_vision_step(scan.id)
+    scan.refresh_from_db()
+
+    assert not default_storage.exists(original), "the upload with GPS is gone"
+    assert scan.image.name.endswith(f"prepared/{scan.id}.jpg") and scan.thumbnail
+    stored = scan.image.read()
+    assert b"SecretCam" not in stored and b"Exif" not in stored
+    assert scan.image_sha256 and scan.image_prepared_at
+
+
+def test_a_damaged_stored_photo_fails_the_step_with_its_reason(rulebase, user, counting_provider):
+    from django.core.files.base import ContentFile
+
+    scan = services.create_scan(
+        owner=user, image=ContentFile(b"\xff\xd8\xff broken", name="x.jpg"), hint="캔"
+    )
+    with pytest.raises(services.ScanStepError) as error:
+        services.run_vision_step(scan.id)
+    assert error.value.code == "corrupt"
+    assert counting_provider.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("retries", "retry_after", "low", "high"),
+    [(0, None, 0, 1), (2, None, 0, 4), (1, 7, 7, 7), (9, None, 0, 2), (0, 30, 2, 2)],
+)
+def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
+    settings, retries, retry_after, low, high
+):
+    from scans.tasks import retry_countdown
+
+    settings.SCAN_RETRY_BACKOFF_CAP = 10 if high != 2 else 2
+    for _ in range(50):
+        assert low <= retry_countdown(retries, retry_after) <= high

@@ -492,6 +492,15 @@ class OpenAIVisionProvider(_OpenAIProvider):
         "The AI model declined to analyse this photo. Please try a photo that shows only the item."
     )
 
+    @property
+    def cache_namespace(self) -> str:
+        """What a cached classification depends on besides the photo and hint: the server,
+        the model, the prompt version and the taxonomy in the static prompt."""
+        prompt = load_prompt("vision")
+        system = render_vision_prompt(prompt, vision_taxonomy())
+        server = settings.OPENAI_BASE_URL or "api.openai.com"
+        return f"openai|{server}|{settings.OPENAI_VISION_MODEL}|{cache_key(prompt, system)}"
+
     def classify(self, request: VisionRequest) -> Classification:
         prompt = load_prompt("vision")
         taxonomy = vision_taxonomy()

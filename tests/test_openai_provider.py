@@ -1,0 +1,370 @@
+"""The OpenAI provider through the real ``openai`` client against a local fake server.
+
+Assertions are on what went over the wire (recorded requests) and on what came back
+(Classification / Answer / the provider error), never on mocks of the SDK.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+
+import pytest
+from PIL import Image
+
+from scans.models import Category, SituationTag
+from scans.providers.base import (
+    AnswerRequest,
+    ProviderError,
+    TransientProviderError,
+    VisionRequest,
+)
+from scans.providers.openai import (
+    ANSWER_SCHEMA_NAME,
+    VISION_SCHEMA_NAME,
+    OpenAIAnswerProvider,
+    OpenAIVisionProvider,
+    cost_usd,
+    load_prompt,
+)
+from scans.selectors import match_rules
+from tests.fakes.openai_server import (
+    FakeOpenAI,
+    HttpError,
+    malformed,
+    ok,
+    rate_limited,
+    refusal,
+    server_error,
+    slow,
+)
+
+pytestmark = pytest.mark.django_db
+
+MODEL = "gpt-4.1-mini"
+
+
+def jpeg(color: tuple[int, int, int] = (30, 140, 80), size: tuple[int, int] = (32, 24)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def pet_bottle(**overrides) -> dict:
+    reply = {
+        "minor_category": "생수병",
+        "major_category": "재활용폐기물",
+        "middle_category": "무색페트병",
+        "category_code": "pet_clear",
+        "situation_tags": ["label_attached"],
+        "confidence": 0.92,
+        "user_input": "투명 페트병, 라벨 있음",
+    }
+    return {**reply, **overrides}
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server, settings, rulebase):
+    fake_server.reset()
+    settings.OPENAI_API_KEY = "test-key"
+    settings.OPENAI_BASE_URL = fake_server.base_url
+    settings.OPENAI_TIMEOUT = 2
+    settings.OPENAI_VISION_MODEL = MODEL
+    settings.OPENAI_ANSWER_MODEL = MODEL
+    settings.OPENAI_IMAGE_DETAIL = "low"
+    return fake_server
+
+
+def classify(hint: str = "투명 페트병, 라벨 있음", image: bytes | None = None):
+    return OpenAIVisionProvider().classify(VisionRequest(image=image or jpeg(), hint=hint))
+
+
+def vision_error(fake: FakeOpenAI, *replies) -> ProviderError:
+    fake.enqueue(*replies)
+    with pytest.raises(ProviderError) as caught:
+        classify()
+    return caught.value
+
+
+# --- what is sent ---------------------------------------------------------------------------
+def test_static_system_message_first_and_identical_across_calls(fake):
+    fake.enqueue(ok(pet_bottle()), ok(pet_bottle(user_input="콜라캔")))
+    classify("투명 페트병, 라벨 있음", jpeg((200, 10, 10)))
+    classify("콜라캔", jpeg((10, 10, 200), size=(40, 40)))
+
+    first, second = (r.body for r in fake.requests_for_schema(VISION_SCHEMA_NAME))
+    assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    assert first["messages"][0] == second["messages"][0]  # byte-identical prefix: cacheable
+    assert first["messages"][1] != second["messages"][1]
+    system = first["messages"][0]["content"]
+    assert "untrusted" in system.lower()
+    assert "pet_clear" in system and "label_attached" in system
+    # the same prefix is routed to the same cache, the key naming the prompt version
+    assert first["prompt_cache_key"] == second["prompt_cache_key"]
+    assert load_prompt("vision").version in first["prompt_cache_key"]
+
+
+def test_user_message_holds_the_hint_and_the_exact_image(fake, settings):
+    settings.OPENAI_IMAGE_DETAIL = "high"
+    image = jpeg((1, 2, 3))
+    fake.enqueue(ok(pet_bottle()))
+    classify("투명 페트병, 라벨 있음", image)
+
+    (request,) = fake.requests_for_schema(VISION_SCHEMA_NAME)
+    text, picture = request.body["messages"][1]["content"]
+    assert text["type"] == "text" and "투명 페트병, 라벨 있음" in text["text"]
+    assert picture["type"] == "image_url"
+    prefix = "data:image/jpeg;base64,"
+    assert picture["image_url"]["url"].startswith(prefix)
+    assert base64.b64decode(picture["image_url"]["url"][len(prefix) :]) == image
+    assert picture["image_url"]["detail"] == "high"
+    assert request.body["model"] == MODEL
+
+
+def test_schema_is_strict_and_its_enums_come_from_the_rule_base(fake):
+    fake.enqueue(ok(pet_bottle()))
+    classify()
+
+    (request,) = fake.requests_for_schema(VISION_SCHEMA_NAME)
+    response_format = request.body["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True
+    schema = response_format["json_schema"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(schema["properties"])
+    props = schema["properties"]
+
+    codes = list(Category.objects.order_by("position", "code").values_list("code", flat=True))
+    assert len(codes) == 18
+    assert props["category_code"]["enum"] == [*codes, "unclassified"]
+    assert set(props["major_category"]["enum"]) == {
+        *Category.objects.values_list("major_ko", flat=True),
+        "미분류",
+    }
+    assert set(props["middle_category"]["enum"]) == {
+        *Category.objects.values_list("middle_ko", flat=True),
+        "미분류",
+    }
+    tags = set(SituationTag.objects.values_list("code", flat=True))
+    assert set(props["situation_tags"]["items"]["enum"]) == tags
+    assert props["minor_category"]["type"] == ["string", "null"]
+
+
+def test_the_api_key_goes_in_the_authorization_header(fake):
+    fake.enqueue(ok(pet_bottle()))
+    classify()
+    (request,) = fake.requests_for_schema(VISION_SCHEMA_NAME)
+    assert request.headers["authorization"] == "Bearer test-key"
+
+
+# --- what comes back ------------------------------------------------------------------------
+def test_valid_reply_becomes_a_classification_with_usage_and_cost(fake, settings):
+    fake.enqueue(ok(pet_bottle(), prompt_tokens=3000, cached_tokens=2048, completion_tokens=60))
+    result = classify("투명 페트병, 라벨 있음")
+
+    assert result.outcome == "classified"
+    assert result.category_code == "pet_clear"
+    assert (result.major_category, result.middle_category) == ("재활용폐기물", "무색페트병")
+    assert result.minor_category == "생수병"
+    assert result.situation_tags == ["label_attached"]
+    assert result.confidence == pytest.approx(0.92)
+    assert result.user_input == "투명 페트병, 라벨 있음"
+    assert result.provider == "openai"
+
+    usage = result.usage
+    assert usage.model == MODEL
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) == (3000, 2048, 60)
+    price = settings.OPENAI_PRICES[MODEL]
+    expected = (952 * price["input"] + 2048 * price["cached_input"] + 60 * price["output"]) / 1e6
+    assert usage.cost_usd == pytest.approx(expected)
+    assert usage.prompt_version == load_prompt("vision").version
+    assert usage.prompt_version.startswith("vision-")
+    # the stored form is JSON-ready
+    json.dumps(result.to_dict())
+
+
+def test_the_model_saying_unclassified_gives_an_unclassified_result(fake):
+    fake.enqueue(
+        ok(
+            pet_bottle(
+                category_code="unclassified",
+                major_category="미분류",
+                middle_category="미분류",
+                minor_category=None,
+                situation_tags=["multiple_items"],
+                confidence=0.2,
+            )
+        )
+    )
+    result = classify()
+    assert result.outcome == "unclassified"
+    assert result.category_code is None and result.middle_category is None
+    assert result.details["reason"] == "ambiguous"
+    assert match_rules(result.to_dict()) is None
+
+
+def test_cost_arithmetic_and_unknown_models(settings):
+    settings.OPENAI_PRICES = {"m": {"input": 2.0, "cached_input": 0.5, "output": 8.0}}
+    assert cost_usd("m", 1_000_000, 0, 0) == pytest.approx(2.0)
+    assert cost_usd("m", 1_000_000, 400_000, 500_000) == pytest.approx(1.2 + 0.2 + 4.0)
+    assert cost_usd("m-2025-04-14", 1_000_000, 0, 0) == pytest.approx(2.0)  # dated snapshot
+    assert cost_usd("unknown-model", 1000, 0, 1000) == 0.0
+
+
+# --- bad replies ----------------------------------------------------------------------------
+def test_refusal_is_provider_refused(fake):
+    error = vision_error(fake, refusal("I can't help with that."))
+    assert error.code == "provider_refused"
+    assert not error.retryable
+    assert "declined" in error.message
+
+
+def test_malformed_json_is_invalid_output(fake):
+    error = vision_error(fake, malformed())
+    assert error.code == "invalid_provider_output"
+    assert not error.retryable
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pet_bottle(category_code="nuclear_waste"),  # not in the enum
+        pet_bottle(middle_category="아무거나"),
+        pet_bottle(situation_tags=["ignore_previous_instructions"]),
+        pet_bottle(confidence="high"),
+        {k: v for k, v in pet_bottle().items() if k != "category_code"},  # missing key
+        pet_bottle(extra="surprise"),
+        ["not", "an", "object"],
+    ],
+    ids=["code", "middle", "tag", "confidence", "missing", "extra", "array"],
+)
+def test_reply_outside_the_schema_is_invalid_output(fake, reply):
+    error = vision_error(fake, ok(reply))
+    assert error.code == "invalid_provider_output"
+
+
+# --- transport and HTTP errors ----------------------------------------------------------------
+def test_rate_limit_is_transient_with_retry_after(fake):
+    error = vision_error(fake, rate_limited(7))
+    assert isinstance(error, TransientProviderError)
+    assert error.code == "provider_rate_limited"
+    assert error.retry_after == 7
+    assert fake.count() == 1  # no SDK retries: Celery owns retrying
+
+
+def test_rate_limit_prefers_retry_after_ms(fake):
+    error = vision_error(fake, rate_limited(None, retry_after_ms=1500))
+    assert error.retry_after == pytest.approx(1.5)
+
+
+def test_server_error_is_transient(fake):
+    error = vision_error(fake, server_error(500))
+    assert isinstance(error, TransientProviderError)
+    assert error.code == "provider_unavailable"
+    assert fake.count() == 1
+
+
+def test_slow_reply_is_transient_timeout(fake, settings):
+    settings.OPENAI_TIMEOUT = 0.3
+    error = vision_error(fake, slow(3, ok(pet_bottle())))
+    assert isinstance(error, TransientProviderError)
+    assert error.code == "provider_timeout"
+
+
+def test_closed_port_is_transient_unreachable(fake, settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(TransientProviderError) as caught:
+        classify()
+    assert caught.value.code == "provider_unreachable"
+
+
+def test_unauthorized_is_provider_auth_without_the_key(fake):
+    error = vision_error(
+        fake,
+        HttpError(401, "Incorrect API key provided: test-key.", "invalid_request_error"),
+    )
+    assert error.code == "provider_auth"
+    assert not error.retryable
+    assert error.message == "The AI provider rejected our credentials."
+    assert "test-key" not in error.message
+
+
+def test_other_client_errors_are_rejected(fake):
+    error = vision_error(fake, HttpError(400, "Invalid image.", "invalid_request_error"))
+    assert error.code == "provider_rejected"
+    assert not error.retryable
+
+
+# --- answer ---------------------------------------------------------------------------------
+def pet_rules() -> tuple[dict, dict]:
+    classification = {
+        "outcome": "classified",
+        "major_category": "재활용폐기물",
+        "middle_category": "무색페트병",
+        "minor_category": "생수병",
+        "category_code": "pet_clear",
+        "situation_tags": ["label_attached"],
+        "user_input": "투명 페트병, 라벨 있음",
+    }
+    return classification, match_rules(classification)
+
+
+def test_answer_request_carries_rules_and_tags_and_reply_is_parsed(fake):
+    classification, rules = pet_rules()
+    reply = {
+        "disposal_steps": ["내용물을 비우고 헹궈 주세요.", "라벨을 떼어 주세요."],
+        "insufficiencies": ["비닐 라벨을 떼어 주세요."],
+        "user_answer": "생수병은 무색페트병으로 배출해요.",
+    }
+    fake.enqueue_for_schema(ANSWER_SCHEMA_NAME, ok(reply, prompt_tokens=900, completion_tokens=80))
+    answer = OpenAIAnswerProvider().compose(
+        AnswerRequest(classification, rules, "투명 페트병, 라벨 있음")
+    )
+
+    (request,) = fake.requests_for_schema(ANSWER_SCHEMA_NAME)
+    system, user = request.body["messages"]
+    assert system["role"] == "system" and "이코" in system["content"]
+    payload = json.loads(user["content"])
+    assert [t["code"] for t in payload["situation_tags"]] == ["label_attached"]
+    assert payload["rules"]["category_code"] == "pet_clear"
+    assert payload["rules"]["steps"] == [step["ko"] for step in rules["steps"]]
+    assert payload["rules"]["fixes"][0]["fix"] == "비닐 라벨을 떼어 주세요."
+    assert payload["user_hint"] == "투명 페트병, 라벨 있음"
+    assert request.body["response_format"]["json_schema"]["strict"] is True
+
+    assert answer.disposal_steps == reply["disposal_steps"]
+    assert answer.insufficiencies == reply["insufficiencies"]
+    assert answer.user_answer == reply["user_answer"]
+    assert answer.provider == "openai"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (900, 80)
+    assert answer.usage.prompt_version == load_prompt("answer").version
+    assert answer.usage.cost_usd > 0
+
+
+def test_answer_outside_the_schema_is_invalid_output(fake):
+    classification, rules = pet_rules()
+    fake.enqueue(ok({"disposal_steps": "한 줄", "insufficiencies": [], "user_answer": "x"}))
+    with pytest.raises(ProviderError) as caught:
+        OpenAIAnswerProvider().compose(AnswerRequest(classification, rules))
+    assert caught.value.code == "invalid_provider_output"
+
+
+def test_unclassified_answer_makes_no_api_call(fake):
+    classification = {"outcome": "unclassified", "situation_tags": [], "details": {}}
+    answer = OpenAIAnswerProvider().compose(AnswerRequest(classification, None))
+    assert fake.count() == 0
+    assert answer.usage is None
+    assert answer.disposal_steps == []
+    assert answer.insufficiencies and "설명" in answer.insufficiencies[0]
+    assert answer.provider == "openai"

@@ -1,0 +1,196 @@
+"""The pipeline with the OpenAI provider, through a real worker, against the fake OpenAI server.
+
+The fake speaks real HTTP on loopback; the worker subprocess reaches it with the real `openai`
+client. Everything asserted here is what a user, an operator or the bill would see.
+"""
+
+import base64
+import io
+import json
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+from rest_framework.test import APIClient
+
+from scans.models import Scan, ScanStatus
+
+from .conftest import wait_for_scan
+from .fakes.openai_server import ok, rate_limited, refusal, slow, storm
+from .test_image_preparation import jpeg_with_exif
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
+
+VISION = "waste_classification"
+ANSWER = "disposal_answer"
+PET_BOTTLE = {
+    "minor_category": "생수병",
+    "category_code": "pet_clear",
+    "major_category": "재활용폐기물",
+    "middle_category": "무색페트병",
+    "situation_tags": ["label_attached"],
+    "confidence": 0.93,
+    "user_input": "",
+}
+GUIDANCE = {
+    "disposal_steps": ["내용물을 비우고 헹궈요.", "라벨을 떼요.", "찌그러뜨려 뚜껑을 닫아요."],
+    "insufficiencies": ["라벨을 떼어 주세요."],
+    "user_answer": "투명 페트병은 라벨을 떼고 전용 수거함에 넣어요.",
+}
+
+
+def hint_of(request) -> str:
+    """The user hint a recorded vision request carried."""
+    text = request.body["messages"][-1]["content"][0]["text"]
+    return json.loads(text.split(": ", 1)[1])["user_hint"]
+
+
+def sent_image(request) -> Image.Image:
+    url = request.body["messages"][-1]["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+@pytest.fixture
+def client(openai_worker, rulebase, user):
+    api = APIClient()
+    api.force_authenticate(user)
+    return api
+
+
+@pytest.fixture
+def replies(fake_openai):
+    fake_openai.set_default_for_schema(
+        VISION,
+        lambda body: ok(PET_BOTTLE, prompt_tokens=1200, cached_tokens=1024, completion_tokens=60),
+    )
+    fake_openai.set_default_for_schema(
+        ANSWER, lambda body: ok(GUIDANCE, prompt_tokens=900, completion_tokens=120)
+    )
+    return fake_openai
+
+
+def upload(client, image: SimpleUploadedFile, hint: str = "") -> str:
+    response = client.post("/api/v1/scans", {"image": image, "hint": hint}, format="multipart")
+    assert response.status_code == 202, response.content
+    return response.json()["task_id"]
+
+
+def camera_photo(size=(2400, 1200)) -> SimpleUploadedFile:
+    return SimpleUploadedFile("IMG_0001.jpg", jpeg_with_exif(size=size), content_type="image/jpeg")
+
+
+def test_a_scan_completes_with_openai_models_tokens_and_cost(client, replies):
+    task_id = upload(client, camera_photo(), "라벨 있음")
+
+    scan = wait_for_scan(task_id)
+
+    assert scan.status == ScanStatus.COMPLETED, scan.error_message
+    result = client.get(f"/api/v1/scans/{task_id}").json()["result"]
+    assert result["provider"] == "openai"
+    assert result["classification"]["middle_category"] == "무색페트병"
+    assert result["answer"]["insufficiencies"] == ["라벨을 떼어 주세요."]
+    assert "usage" not in result, "cost is staff information"
+    assert (scan.vision_model, scan.answer_model) == (
+        settings.OPENAI_VISION_MODEL,
+        settings.OPENAI_ANSWER_MODEL,
+    )
+    assert (scan.input_tokens, scan.cached_input_tokens, scan.output_tokens) == (2100, 1024, 180)
+    prices = settings.OPENAI_PRICES[settings.OPENAI_VISION_MODEL]
+    vision_cost = (
+        176 * prices["input"] + 1024 * prices["cached_input"] + 60 * prices["output"]
+    ) / 1e6
+    answer_cost = (900 * prices["input"] + 120 * prices["output"]) / 1e6
+    assert scan.cost_usd == pytest.approx(
+        Decimal(str(round(vision_cost + answer_cost, 6))), abs=Decimal("0.000002")
+    )
+    assert scan.prompt_version.startswith("vision-") and "answer-" in scan.prompt_version
+
+
+def test_the_photo_sent_is_upright_resized_and_stripped(client, replies):
+    wait_for_scan(upload(client, camera_photo(size=(2400, 1200)), "라벨 있음"))
+
+    (request,) = replies.requests_for_schema(VISION)
+    image = sent_image(request)
+    assert image.format == "JPEG"
+    assert image.size == (512, 1024), "EXIF orientation applied, longest edge capped"
+    assert dict(image.getexif()) == {}
+    assert b"SecretCam" not in request.raw
+    assert request.headers["authorization"] == "Bearer test-key"
+    messages = request.body["messages"]
+    assert messages[0]["role"] == "system" and "Taxonomy" in messages[0]["content"]
+    assert hint_of(request) == "라벨 있음"
+
+
+def test_a_repeated_photo_is_a_cache_hit_with_no_new_vision_call(client, replies, staff_user):
+    photo = jpeg_with_exif(size=(300, 200))
+    first = wait_for_scan(upload(client, SimpleUploadedFile("a.jpg", photo), "생수병"))
+    second = wait_for_scan(upload(client, SimpleUploadedFile("b.jpg", photo), "생수병"))
+
+    assert len(replies.requests_for_schema(VISION)) == 1
+    assert (first.vision_cache_hit, second.vision_cache_hit) == (False, True)
+    assert second.classification == first.classification
+    assert second.usage.get("vision") is None and second.cost_usd < first.cost_usd
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    result = staff.get(f"/api/v1/scans/{second.id}").json()["result"]
+    assert result["cache_hit"] is True and "vision" not in result["usage"]["per_step"]
+
+
+def test_a_refusal_fails_the_scan_with_a_readable_reason(client, replies):
+    replies.enqueue_for_schema(VISION, refusal("I can't help with that."))
+
+    scan = wait_for_scan(upload(client, camera_photo(), "이건 뭐야"))
+
+    assert (scan.status, scan.error_code, scan.step) == (
+        ScanStatus.FAILED,
+        "provider_refused",
+        "vision",
+    )
+    error = client.get(f"/api/v1/scans/{scan.id}").json()["error"]
+    assert "declined" in error["message"]
+    assert replies.requests_for_schema(ANSWER) == []
+
+
+def test_a_slow_provider_times_out_and_the_retry_succeeds(client, replies):
+    replies.enqueue_for_schema(VISION, slow(5, ok(PET_BOTTLE)))
+
+    scan = wait_for_scan(upload(client, camera_photo(), "생수병"), timeout=45)
+
+    assert scan.status == ScanStatus.COMPLETED, scan.error_message
+    assert len(replies.requests_for_schema(VISION)) == 2
+
+
+def test_a_429_storm_ends_with_every_scan_terminal_and_attempts_bounded(client, replies):
+    doomed = "#always-429"
+    flaky = storm(rate=0.5, fault=rate_limited(0.2), otherwise=lambda body: ok(PET_BOTTLE), seed=3)
+    replies.set_default_for_schema(
+        VISION,
+        lambda body: (
+            rate_limited(0.2) if doomed in json.dumps(body, ensure_ascii=False) else flaky(body)
+        ),
+    )
+    hints = [f"병 {n}" for n in range(6)] + [f"{doomed} {n}" for n in range(2)]
+    ids = [
+        upload(client, SimpleUploadedFile(f"{n}.jpg", jpeg_with_exif(size=(100 + n, 80))), hint)
+        for n, hint in enumerate(hints)
+    ]
+
+    scans = [wait_for_scan(task_id, timeout=90) for task_id in ids]
+
+    attempts: dict[str, int] = {}
+    for request in replies.requests_for_schema(VISION):
+        attempts[hint_of(request)] = attempts.get(hint_of(request), 0) + 1
+    assert max(attempts.values()) <= 4, attempts  # one call and at most three retries
+    by_hint = {scan.hint: scan for scan in scans}
+    for n in range(2):
+        doomed_scan = by_hint[f"{doomed} {n}"]
+        assert attempts[doomed_scan.hint] == 4
+        assert (doomed_scan.status, doomed_scan.error_code) == (
+            ScanStatus.FAILED,
+            "provider_rate_limited",
+        )
+    assert all(scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED) for scan in scans)
+    assert Scan.objects.filter(status__in=["queued", "processing"]).count() == 0
