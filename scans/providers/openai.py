@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import openai
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -170,53 +171,12 @@ ANSWER_SCHEMA: dict[str, Any] = {
 }
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if name == "string":
-        return isinstance(value, str)
-    if name == "number":
-        # bool is an int in Python but not a JSON number; NaN/Infinity are not JSON either
-        return (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        )
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if name == "boolean":
-        return isinstance(value, bool)
-    if name == "null":
-        return value is None
-    if name == "array":
-        return isinstance(value, list)
-    if name == "object":
-        return isinstance(value, dict)
-    return False
-
-
-def schema_problem(schema: dict[str, Any], value: Any, path: str = "$") -> str | None:
-    """What is wrong with ``value`` under the subset of JSON Schema our schemas use, or None."""
-    types = schema.get("type")
-    if types is not None:
-        allowed = [types] if isinstance(types, str) else list(types)
-        if not any(_is_type(value, name) for name in allowed):
-            return f"{path}: expected {' or '.join(allowed)}, got {type(value).__name__}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{path}: {value!r} is not one of the allowed values"
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        missing = [key for key in schema.get("required", []) if key not in value]
-        if missing:
-            return f"{path}: missing {', '.join(missing)}"
-        if schema.get("additionalProperties") is False:
-            extra = sorted(set(value) - set(properties))
-            if extra:
-                return f"{path}: unexpected {', '.join(extra)}"
-        for key, subschema in properties.items():
-            if key in value and (problem := schema_problem(subschema, value[key], f"{path}.{key}")):
-                return problem
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            if problem := schema_problem(schema["items"], item, f"{path}[{index}]"):
-                return problem
-    return None
+def schema_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """What is wrong with ``value`` under ``schema`` (the first error, with its path), or None."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(value)
+    )
+    return None if error is None else f"{error.json_path}: {error.message}"
 
 
 # --- cost -----------------------------------------------------------------------------------
