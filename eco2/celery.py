@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eco2.settings")
@@ -63,6 +63,21 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    # A worker that lost its broker connection cannot ack what it runs any more: the broker
+    # redelivers those messages, so stop running them here rather than run them twice.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # On SIGTERM (deploys), let running tasks finish for up to 20 s before the cold shutdown.
+    worker_soft_shutdown_timeout=20.0,
+    worker_enable_soft_shutdown_on_idle=True,
+    # Publishing from a worker (the next step of a chain, a retry) rides out a broker restart
+    # of up to ~1 minute instead of failing the step. The web request publishes with a short
+    # policy of its own (scans.services.dispatch_pipeline) and leaves the rest to the outbox.
+    task_publish_retry_policy={
+        "max_retries": 40,
+        "interval_start": 0,
+        "interval_step": 0.5,
+        "interval_max": 2,
+    },
     task_default_retry_delay=60,
     task_max_retries=3,
     result_backend="django-db",
@@ -77,3 +92,10 @@ app.conf.update(
 )
 
 app.autodiscover_tasks()
+
+
+@signals.worker_ready.connect
+def _declare_dead_letter_queue(**kwargs) -> None:
+    from scans.broker import declare_dead_letter_queue
+
+    declare_dead_letter_queue()

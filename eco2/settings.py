@@ -233,8 +233,10 @@ SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # Retry backoff of a step: 1, 2, 4 … seconds with jitter, capped here (and never sooner than
 # the provider's Retry-After).
 SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
-# A scan with no progress for this long is failed by the sweeper (beat, every minute).
+# A scan with no progress for this long is picked up by the sweeper (beat, every minute)…
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)
+# …and re-enqueued from its current step this many times before it is failed as stalled.
+SCAN_MAX_REQUEUES = env.int("SCAN_MAX_REQUEUES", default=2)
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

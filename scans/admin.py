@@ -1,11 +1,24 @@
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_celery_results.models import TaskResult
 
-from .models import Category, DisposalStep, Exclusion, Item, Scan, SituationTag, VisionCacheEntry
+from . import services
+from .models import (
+    Category,
+    DeadLetter,
+    DisposalStep,
+    Exclusion,
+    Item,
+    Scan,
+    ScanStatus,
+    SituationTag,
+    TaskAttempt,
+    VisionCacheEntry,
+)
 
 
 def pretty_json(value) -> str:
@@ -17,8 +30,42 @@ def pretty_json(value) -> str:
     )
 
 
+class TaskAttemptInline(admin.TabularInline):
+    model = TaskAttempt
+    extra = 0
+    can_delete = False
+    fields = (
+        "started_at",
+        "step",
+        "attempt",
+        "outcome",
+        "exception_class",
+        "exception_message",
+        "duration_ms",
+        "worker",
+        "redelivered",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class DeadLetterInline(admin.TabularInline):
+    model = DeadLetter
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "task_name", "reason_code", "reason", "redriven_at", "redriven_by")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Scan)
 class ScanAdmin(admin.ModelAdmin):
+    inlines = [TaskAttemptInline, DeadLetterInline]
+    actions = ["retry_selected"]
     list_display = (
         "id",
         "owner",
@@ -130,6 +177,26 @@ class ScanAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # scans come from uploads, not from the admin
 
+    def has_retry_permission(self, request):
+        return request.user.has_perm("scans.retry_scan")
+
+    @admin.action(
+        description="Retry selected scans (resume from the failed step)", permissions=["retry"]
+    )
+    def retry_selected(self, request, queryset):
+        failed = list(queryset.filter(status=ScanStatus.FAILED).values_list("id", flat=True))
+        retried = services.retry_scans(failed, actor=request.user.get_username())
+        for scan in Scan.objects.filter(pk__in=failed, status=ScanStatus.QUEUED):
+            self.log_change(request, scan, "Retried from the admin")
+        skipped = queryset.count() - retried
+        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} skipped: not failed, or already retried by someone else.",
+                messages.WARNING,
+            )
+
     @admin.display(description="tokens", ordering="input_tokens")
     def total_tokens(self, scan):
         return scan.input_tokens + scan.output_tokens
@@ -233,3 +300,76 @@ class VisionCacheEntryAdmin(admin.ModelAdmin):
     @admin.display(description="classification")
     def classification_pretty(self, entry):
         return pretty_json(entry.classification)
+
+
+@admin.register(TaskAttempt)
+class TaskAttemptAdmin(admin.ModelAdmin):
+    """Every attempt of every pipeline task (django-celery-results keeps only the last)."""
+
+    list_display = (
+        "started_at",
+        "task_name",
+        "attempt",
+        "outcome",
+        "exception_class",
+        "duration_ms",
+        "worker",
+        "queue",
+        "scan_link",
+    )
+    list_filter = ("outcome", "task_name", "step", "redelivered", "worker")
+    search_fields = ("task_id", "scan__id", "exception_class", "exception_message")
+    date_hierarchy = "started_at"
+    list_select_related = ("scan",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="scan")
+    def scan_link(self, attempt):
+        if attempt.scan_id is None:
+            return "-"
+        return format_html(
+            "<a href='{}'>{}</a>",
+            reverse("admin:scans_scan_change", args=[attempt.scan_id]),
+            attempt.scan_id,
+        )
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "task_name", "reason_code", "scan", "redriven_at", "redriven_by")
+    list_filter = ("reason_code", "task_name", ("redriven_at", admin.EmptyFieldListFilter))
+    search_fields = ("task_id", "scan__id", "reason")
+    readonly_fields = (
+        "scan",
+        "task_id",
+        "task_name",
+        "step",
+        "reason_code",
+        "reason",
+        "created_at",
+        "redriven_at",
+        "redriven_by",
+    )
+    actions = ["redrive_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm("scans.retry_scan")
+
+    @admin.action(
+        description="Redrive selected dead letters (resume their scans)", permissions=["retry"]
+    )
+    def redrive_selected(self, request, queryset):
+        pending = queryset.filter(redriven_at=None).exclude(scan=None)
+        retried = services.retry_scans(
+            list(pending.values_list("scan_id", flat=True)), actor=request.user.get_username()
+        )
+        pending.update(redriven_at=timezone.now(), redriven_by=request.user.get_username())
+        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)

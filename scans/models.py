@@ -198,6 +198,16 @@ class Scan(models.Model):
     celery_root_id = models.CharField(
         max_length=255, blank=True, db_index=True, help_text=_("Root task id of the current chain.")
     )
+    # The scan row is its own outbox: a chain is owed until dispatched_at is set, and the relay
+    # (beat) publishes what the request could not, e.g. while the broker was down.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_attempts = models.PositiveSmallIntegerField(default=0)
+    requeue_count = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Times the stalled-scan sweeper re-enqueued it.")
+    )
+    retry_count = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Times it was retried by hand (admin, redrive).")
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -208,7 +218,9 @@ class Scan(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="scan_owner_recent"),
             models.Index(fields=["status", "updated_at"], name="scan_status_updated"),
+            models.Index(fields=["status", "dispatched_at"], name="scan_status_dispatched"),
         ]
+        permissions = [("retry_scan", "Can retry failed scans and redrive dead letters")]
 
     def __str__(self) -> str:
         return f"Scan {self.id} ({self.status})"
@@ -237,3 +249,76 @@ class VisionCacheEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} {self.image_sha256[:12]} ({self.hits} hits)"
+
+
+class AttemptOutcome(models.TextChoices):
+    STARTED = "started", _("Started")  # still running, or the worker died before it finished
+    SUCCEEDED = "succeeded", _("Succeeded")  # the step did its work and stored its result
+    SKIPPED = "skipped", _("Skipped")  # a redelivery that found the result already stored
+    RETRY = "retry", _("Retry scheduled")
+    FAILED = "failed", _("Failed")
+    WORKER_LOST = "worker_lost", _("Worker lost")
+
+
+class TaskAttempt(models.Model):
+    """One delivery of a pipeline task to a worker: the ledger django-celery-results lacks.
+
+    django-celery-results keeps one row per task id, overwritten by each retry; this keeps
+    every attempt, with its exception, duration, worker and queue.
+    """
+
+    scan = models.ForeignKey(
+        Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    task_id = models.CharField(max_length=255, db_index=True)
+    task_name = models.CharField(max_length=255)
+    step = models.CharField(max_length=20, choices=ScanStep.choices, blank=True)
+    attempt = models.PositiveSmallIntegerField(
+        help_text=_("1 for the first run, 2 after one retry …")
+    )
+    redelivered = models.BooleanField(default=False, help_text=_("The broker delivered it before."))
+    worker = models.CharField(max_length=255, blank=True)
+    queue = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(
+        max_length=20, choices=AttemptOutcome.choices, default=AttemptOutcome.STARTED
+    )
+    exception_class = models.CharField(max_length=255, blank=True)
+    exception_message = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [
+            models.Index(fields=["scan", "step", "outcome"], name="attempt_scan_step_outcome")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} #{self.attempt} {self.outcome}"
+
+
+class DeadLetter(models.Model):
+    """A pipeline message that will not run again on its own; kept in the DB as well as on
+    the broker's dead-letter queue (scan.ai.dlq), so the path also works without a DLX."""
+
+    scan = models.ForeignKey(
+        Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters"
+    )
+    task_id = models.CharField(max_length=255, db_index=True)
+    task_name = models.CharField(max_length=255)
+    step = models.CharField(max_length=20, choices=ScanStep.choices, blank=True)
+    reason_code = models.CharField(max_length=50)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+    redriven_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["task_id"], name="one_dead_letter_per_task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.task_id} ({self.reason_code})"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
+from billiard.exceptions import WorkerLostError
 from celery import chain
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
@@ -21,7 +23,9 @@ from django.utils import timezone
 from .images import UnusablePhoto, prepare_image
 from .models import (
     TERMINAL_STATUSES,
+    AttemptOutcome,
     Category,
+    DeadLetter,
     Scan,
     ScanOutcome,
     ScanStatus,
@@ -53,40 +57,117 @@ class ScanStepError(Exception):
         self.message = message
 
 
-# --- creating and enqueuing -----------------------------------------------------------------
+# --- creating and dispatching ---------------------------------------------------------------
+# The request publishes with a short policy: a broker that is down costs the upload a moment,
+# not a timeout, and the relay (beat) publishes the chain once the broker is back.
+WEB_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.1,
+    "interval_max": 0.1,
+}
+DISPATCH_GRACE = timedelta(seconds=10)  # the relay leaves fresh scans to their own request
+
+
 def create_scan(*, owner, image: UploadedFile, hint: str = "") -> Scan:
-    """Store the scan and enqueue its pipeline once the row is committed."""
+    """Store the scan and dispatch its pipeline once the row is committed."""
     scan = Scan(owner=owner, hint=hint.strip())
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
     scan.image.save(image.name or "upload", image, save=False)
     with transaction.atomic():
         scan.save(force_insert=True)
-        transaction.on_commit(partial(enqueue_pipeline, scan.id, scan.celery_root_id))
+        transaction.on_commit(partial(dispatch_pipeline, scan.id))
     _mirror(scan)
     return scan
 
 
-def enqueue_pipeline(scan_id, root_id: str) -> bool:
-    """Publish the chain vision_scan → rule_match → answer_gen for a committed scan.
+def remaining_steps(scan: Scan) -> list[ScanStep]:
+    """The steps a scan still needs: a resumed scan does not pay again for finished ones."""
+    if scan.classification is None:
+        return [ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER]
+    if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
+        return [ScanStep.RULE, ScanStep.ANSWER]
+    return [ScanStep.ANSWER]
 
-    A publish that fails (broker down) is logged, not raised: the scan is committed and the
-    stalled-scan sweeper gives it a terminal state with a reason.
+
+def dispatch_pipeline(scan_id, *, retry_policy: dict | None = None) -> bool:
+    """Publish the rest of a scan's chain (vision_scan → rule_match → answer_gen).
+
+    The Scan row is the outbox: ``dispatched_at`` stays empty until the broker confirmed the
+    publish, and the relay retries what is still owed. A failed publish is logged, not raised
+    (the scan is committed; the relay will deliver it).
     """
-    from .tasks import answer_gen, rule_match, vision_scan
+    from .tasks import STEP_TASKS
 
-    scan_id = str(scan_id)
-    pipeline = chain(
-        vision_scan.si(scan_id).set(task_id=root_id),
-        rule_match.si(scan_id),
-        answer_gen.si(scan_id),
+    scan = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED, dispatched_at=None).first()
+    if scan is None:
+        return False  # already dispatched, or no longer waiting
+    steps = [STEP_TASKS[step].si(str(scan.id)) for step in remaining_steps(scan)]
+    steps[0] = steps[0].set(
+        task_id=scan.celery_root_id, retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY
     )
+    Scan.objects.filter(pk=scan.pk).update(dispatch_attempts=F("dispatch_attempts") + 1)
     try:
-        pipeline.apply_async()
-    except Exception:  # kombu raises many connection error types; all mean "not published"
-        logger.exception("could not publish the pipeline of scan %s", scan_id)
+        chain(*steps).apply_async()
+    except Exception as exc:  # kombu raises many connection error types; all mean "not sent"
+        logger.warning(
+            "scan %s: pipeline not published yet (%s); the relay will retry", scan.id, exc
+        )
         return False
+    Scan.objects.filter(pk=scan.pk, dispatched_at=None).update(dispatched_at=timezone.now())
     return True
+
+
+def relay_pending_dispatches(now=None) -> int:
+    """Publish the chains still owed (the outbox relay, run by beat); return how many."""
+    now = now or timezone.now()
+    owed = Scan.objects.filter(
+        status=ScanStatus.QUEUED, dispatched_at=None, updated_at__lt=now - DISPATCH_GRACE
+    ).values_list("id", flat=True)
+    # the worker-side policy: the relay runs in a worker and may wait for the broker
+    return sum(dispatch_pipeline(scan_id, retry_policy={"max_retries": 3}) for scan_id in owed)
+
+
+def _requeue(scan_id, *, extra_filter: dict, **changes) -> bool:
+    """Put a scan back to queued with a fresh chain root, if it matches ``extra_filter``.
+
+    The conditional UPDATE is the lock: of two people (or sweeps) acting on the same scan at
+    once, exactly one gets rowcount 1 and dispatches.
+    """
+    updated = Scan.objects.filter(pk=scan_id, **extra_filter).update(
+        status=ScanStatus.QUEUED,
+        dispatched_at=None,
+        celery_root_id=str(uuid.uuid4()),
+        updated_at=timezone.now(),
+        **changes,
+    )
+    if updated:
+        transaction.on_commit(partial(dispatch_pipeline, scan_id))
+        _mirror(Scan.objects.get(pk=scan_id))
+    return bool(updated)
+
+
+def retry_scans(scan_ids, *, actor: str = "") -> int:
+    """Resume failed scans from the step that failed; return how many were re-enqueued.
+
+    Steps that succeeded keep their results and are not paid for again.
+    """
+    count = 0
+    for scan_id in scan_ids:
+        with transaction.atomic():
+            retried = _requeue(
+                scan_id,
+                extra_filter={"status": ScanStatus.FAILED},
+                error_code="",
+                error_message="",
+                finished_at=None,
+                retry_count=F("retry_count") + 1,
+            )
+        if retried:
+            logger.info("scan %s retried by %s", scan_id, actor or "system")
+        count += retried
+    return count
 
 
 # --- step bookkeeping -----------------------------------------------------------------------
@@ -235,17 +316,20 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
     return classification, provider.name, usage, False
 
 
-def run_vision_step(scan_id: str) -> None:
+SUCCEEDED, SKIPPED = AttemptOutcome.SUCCEEDED.value, AttemptOutcome.SKIPPED.value
+
+
+def run_vision_step(scan_id: str) -> str:
     scan = _load_active(scan_id)
     if scan is None:
-        return
+        return SKIPPED
     if scan.classification is not None:
-        return  # a redelivered message: the classification is stored, do not pay again
+        return SKIPPED  # a redelivered message: the classification is stored, do not pay again
     if not _begin(scan, ScanStep.VISION):
-        return
+        return SKIPPED
     image = ensure_prepared_image(scan)
     classification, provider_name, usage, cache_hit = _classify(scan, image)
-    _save_if_active(
+    saved = _save_if_active(
         scan,
         classification=classification,
         outcome=classification["outcome"],
@@ -255,23 +339,24 @@ def run_vision_step(scan_id: str) -> None:
         progress=STEP_PROGRESS[ScanStep.VISION][1],
         **_usage_fields(scan, "vision", usage),
     )
+    return SUCCEEDED if saved else SKIPPED
 
 
-def run_rule_step(scan_id: str) -> None:
+def run_rule_step(scan_id: str) -> str:
     scan = _load_active(scan_id)
     if scan is None:
-        return
+        return SKIPPED
     if scan.progress >= STEP_PROGRESS[ScanStep.RULE][1]:
-        return  # already matched
+        return SKIPPED  # already matched
     if scan.classification is None:
         raise ScanStepError("vision_missing", "The item was not recognised before rule matching.")
     if not _begin(scan, ScanStep.RULE):
-        return
+        return SKIPPED
     rules = None
     if scan.classification.get("outcome") == ScanOutcome.CLASSIFIED:
         rules = match_rules(scan.classification)
     category = Category.objects.filter(code=rules["category_code"]).first() if rules else None
-    _save_if_active(
+    saved = _save_if_active(
         scan,
         matched_rules=rules,
         category=category,
@@ -279,17 +364,18 @@ def run_rule_step(scan_id: str) -> None:
         outcome=ScanOutcome.CLASSIFIED if rules else ScanOutcome.UNCLASSIFIED,
         progress=STEP_PROGRESS[ScanStep.RULE][1],
     )
+    return SUCCEEDED if saved else SKIPPED
 
 
-def run_answer_step(scan_id: str) -> None:
+def run_answer_step(scan_id: str) -> str:
     scan = _load_active(scan_id)
     if scan is None:
-        return
+        return SKIPPED
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
         raise ScanStepError("rules_missing", "Disposal rules were not looked up before the answer.")
     if scan.answer is None:
         if not _begin(scan, ScanStep.ANSWER):
-            return
+            return SKIPPED
         provider = get_answer_provider()
         answer = provider.compose(
             AnswerRequest(
@@ -304,14 +390,15 @@ def run_answer_step(scan_id: str) -> None:
             **_usage_fields(scan, "answer", usage),
         )
         if not saved:
-            return
-    _save_if_active(
+            return SKIPPED
+    completed = _save_if_active(
         scan,
         status=ScanStatus.COMPLETED,
         step=ScanStep.DONE,
         progress=100,
         finished_at=timezone.now(),
     )
+    return SUCCEEDED if completed else SKIPPED
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -327,6 +414,12 @@ def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
     label = STEP_LABELS.get(step, step)
     if isinstance(exc, ScanStepError | ProviderError):
         return exc.code, exc.message
+    if isinstance(exc, WorkerLostError):
+        return (
+            "worker_lost",
+            f"The worker running the {label} step stopped repeatedly; the scan was set aside "
+            "for review. Please try again later.",
+        )
     if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
         return "step_timeout", f"The {label} step took too long and was stopped. Please try again."
     return (
@@ -352,17 +445,45 @@ def fail_scan(scan_id: str, *, code: str, message: str) -> bool:
     return failed
 
 
-def sweep_stalled_scans(now=None) -> int:
-    """Fail scans that made no progress for SCAN_STALLED_AFTER_SECONDS; return how many."""
+def sweep_stalled_scans(now=None) -> tuple[int, int]:
+    """Scans with no progress for SCAN_STALLED_AFTER_SECONDS: re-enqueued from their current
+    step up to SCAN_MAX_REQUEUES times, then failed with a reason. Returns (requeued, failed).
+    """
     now = now or timezone.now()
     threshold = timedelta(seconds=settings.SCAN_STALLED_AFTER_SECONDS)
     stalled = Scan.objects.filter(status__in=ACTIVE_STATUSES, updated_at__lt=now - threshold)
     minutes = max(1, int(threshold.total_seconds() // 60))
-    count = 0
-    for scan_id in stalled.values_list("id", flat=True):
-        count += fail_scan(
-            scan_id,
-            code="stalled",
-            message=f"No progress for {minutes} minutes; the pipeline was interrupted. Please retry.",
-        )
-    return count
+    requeued = failed = 0
+    for scan_id, requeues in stalled.values_list("id", "requeue_count"):
+        if requeues < settings.SCAN_MAX_REQUEUES:
+            with transaction.atomic():
+                requeued += _requeue(
+                    scan_id,
+                    extra_filter={"status__in": ACTIVE_STATUSES, "updated_at__lt": now - threshold},
+                    requeue_count=F("requeue_count") + 1,
+                )
+        else:
+            failed += fail_scan(
+                scan_id,
+                code="stalled",
+                message=f"No progress for {minutes} minutes, even after {requeues} restarts; "
+                "the pipeline was interrupted. Please retry.",
+            )
+    return requeued, failed
+
+
+def redrive_dead_letters(*, actor: str = "") -> tuple[int, int]:
+    """Take everything off the dead-letter queue and resume the scans it belongs to.
+
+    Returns (messages drained from the broker, scans re-enqueued). Dead letters recorded in the
+    DB but never on a broker (no DLX) are redriven the same way.
+    """
+    from .broker import drain_dead_letters
+
+    drained = drain_dead_letters()
+    pending = DeadLetter.objects.filter(redriven_at=None)
+    scan_ids = {str(s) for s in pending.exclude(scan=None).values_list("scan_id", flat=True)}
+    scan_ids |= {m.scan_id for m in drained if m.scan_id}
+    retried = retry_scans(sorted(scan_ids), actor=actor)
+    pending.update(redriven_at=timezone.now(), redriven_by=actor)
+    return len(drained), retried

@@ -1,8 +1,7 @@
 """Celery tasks of the scan pipeline. Thin on purpose: load by id, call a service, done.
 
 Every step is idempotent (a redelivered message finds its result stored and does nothing
-twice), and the last failure of any step gives the scan its terminal ``failed`` state through
-``ScanStepTask.on_failure``.
+twice) and returns what it did ("succeeded" or "skipped") for the attempt ledger.
 """
 
 from __future__ import annotations
@@ -31,21 +30,25 @@ def retry_countdown(retries: int, retry_after: float | None) -> float:
 
 class ScanStepTask(Task):
     step: ScanStep
+    # Failing for good rejects the message instead of acking it, so RabbitMQ dead-letters it
+    # into scan.ai.dlq. A hard time limit is acked instead: rejecting would requeue it.
+    acks_on_failure = False
+    acks_on_timeout = True
+    # A worker process that dies mid-step (SIGKILL, OOM) gets the step sent again like a
+    # retry, so max_retries also caps poison messages; then the message is dead-lettered.
+    retry_on_worker_lost = True
+    default_retry_delay = 2  # seconds before a step whose worker died is tried again
+    max_retries = MAX_STEP_RETRIES
 
-    def run_step(self, service: Callable[[str], None], scan_id: str) -> str:
+    def run_step(self, service: Callable[[str], str], scan_id: str) -> dict:
         try:
-            service(scan_id)
+            outcome = service(scan_id)
         except TransientProviderError as exc:
-            # after max_retries, retry() re-raises exc and on_failure gives the reason
+            # after max_retries, retry() re-raises exc: the failure handler gives the reason
             raise self.retry(
                 exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
             ) from exc
-        return scan_id
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
-        scan_id = args[0] if args else kwargs.get("scan_id")
-        code, message = services.describe_failure(exc, self.step)
-        services.fail_scan(scan_id, code=code, message=message)
+        return {"scan_id": scan_id, "step": self.step.value, "outcome": outcome}
 
 
 class VisionStep(ScanStepTask):
@@ -62,39 +65,40 @@ class AnswerStep(ScanStepTask):
 
 # Soft time limits raise inside the step (the scan fails with a reason); hard limits kill the
 # process. Both sit far below RabbitMQ's 30-minute consumer timeout, and the OpenAI client's
-# own timeout (OPENAI_TIMEOUT) sits below the soft limit.
-STEP_OPTIONS = {"bind": True, "max_retries": MAX_STEP_RETRIES}
+# own timeout (OPENAI_TIMEOUT) sits below the soft limit. A step's final failure, also when
+# its worker process died, is handled in scans.ledger (task_failure signal).
 
 
 @shared_task(
-    base=VisionStep,
-    name="scans.tasks.vision_scan",
-    soft_time_limit=60,
-    time_limit=90,
-    **STEP_OPTIONS,
+    base=VisionStep, bind=True, name="scans.tasks.vision_scan", soft_time_limit=60, time_limit=90
 )
-def vision_scan(self, scan_id: str) -> str:
+def vision_scan(self, scan_id: str) -> dict:
     return self.run_step(services.run_vision_step, scan_id)
 
 
 @shared_task(
-    base=RuleStep, name="scans.tasks.rule_match", soft_time_limit=30, time_limit=60, **STEP_OPTIONS
+    base=RuleStep, bind=True, name="scans.tasks.rule_match", soft_time_limit=30, time_limit=60
 )
-def rule_match(self, scan_id: str) -> str:
+def rule_match(self, scan_id: str) -> dict:
     return self.run_step(services.run_rule_step, scan_id)
 
 
 @shared_task(
-    base=AnswerStep,
-    name="scans.tasks.answer_gen",
-    soft_time_limit=60,
-    time_limit=90,
-    **STEP_OPTIONS,
+    base=AnswerStep, bind=True, name="scans.tasks.answer_gen", soft_time_limit=60, time_limit=90
 )
-def answer_gen(self, scan_id: str) -> str:
+def answer_gen(self, scan_id: str) -> dict:
     return self.run_step(services.run_answer_step, scan_id)
 
 
+STEP_TASKS = {ScanStep.VISION: vision_scan, ScanStep.RULE: rule_match, ScanStep.ANSWER: answer_gen}
+
+
 @shared_task(name="scans.tasks.sweep_stalled_scans")
-def sweep_stalled_scans() -> int:
-    return services.sweep_stalled_scans()
+def sweep_stalled_scans() -> dict:
+    requeued, failed = services.sweep_stalled_scans()
+    return {"requeued": requeued, "failed": failed}
+
+
+@shared_task(name="scans.tasks.relay_pending_dispatches")
+def relay_pending_dispatches() -> int:
+    return services.relay_pending_dispatches()

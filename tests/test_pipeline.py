@@ -63,6 +63,17 @@ def test_a_hinted_photo_completes_with_classification_rules_and_guidance(client_
     assert scan.category.code == "pet_clear"
     assert scan.celery_root_id == task_id
     assert scan.started_at <= scan.finished_at
+    ledger = list(scan.attempts.values_list("step", "attempt", "outcome"))
+    assert ledger == [
+        ("vision", 1, "succeeded"),
+        ("rule", 1, "succeeded"),
+        ("answer", 1, "succeeded"),
+    ]
+    assert all(
+        a.worker and a.queue == "scan.ai.pipeline" and a.duration_ms is not None
+        for a in scan.attempts.all()
+    )
+    assert scan.dispatched_at is not None and not scan.dead_letters.exists()
 
 
 def test_no_hint_is_honestly_unclassified_and_asks_for_a_description(client_for, user, photo):
@@ -92,6 +103,19 @@ def test_a_step_that_raises_fails_the_scan_with_a_reason(client_for, user, photo
     assert body["error"]["step"] == "vision"
     assert "recognition step" in body["error"]["message"]
     assert scan.classification is None and scan.answer is None, "later steps did not run"
+    (attempt,) = scan.attempts.all()
+    assert (attempt.step, attempt.outcome, attempt.exception_class) == (
+        "vision",
+        "failed",
+        "RuntimeError",
+    )
+    assert "simulated bug" in attempt.exception_message
+    (dead,) = scan.dead_letters.all()
+    assert (dead.task_name, dead.reason_code, dead.redriven_at) == (
+        "scans.tasks.vision_scan",
+        "internal_error",
+        None,
+    )
 
 
 def test_a_provider_refusal_fails_with_the_providers_message(client_for, user, photo):

@@ -119,34 +119,75 @@ def test_failures_get_a_stable_code_and_a_readable_message(exc, code):
     assert message and "Traceback" not in message
 
 
-def test_the_sweeper_fails_stalled_scans_and_leaves_fresh_ones(user, photo, settings):
+def test_the_sweeper_requeues_stalled_scans_then_fails_them(user, photo, settings):
     settings.SCAN_STALLED_AFTER_SECONDS = 600
+    settings.SCAN_MAX_REQUEUES = 2
     stalled = services.create_scan(owner=user, image=photo(), hint="")
     fresh = services.create_scan(owner=user, image=photo(), hint="")
-    Scan.objects.filter(pk=stalled.pk).update(
-        status=ScanStatus.PROCESSING, updated_at=timezone.now() - timedelta(minutes=11)
-    )
 
-    assert services.sweep_stalled_scans() == 1
+    def stall():
+        Scan.objects.filter(pk=stalled.pk).update(
+            status=ScanStatus.PROCESSING, updated_at=timezone.now() - timedelta(minutes=11)
+        )
 
+    roots = set()
+    for expected_requeues in (1, 2):
+        stall()
+        assert services.sweep_stalled_scans() == (1, 0)
+        stalled.refresh_from_db()
+        assert (stalled.status, stalled.requeue_count) == (ScanStatus.QUEUED, expected_requeues)
+        roots.add(stalled.celery_root_id)
+    assert len(roots) == 2, "each re-enqueue is a new chain"
+
+    stall()
+    assert services.sweep_stalled_scans() == (0, 1)
     stalled.refresh_from_db()
     fresh.refresh_from_db()
     assert (stalled.status, stalled.error_code) == ("failed", "stalled")
     assert "10 minutes" in stalled.error_message
-    assert fresh.status == ScanStatus.QUEUED
+    assert fresh.status == ScanStatus.QUEUED and fresh.requeue_count == 0
 
 
-def test_a_publish_failure_is_logged_not_raised(monkeypatch, scan, caplog):
-    from scans import tasks
+def test_a_failed_scan_resumes_from_the_failed_step(rulebase, scan, counting_provider):
+    services.run_vision_step(scan.id)
+    services.fail_scan(scan.id, code="provider_unavailable", message="busy")
+    scan.refresh_from_db()
 
-    def broker_down(*args, **kwargs):
-        raise ConnectionRefusedError("broker down")
+    assert services.remaining_steps(scan) == [ScanStep.RULE, ScanStep.ANSWER]
+    assert services.retry_scans([scan.id], actor="admin") == 1
+    scan.refresh_from_db()
+    assert (scan.status, scan.error_code, scan.retry_count) == ("queued", "", 1)
+    assert services.retry_scans([scan.id], actor="admin") == 0, "only failed scans are retried"
+    assert counting_provider.calls == 1
 
-    monkeypatch.setattr(tasks.vision_scan, "apply_async", broker_down)
-    monkeypatch.setattr("celery.canvas._chain.apply_async", broker_down)
 
-    assert services.enqueue_pipeline(scan.id, str(scan.id)) is False
-    assert "could not publish" in caplog.text
+def test_a_scan_accepted_while_the_broker_is_down_is_published_by_the_relay(
+    monkeypatch, scan, caplog
+):
+    from celery.canvas import _chain
+
+    real_apply_async = _chain.apply_async
+    monkeypatch.setattr(
+        _chain,
+        "apply_async",
+        lambda *a, **kw: (_ for _ in ()).throw(ConnectionRefusedError("down")),
+    )
+    assert services.dispatch_pipeline(scan.id) is False
+    assert "the relay will retry" in caplog.text
+    assert Scan.objects.get(pk=scan.id).dispatched_at is None
+
+    published = []
+    monkeypatch.setattr(_chain, "apply_async", lambda self, *a, **kw: published.append(self))
+    later = timezone.now() + services.DISPATCH_GRACE * 2
+    assert services.relay_pending_dispatches(now=later) == 1
+    assert Scan.objects.get(pk=scan.id).dispatched_at is not None
+    assert [t.name for t in published[0].tasks] == [
+        "scans.tasks.vision_scan",
+        "scans.tasks.rule_match",
+        "scans.tasks.answer_gen",
+    ]
+    assert services.relay_pending_dispatches(now=later) == 0, "owed once, published once"
+    assert real_apply_async
 
 
 class PaidVisionProvider:

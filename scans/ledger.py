@@ -1,0 +1,133 @@
+"""Every attempt of a pipeline task, from Celery's signals; and the end of a failed one.
+
+Signals rather than Task hooks, because when a worker *process* dies the child that ran the
+task cannot report anything: the worker's main process sends ``task_retry`` (the task is sent
+again, see ``retry_on_worker_lost``) or ``task_failure`` (retries used up) on its behalf.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from billiard.exceptions import WorkerLostError
+from celery import signals
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from eco2.celery import SCAN_PIPELINE_TASKS
+
+from .models import AttemptOutcome, DeadLetter, Scan, TaskAttempt
+
+logger = logging.getLogger(__name__)
+
+
+def _scan_id(args) -> str | None:
+    try:
+        return str(uuid.UUID(str(args[0])))
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+def _is_pipeline(task) -> bool:
+    return getattr(task, "name", None) in SCAN_PIPELINE_TASKS
+
+
+def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) -> None:
+    """Finish the latest open attempt of ``task_id`` with ``outcome``."""
+    attempt = (
+        TaskAttempt.objects.filter(task_id=task_id, outcome=AttemptOutcome.STARTED)
+        .order_by("-id")
+        .first()
+    )
+    if attempt is None:
+        return
+    now = timezone.now()
+    attempt.outcome = outcome
+    attempt.finished_at = now
+    attempt.duration_ms = int((now - attempt.started_at).total_seconds() * 1000)
+    if exc is not None:
+        attempt.exception_class = type(exc).__name__
+        attempt.exception_message = str(exc)[:2000]
+    attempt.save(
+        update_fields=[
+            "outcome",
+            "finished_at",
+            "duration_ms",
+            "exception_class",
+            "exception_message",
+        ]
+    )
+
+
+@signals.task_prerun.connect
+def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> None:
+    if not _is_pipeline(task):
+        return
+    request = task.request
+    delivery = request.delivery_info or {}
+    scan_id = _scan_id(args)
+    TaskAttempt.objects.create(
+        scan_id=scan_id if scan_id and Scan.objects.filter(pk=scan_id).exists() else None,
+        task_id=task_id,
+        task_name=task.name,
+        step=task.step,
+        attempt=(request.retries or 0) + 1,
+        redelivered=bool(delivery.get("redelivered")),
+        worker=request.hostname or "",
+        queue=delivery.get("routing_key") or "",
+    )
+
+
+@signals.task_postrun.connect
+def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs) -> None:
+    if not _is_pipeline(task) or state != "SUCCESS":
+        return  # retries and failures are closed by their own signals, with the exception
+    outcome = retval.get("outcome") if isinstance(retval, dict) else None
+    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED)
+
+
+@signals.task_retry.connect
+def retry_attempt(sender=None, request=None, reason=None, **kwargs) -> None:
+    if not _is_pipeline(sender):
+        return
+    exc = getattr(reason, "exc", None)
+    outcome = (
+        AttemptOutcome.WORKER_LOST if isinstance(exc, WorkerLostError) else AttemptOutcome.RETRY
+    )
+    close_attempt(request.id, outcome, exc)
+
+
+@signals.task_failure.connect
+def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwargs) -> None:
+    """The task will not run again: close its attempt, dead-letter it, fail the scan."""
+    if not _is_pipeline(sender):
+        return
+    from . import services  # services imports the tasks module, which imports this one
+
+    lost = isinstance(exception, WorkerLostError)
+    close_attempt(task_id, AttemptOutcome.WORKER_LOST if lost else AttemptOutcome.FAILED, exception)
+    code, message = services.describe_failure(exception, sender.step)
+    scan_id = _scan_id(args)
+    record_dead_letter(scan_id, task_id, sender.name, sender.step, code, message)
+    if scan_id:
+        services.fail_scan(scan_id, code=code, message=message)
+
+
+def record_dead_letter(
+    scan_id, task_id: str, task_name: str, step: str, code: str, reason: str
+) -> None:
+    """One DeadLetter row per task id, also when the failure is reported twice."""
+    scan_exists = bool(scan_id) and Scan.objects.filter(pk=scan_id).exists()
+    try:
+        with transaction.atomic():
+            DeadLetter.objects.create(
+                scan_id=scan_id if scan_exists else None,
+                task_id=task_id,
+                task_name=task_name,
+                step=step,
+                reason_code=code,
+                reason=reason,
+            )
+    except IntegrityError:
+        logger.info("dead letter for task %s already recorded", task_id)
