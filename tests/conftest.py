@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import os
@@ -180,12 +181,39 @@ class WorkerProcess:
 def _purge_pipeline_queues() -> None:
     """Drop messages left on a shared broker by an earlier, interrupted run."""
     from eco2.celery import app
+    from scans.broker import DEAD_LETTER_QUEUE
 
     with app.connection_for_write() as conn:
-        for queue in app.conf.task_queues:
+        for queue in (*app.conf.task_queues, DEAD_LETTER_QUEUE):
             bound = queue(conn.default_channel)
             bound.declare()
             bound.purge()
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The environment of a worker or beat subprocess: this test run's database and folders."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "ECO2_VAR_DIR": TEST_VAR_DIR,
+        "PYTHONPATH": str(BASE_DIR),
+        **overrides,
+    }
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (the worker may re-spawn itself in a new session)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class WorkerManager:
@@ -201,29 +229,34 @@ class WorkerManager:
         self.config: tuple = ()
         self.starts = 0
 
-    def ensure(self, **env: str) -> WorkerProcess:
-        config = tuple(sorted(env.items()))
+    def ensure(self, concurrency: int = 2, **env: str) -> WorkerProcess:
+        config = (concurrency, *sorted(env.items()))
         if self.current and self.config == config and self.current.process.poll() is None:
             return self.current
         self.stop()
-        self.current, self.config = self._start(env), config
+        self.current, self.config = self._start(env, concurrency), config
         return self.current
 
-    def _start(self, overrides: dict[str, str]) -> WorkerProcess:
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once: no shutdown, no acks."""
+        if self.current is not None:
+            for pid in [self.current.process.pid, *descendants(self.current.process.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.current.process.wait()
+            self.current = None
+
+    def _start(self, overrides: dict[str, str], concurrency: int) -> WorkerProcess:
         self.starts += 1
         log_path = self.log_dir / f"worker-{self.starts}.log"
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url_for_subprocess(),
-            "ECO2_VAR_DIR": TEST_VAR_DIR,
+        defaults = {
             "SCAN_VISION_PROVIDER": "tests.fakes.providers.FailingOnRequestVisionProvider",
             "SCAN_RETRY_BACKOFF_CAP": "2",  # real backoff, in seconds a test can wait for
-            "PYTHONPATH": str(BASE_DIR),
-            **overrides,
         }
+        env = subprocess_env(**{**defaults, **overrides})
         command = [
             sys.executable, "-m", "celery", "-A", "eco2", "worker",
-            "--loglevel=INFO", "--pool=prefork", "--concurrency=2",
+            "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
             "--queues=scan.ai.pipeline,notification,default",
             f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
             "--without-gossip", "--without-mingle",

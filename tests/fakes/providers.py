@@ -4,17 +4,23 @@ Worker subprocesses in the tests run with ``SCAN_VISION_PROVIDER`` pointing here
 hints go through the real offline classification and these hints exercise failure paths.
 """
 
+import os
+import signal
+
 from scans.providers.base import ProviderError
 from scans.providers.offline import OfflineVisionProvider
 
 CRASH_HINT = "#crash"
 REFUSE_HINT = "#refuse"
+POISON_HINT = "#poison"  # kills the worker process running it, every time
 
 
 class FailingOnRequestVisionProvider(OfflineVisionProvider):
     def classify(self, request):
         if request.hint.startswith(CRASH_HINT):
             raise RuntimeError("simulated bug in the vision step")
+        if request.hint.startswith(POISON_HINT):
+            os.kill(os.getpid(), signal.SIGKILL)
         if request.hint.startswith(REFUSE_HINT):
             raise ProviderError(
                 "The vision model refused to describe this photo.", code="provider_refused"
