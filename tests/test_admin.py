@@ -46,3 +46,103 @@ def test_rule_base_is_editable_in_the_admin(admin_client_, rulebase):
 def test_non_staff_cannot_open_the_admin(client, user):
     client.force_login(user)
     assert client.get("/admin/scans/scan/").status_code == 302
+
+
+def failed_scan(owner, photo, code="provider_unavailable"):
+    scan = services.create_scan(owner=owner, image=photo(), hint="캔")
+    services.fail_scan(scan.id, code=code, message="busy")
+    return scan
+
+
+def test_retry_action_resumes_failed_scans_and_skips_the_rest(admin_client_, user, photo):
+    failed = failed_scan(user, photo)
+    running = services.create_scan(owner=user, image=photo(), hint="캔")
+
+    response = admin_client_.post(
+        "/admin/scans/scan/",
+        {"action": "retry_selected", "_selected_action": [str(failed.id), str(running.id)]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "1 scan(s) re-enqueued." in text and "1 skipped" in text
+    failed.refresh_from_db()
+    assert (failed.status, failed.retry_count, failed.error_code) == ("queued", 1, "")
+
+
+def test_staff_without_the_retry_permission_do_not_get_the_action(user, photo):
+    from django.contrib.auth.models import Permission
+
+    from .factories import UserFactory
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_scan"))
+    client = Client()
+    client.force_login(staff)
+    scan = failed_scan(user, photo)
+
+    page = client.get("/admin/scans/scan/")
+    assert page.status_code == 200 and "retry_selected" not in page.content.decode()
+    client.post(
+        "/admin/scans/scan/", {"action": "retry_selected", "_selected_action": [str(scan.id)]}
+    )
+    scan.refresh_from_db()
+    assert scan.status == "failed"
+
+
+def test_attempt_ledger_and_dead_letters_are_listed(admin_client_, user, photo):
+    from scans.ledger import record_dead_letter
+    from scans.models import TaskAttempt
+
+    scan = failed_scan(user, photo)
+    TaskAttempt.objects.create(
+        scan=scan,
+        task_id="t-1",
+        task_name="scans.tasks.vision_scan",
+        step="vision",
+        attempt=1,
+        outcome="retry",
+        exception_class="TransientProviderError",
+    )
+    record_dead_letter(
+        str(scan.id), "t-1", "scans.tasks.vision_scan", "vision", "provider_unavailable", "busy"
+    )
+    record_dead_letter(
+        str(scan.id), "t-1", "scans.tasks.vision_scan", "vision", "provider_unavailable", "busy"
+    )
+
+    assert admin_client_.get("/admin/scans/taskattempt/?outcome__exact=retry").status_code == 200
+    detail = admin_client_.get(f"/admin/scans/scan/{scan.id}/change/").content.decode()
+    assert "TransientProviderError" in detail and "provider_unavailable" in detail
+    assert scan.dead_letters.count() == 1, "one dead letter per task, however often reported"
+
+    response = admin_client_.post(
+        "/admin/scans/deadletter/",
+        {"action": "redrive_selected", "_selected_action": [str(scan.dead_letters.get().pk)]},
+        follow=True,
+    )
+    assert "1 scan(s) re-enqueued." in response.content.decode()
+    assert scan.dead_letters.get().redriven_at is not None
+
+
+def test_redrive_command_resumes_the_scans_of_dead_letters(user, photo):
+    import io
+
+    from django.core.management import call_command
+
+    from scans.ledger import record_dead_letter
+
+    scan = failed_scan(user, photo)
+    record_dead_letter(
+        str(scan.id), "t-2", "scans.tasks.answer_gen", "answer", "worker_lost", "stopped"
+    )
+    out = io.StringIO()
+
+    call_command("redrive_dlq", stdout=out)
+
+    assert "re-enqueued 1 scan(s)" in out.getvalue()
+    scan.refresh_from_db()
+    assert (
+        scan.status == "queued" and scan.dead_letters.get().redriven_by == "manage.py redrive_dlq"
+    )
