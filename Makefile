@@ -46,5 +46,10 @@ test-services: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		ECO2_TEST_SERVICES=1 $(BIN)/pytest
 
+# Flower (task monitor): needs FLOWER_BASIC_AUTH=user:password (see flowerconfig.py)
+.PHONY: flower
+flower: $(STAMP)
+	$(BIN)/celery -A eco2 flower --port=$${FLOWER_PORT:-5555}
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -99,3 +99,6 @@ def _declare_dead_letter_queue(**kwargs) -> None:
     from scans.broker import declare_dead_letter_queue
 
     declare_dead_letter_queue()
+
+
+import eco2.metrics  # noqa: E402, F401  (Prometheus task metrics: Celery signal handlers)

@@ -7,6 +7,7 @@ provider, so ``make run`` works on a fresh machine. ``DATABASE_URL``, ``CELERY_B
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "scans",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -131,8 +133,9 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 SCAN_IMAGE_MAX_BYTES = env.int("SCAN_IMAGE_MAX_BYTES", default=10 * 1024 * 1024)
 SCAN_HINT_MAX_LENGTH = 200
+SCAN_BATCH_MAX_IMAGES = env.int("SCAN_BATCH_MAX_IMAGES", default=10)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-DATA_UPLOAD_MAX_NUMBER_FILES = 10
+DATA_UPLOAD_MAX_NUMBER_FILES = SCAN_BATCH_MAX_IMAGES
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -189,6 +192,19 @@ CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", def
 REDIS_URL = env.str("REDIS_URL", default="")
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
 
+# --- Monitoring (eco2/metrics.py, eco2/health.py) -------------------------------------------
+# /metrics needs "Authorization: Bearer <METRICS_TOKEN>" or a staff session.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# prometheus_client multiprocess mode: Celery pool processes write their task metrics here and
+# /metrics (or `python -m eco2.metrics`) sums them. It must be in os.environ before
+# prometheus_client is imported, and web and workers must share it (one host or a volume).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+# Time box of each /readyz check and of each part of the scrape-time collector (seconds).
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
+METRICS_COLLECT_TIMEOUT = env.float("METRICS_COLLECT_TIMEOUT", default=2.0)
+
 # --- Scan pipeline --------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 # Any OpenAI-compatible server (vLLM, Ollama, LM Studio): set its /v1 URL here.
@@ -237,6 +253,19 @@ SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)
 # …and re-enqueued from its current step this many times before it is failed as stalled.
 SCAN_MAX_REQUEUES = env.int("SCAN_MAX_REQUEUES", default=2)
+
+# --- E-mail (notifications) ----------------------------------------------------------------
+# EMAIL_URL in django-environ's form: consolemail:// (the default: `make run` prints mails on
+# the console), smtp://user:password@host:587 with smtp+tls:// or smtp+ssl:// for encryption.
+# Unset parts are left to Django's defaults rather than set to None.
+globals().update(
+    {k: v for k, v in env.email_url("EMAIL_URL", default="consolemail://").items() if v is not None}
+)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Eco² <noreply@eco2.local>")
+# seconds per SMTP operation: a hung server costs a retry, not a worker slot held forever
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# Links in e-mails are this origin + the page's path (e.g. /scans/<id>/).
+SITE_URL = env.str("SITE_URL", default=f"http://localhost:{env.int('PORT', default=8000)}")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -1,10 +1,13 @@
 import json
+import uuid
 
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_celery_results.models import TaskResult
+
+from eco2.celery import SCAN_PIPELINE_TASKS
 
 from . import services
 from .models import (
@@ -14,11 +17,15 @@ from .models import (
     Exclusion,
     Item,
     Scan,
+    ScanBatch,
+    ScanEvent,
     ScanStatus,
     SituationTag,
     TaskAttempt,
+    TaskRerun,
     VisionCacheEntry,
 )
+from .task_history import decode_arguments, rerun_task, revoke_tasks
 
 
 def pretty_json(value) -> str:
@@ -65,7 +72,7 @@ class DeadLetterInline(admin.TabularInline):
 @admin.register(Scan)
 class ScanAdmin(admin.ModelAdmin):
     inlines = [TaskAttemptInline, DeadLetterInline]
-    actions = ["retry_selected"]
+    actions = ["retry_selected", "regenerate_thumbnails"]
     list_display = (
         "id",
         "owner",
@@ -196,6 +203,14 @@ class ScanAdmin(admin.ModelAdmin):
                 f"{skipped} skipped: not failed, or already retried by someone else.",
                 messages.WARNING,
             )
+
+    @admin.action(description="Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    def regenerate_thumbnails(self, request, queryset):
+        ids = list(queryset.exclude(image_prepared_at=None).values_list("id", flat=True))
+        group_id = services.regenerate_thumbnails(ids)
+        self.message_user(
+            request, f"Regenerating {len(ids)} thumbnail(s) (group {group_id}).", messages.SUCCESS
+        )
 
     @admin.display(description="tokens", ordering="input_tokens")
     def total_tokens(self, scan):
@@ -373,3 +388,218 @@ class DeadLetterAdmin(admin.ModelAdmin):
         )
         pending.update(redriven_at=timezone.now(), redriven_by=request.user.get_username())
         self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+
+
+# --- task history (django-celery-results), with control -------------------------------------
+admin.site.unregister(TaskResult)
+
+
+@admin.register(TaskResult)
+class TaskHistoryAdmin(admin.ModelAdmin):
+    """Every task from the moment it was sent: readable arguments, attempts, links to the scan,
+    and the controls Flower and django-celery-results lack (re-run, revoke)."""
+
+    list_display = (
+        "task_id",
+        "task_name",
+        "status",
+        "worker",
+        "queue",
+        "retries",
+        "date_created",
+        "date_done",
+        "scan_link",
+    )
+    list_filter = (
+        "status",
+        "task_name",
+        "worker",
+        "periodic_task_name",
+        ("date_created", admin.DateFieldListFilter),
+    )
+    search_fields = ("task_id", "task_name", "task_args", "task_kwargs", "periodic_task_name")
+    date_hierarchy = "date_created"
+    actions = ["rerun_selected", "revoke_selected", "terminate_selected"]
+    fields = (
+        "task_id", "task_name", "status", "scan_link", "periodic_task_name", "worker",
+        "date_created", "date_started", "date_done", "args_pretty", "kwargs_pretty",
+        "result_pretty", "traceback", "attempts_table", "reruns",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # history is read-only; the actions below are the controls
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm("scans.retry_scan")
+
+    def _attempts(self, result):
+        return TaskAttempt.objects.filter(task_id=result.task_id).order_by("started_at")
+
+    @admin.display(description="queue")
+    def queue(self, result):
+        last = self._attempts(result).last()
+        return last.queue if last else "-"
+
+    @admin.display(description="retries")
+    def retries(self, result):
+        last = self._attempts(result).last()
+        return last.attempt - 1 if last else 0
+
+    @admin.display(description="scan")
+    def scan_link(self, result):
+        if result.task_name not in SCAN_PIPELINE_TASKS:
+            return "-"
+        try:
+            scan_id = str(uuid.UUID(str(decode_arguments(result.task_args, [None])[0])))
+        except (ValueError, SyntaxError, IndexError, TypeError):
+            return "-"
+        return format_html(
+            "<a href='{}'>{}</a>", reverse("admin:scans_scan_change", args=[scan_id]), scan_id
+        )
+
+    @admin.display(description="args")
+    def args_pretty(self, result):
+        return pretty_json(_decoded(result.task_args, []))
+
+    @admin.display(description="kwargs")
+    def kwargs_pretty(self, result):
+        return pretty_json(_decoded(result.task_kwargs, {}))
+
+    @admin.display(description="result")
+    def result_pretty(self, result):
+        return pretty_json(_decoded(result.result, None))
+
+    @admin.display(description="attempts")
+    def attempts_table(self, result):
+        rows = self._attempts(result)
+        if not rows:
+            return "-"
+        return format_html_join(
+            "",
+            "<div>#{} {} · {} · {} · {} ms · {} {}</div>",
+            (
+                (
+                    a.attempt,
+                    a.outcome,
+                    a.worker,
+                    a.queue,
+                    a.duration_ms,
+                    a.exception_class,
+                    a.exception_message,
+                )
+                for a in rows
+            ),
+        )
+
+    @admin.display(description="re-runs")
+    def reruns(self, result):
+        links = [
+            (rerun.original_task_id, "re-run of")
+            for rerun in TaskRerun.objects.filter(new_task_id=result.task_id)
+        ] + [
+            (rerun.new_task_id, "re-run as")
+            for rerun in TaskRerun.objects.filter(original_task_id=result.task_id)
+        ]
+        if not links:
+            return "-"
+        rows = TaskResult.objects.in_bulk([task_id for task_id, _ in links], field_name="task_id")
+        return format_html_join(
+            "",
+            "<div>{} <a href='{}'>{}</a></div>",
+            (
+                (
+                    label,
+                    reverse("admin:django_celery_results_taskresult_change", args=[rows[t].pk])
+                    if t in rows
+                    else "#",
+                    t,
+                )
+                for t, label in links
+            ),
+        )
+
+    @admin.action(
+        description="Re-run task (same name and arguments, new id)", permissions=["retry"]
+    )
+    def rerun_selected(self, request, queryset):
+        actor = request.user.get_username()
+        for result in queryset:
+            try:
+                new_id = rerun_task(result, actor=actor)
+            except (ValueError, SyntaxError) as exc:
+                self.message_user(
+                    request, f"{result.task_id}: arguments unreadable ({exc})", messages.ERROR
+                )
+                continue
+            self.message_user(request, f"{result.task_name} re-run as {new_id}.", messages.SUCCESS)
+
+    @admin.action(description="Revoke (discard if not started)", permissions=["retry"])
+    def revoke_selected(self, request, queryset):
+        marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
+        self.message_user(
+            request, f"Revoked {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED."
+        )
+
+    @admin.action(description="Terminate (revoke and stop if running)", permissions=["retry"])
+    def terminate_selected(self, request, queryset):
+        marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
+        self.message_user(
+            request,
+            f"Terminated {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED.",
+        )
+
+
+def _decoded(text, empty):
+    try:
+        return decode_arguments(text, empty)
+    except (ValueError, SyntaxError):
+        return text
+
+
+@admin.register(ScanBatch)
+class ScanBatchAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "status", "created_at", "completed_at", "chord_id")
+    list_filter = ("status",)
+    readonly_fields = (
+        "id",
+        "owner",
+        "status",
+        "chord_id",
+        "dispatched_at",
+        "created_at",
+        "completed_at",
+        "summary_pretty",
+    )
+    exclude = ("summary",)
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="summary")
+    def summary_pretty(self, batch):
+        return pretty_json(batch.summary)
+
+
+@admin.register(ScanEvent)
+class ScanEventAdmin(admin.ModelAdmin):
+    """The event store: what was published to eco2.events, and what is still owed."""
+
+    list_display = ("occurred_at", "type", "scan", "published_at")
+    list_filter = ("type", ("published_at", admin.EmptyFieldListFilter))
+    search_fields = ("id", "scan__id")
+    readonly_fields = ("id", "type", "scan", "occurred_at", "published_at", "payload_pretty")
+    exclude = ("payload",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="payload")
+    def payload_pretty(self, event):
+        return pretty_json(event.payload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.http import StreamingHttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -16,13 +17,15 @@ from rest_framework.views import APIView
 
 from . import services
 from .events import scan_event_stream
-from .models import Scan
+from .models import Scan, ScanBatch
 from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
+    BatchCreateSerializer,
     ScanAcceptedSerializer,
     ScanCreateSerializer,
     ScanSerializer,
     TaxonomySerializer,
+    batch_detail,
     scan_links,
 )
 
@@ -111,3 +114,50 @@ class CategoriesView(APIView):
     )
     def get(self, request):
         return Response(get_taxonomy())
+
+
+class BatchCreateView(APIView):
+    @extend_schema(
+        request=BatchCreateSerializer,
+        responses={202: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="Invalid upload")},
+        summary="Upload several photos; one chord of pipelines with a batch summary at the end",
+    )
+    def post(self, request):
+        form = BatchCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        batch = services.create_batch(
+            owner=request.user,
+            images=form.validated_data["images"],
+            hint=form.validated_data.get("hint", ""),
+        )
+        status_url = request.build_absolute_uri(reverse("api:batch-detail", args=[batch.id]))
+        body = {
+            "batch_id": str(batch.id),
+            "status": batch.status,
+            "status_url": status_url,
+            "task_ids": [
+                str(scan_id)
+                for scan_id in batch.scans.order_by("created_at", "id").values_list("id", flat=True)
+            ],
+        }
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": status_url})
+
+
+class BatchDetailView(APIView):
+    @extend_schema(
+        responses=OpenApiTypes.OBJECT, summary="Per-item status, batch progress and summary"
+    )
+    def get(self, request, batch_id: str):
+        try:
+            batch_uuid = uuid.UUID(str(batch_id))
+        except ValueError:
+            raise NotFound("No batch with this id.") from None
+        batches = (
+            ScanBatch.objects.all()
+            if request.user.is_staff
+            else ScanBatch.objects.filter(owner=request.user)
+        )
+        batch = batches.filter(pk=batch_uuid).first()
+        if batch is None:
+            raise NotFound("No batch with this id.")
+        return Response(batch_detail(batch))

@@ -7,6 +7,8 @@ app_name = "api"
 
 urlpatterns = [
     path("scans", api.ScanListCreateView.as_view(), name="scan-list"),
+    path("scans/batch", api.BatchCreateView.as_view(), name="batch-create"),
+    path("batches/<str:batch_id>", api.BatchDetailView.as_view(), name="batch-detail"),
     path("scans/<str:task_id>", api.ScanDetailView.as_view(), name="scan-detail"),
     path("scans/<str:task_id>/events", api.ScanEventsView.as_view(), name="scan-events"),
     path("categories", api.CategoriesView.as_view(), name="categories"),

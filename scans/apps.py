@@ -6,4 +6,4 @@ class ScansConfig(AppConfig):
     verbose_name = "Scans"
 
     def ready(self) -> None:
-        from . import ledger  # noqa: F401 - connects the Celery signal handlers
+        from . import ledger, task_history  # noqa: F401 - connect the Celery signal handlers

@@ -1,4 +1,4 @@
-"""Every attempt of a pipeline task, from Celery's signals; and the end of a failed one.
+"""Every attempt of every task, from Celery's signals; and the end of a failed pipeline step.
 
 Signals rather than Task hooks, because when a worker *process* dies the child that ran the
 task cannot report anything: the worker's main process sends ``task_retry`` (the task is sent
@@ -62,16 +62,15 @@ def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) 
 
 @signals.task_prerun.connect
 def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> None:
-    if not _is_pipeline(task):
-        return
+    """Every task's attempt is recorded; pipeline steps also name their scan and step."""
     request = task.request
     delivery = request.delivery_info or {}
-    scan_id = _scan_id(args)
+    scan_id = _scan_id(args) if _is_pipeline(task) else None
     TaskAttempt.objects.create(
         scan_id=scan_id if scan_id and Scan.objects.filter(pk=scan_id).exists() else None,
         task_id=task_id,
         task_name=task.name,
-        step=task.step,
+        step=getattr(task, "step", "") or "",
         attempt=(request.retries or 0) + 1,
         redelivered=bool(delivery.get("redelivered")),
         worker=request.hostname or "",
@@ -81,7 +80,7 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
 
 @signals.task_postrun.connect
 def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs) -> None:
-    if not _is_pipeline(task) or state != "SUCCESS":
+    if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
     outcome = retval.get("outcome") if isinstance(retval, dict) else None
     close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED)
@@ -89,8 +88,6 @@ def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None
 
 @signals.task_retry.connect
 def retry_attempt(sender=None, request=None, reason=None, **kwargs) -> None:
-    if not _is_pipeline(sender):
-        return
     exc = getattr(reason, "exc", None)
     outcome = (
         AttemptOutcome.WORKER_LOST if isinstance(exc, WorkerLostError) else AttemptOutcome.RETRY
@@ -100,13 +97,14 @@ def retry_attempt(sender=None, request=None, reason=None, **kwargs) -> None:
 
 @signals.task_failure.connect
 def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwargs) -> None:
-    """The task will not run again: close its attempt, dead-letter it, fail the scan."""
+    """The task will not run again: close its attempt; a pipeline step is also dead-lettered
+    and its scan failed."""
+    lost = isinstance(exception, WorkerLostError)
+    close_attempt(task_id, AttemptOutcome.WORKER_LOST if lost else AttemptOutcome.FAILED, exception)
     if not _is_pipeline(sender):
         return
     from . import services  # services imports the tasks module, which imports this one
 
-    lost = isinstance(exception, WorkerLostError)
-    close_attempt(task_id, AttemptOutcome.WORKER_LOST if lost else AttemptOutcome.FAILED, exception)
     code, message = services.describe_failure(exception, sender.step)
     scan_id = _scan_id(args)
     record_dead_letter(scan_id, task_id, sender.name, sender.step, code, message)

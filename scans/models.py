@@ -148,6 +148,36 @@ def scan_image_path(scan: Scan, filename: str) -> str:
     return f"scans/{timezone.now():%Y/%m/%d}/{scan.id}{suffix}"
 
 
+class BatchStatus(models.TextChoices):
+    PROCESSING = "processing", _("Processing")
+    COMPLETED = "completed", _("Completed")
+
+
+class ScanBatch(models.Model):
+    """Several photos scanned together: a Celery chord of per-photo pipelines whose callback
+    (aggregate_results) writes the summary once every member has ended, failed ones included."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scan_batches"
+    )
+    status = models.CharField(
+        max_length=20, choices=BatchStatus.choices, default=BatchStatus.PROCESSING
+    )
+    summary = models.JSONField(null=True, blank=True)
+    chord_id = models.CharField(max_length=255, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "scan batches"
+
+    def __str__(self) -> str:
+        return f"Batch {self.id} ({self.status})"
+
+
 class Scan(models.Model):
     """One photo going through vision → rule → answer. The row is the source of truth."""
 
@@ -165,6 +195,9 @@ class Scan(models.Model):
     image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     image_prepared_at = models.DateTimeField(null=True, blank=True)
     hint = models.CharField(max_length=200, blank=True)
+    batch = models.ForeignKey(
+        ScanBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="scans"
+    )
 
     status = models.CharField(max_length=20, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
     step = models.CharField(max_length=20, choices=ScanStep.choices, default=ScanStep.QUEUED)
@@ -220,7 +253,9 @@ class Scan(models.Model):
             models.Index(fields=["status", "updated_at"], name="scan_status_updated"),
             models.Index(fields=["status", "dispatched_at"], name="scan_status_dispatched"),
         ]
-        permissions = [("retry_scan", "Can retry failed scans and redrive dead letters")]
+        permissions = [
+            ("retry_scan", "Can retry failed scans, redrive dead letters, re-run and revoke tasks")
+        ]
 
     def __str__(self) -> str:
         return f"Scan {self.id} ({self.status})"
@@ -322,3 +357,50 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.task_id} ({self.reason_code})"
+
+
+class ScanEventType(models.TextChoices):
+    COMPLETED = "ScanCompleted", "ScanCompleted"
+    FAILED = "ScanFailed", "ScanFailed"
+
+
+class ScanEvent(models.Model):
+    """An event in the event store, appended in the same transaction as the scan's final
+    status; the relay publishes it to the topic exchange ``eco2.events`` (at least once).
+
+    The id is the message id on the broker: consumers deduplicate by it.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=40, choices=ScanEventType.choices)
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="events")
+    payload = models.JSONField()
+    occurred_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["occurred_at"]
+        indexes = [models.Index(fields=["published_at", "occurred_at"], name="event_unpublished")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.scan_id}"
+
+    @property
+    def routing_key(self) -> str:
+        return "scan.completed" if self.type == ScanEventType.COMPLETED else "scan.failed"
+
+
+class TaskRerun(models.Model):
+    """A task run again from the admin: same name and arguments, a new id, and this link."""
+
+    original_task_id = models.CharField(max_length=255, db_index=True)
+    new_task_id = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=255)
+    requested_by = models.CharField(max_length=150, blank=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-requested_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}: {self.original_task_id} → {self.new_task_id}"

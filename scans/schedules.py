@@ -8,11 +8,39 @@ from __future__ import annotations
 
 SCHEDULES = (
     {
+        # the name beat itself gives this job, so it is not installed twice
+        "name": "celery.backend_cleanup",
+        "task": "celery.backend_cleanup",
+        "crontab": {"minute": "0", "hour": "4"},
+        "description": "Deletes task results older than CELERY_RESULT_EXPIRES_DAYS "
+        "(django-celery-results).",
+    },
+    {
+        "name": "ops: daily digest to staff",
+        "task": "scans.tasks.send_daily_digest",
+        "crontab": {"minute": "0", "hour": "9"},
+        "description": "E-mails staff yesterday's scans by status and category, failures with "
+        "their reasons, tokens and cost.",
+    },
+    {
+        "name": "ops: dead-letter check",
+        "task": "scans.tasks.check_dead_letters",
+        "every_seconds": 300,
+        "description": "Warns staff (at most once an hour) when dead letters wait for review.",
+    },
+    {
         "name": "scans: sweep stalled scans",
         "task": "scans.tasks.sweep_stalled_scans",
         "every_seconds": 60,
         "description": "Re-enqueues scans with no progress for SCAN_STALLED_AFTER_SECONDS from "
         "their current step (up to SCAN_MAX_REQUEUES times), then fails them with a reason.",
+    },
+    {
+        "name": "events: publish pending events",
+        "task": "scans.tasks.publish_events",
+        "every_seconds": 5,
+        "description": "The event outbox relay: publishes ScanCompleted and ScanFailed events "
+        "that were not published right after their scan ended.",
     },
     {
         "name": "scans: relay pending dispatches",
@@ -21,31 +49,51 @@ SCHEDULES = (
         "description": "The outbox relay: publishes the pipeline of accepted scans whose "
         "request could not reach the broker.",
     },
+    {
+        "name": "notifications: resend pending notifications",
+        "task": "notifications.tasks.resend_pending_notifications",
+        "every_seconds": 60,
+        "description": "Re-enqueues e-mail notifications whose send task was never published "
+        "or got lost, and recovers ones stuck in 'sending' after a worker died.",
+    },
 )
 
 
-def ensure_schedules(periodic_task_model=None, interval_model=None) -> int:
+def ensure_schedules(periodic_task_model=None, interval_model=None, crontab_model=None) -> int:
     """Create the missing periodic tasks; return how many were created.
 
     Takes the model classes so a data migration can pass its historical models.
     """
-    if periodic_task_model is None:
-        from django_celery_beat.models import IntervalSchedule, PeriodicTask
+    from django.conf import settings
 
-        periodic_task_model, interval_model = PeriodicTask, IntervalSchedule
+    if periodic_task_model is None:
+        from django_celery_beat.models import PeriodicTask as periodic_task_model
+    # the schedule models of the same app registry (historical ones inside a migration)
+    interval_model = interval_model or periodic_task_model._meta.get_field("interval").related_model
+    crontab_model = crontab_model or periodic_task_model._meta.get_field("crontab").related_model
     created = 0
     for spec in SCHEDULES:
-        interval, _ = interval_model.objects.get_or_create(
-            every=spec["every_seconds"], period="seconds"
-        )
-        _, was_created = periodic_task_model.objects.get_or_create(
+        if periodic_task_model.objects.filter(name=spec["name"]).exists():
+            continue  # edited or disabled in the admin: leave it as it is
+        when = {}
+        if "crontab" in spec:
+            when["crontab"], _ = crontab_model.objects.get_or_create(
+                **spec["crontab"],
+                day_of_week="*",
+                day_of_month="*",
+                month_of_year="*",
+                timezone=settings.TIME_ZONE,
+            )
+        else:
+            when["interval"], _ = interval_model.objects.get_or_create(
+                every=spec["every_seconds"], period="seconds"
+            )
+        periodic_task_model.objects.create(
             name=spec["name"],
-            defaults={
-                "task": spec["task"],
-                "interval": interval,
-                "queue": "default",
-                "description": spec["description"],
-            },
+            task=spec["task"],
+            queue="default",
+            description=spec["description"],
+            **when,
         )
-        created += was_created
+        created += 1
     return created

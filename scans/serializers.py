@@ -106,3 +106,46 @@ class TaxonomySerializer(serializers.Serializer):
     major_ko = serializers.CharField()
     major_en = serializers.CharField()
     categories = serializers.ListField(child=serializers.DictField())
+
+
+class BatchCreateSerializer(serializers.Serializer):
+    images = serializers.ListField(
+        child=serializers.FileField(validators=[validate_scan_image]),
+        min_length=1,
+        max_length=settings.SCAN_BATCH_MAX_IMAGES,
+        help_text="Several photos, one item each (repeat the `images` field).",
+    )
+    hint = serializers.CharField(
+        required=False, allow_blank=True, max_length=settings.SCAN_HINT_MAX_LENGTH
+    )
+
+
+def batch_detail(batch) -> dict[str, Any]:
+    """A batch as its owner sees it: per-item state and the batch's own progress."""
+    items = [
+        {
+            "task_id": str(scan.id),
+            "status": scan.status,
+            "step": scan.step,
+            "progress": scan.progress,
+            "category_code": scan.category.code if scan.category else None,
+            "error": scan_error(scan),
+        }
+        for scan in batch.scans.select_related("category").order_by("created_at", "id")
+    ]
+    done = sum(item["status"] in ("completed", "failed") for item in items)
+    return {
+        "batch_id": str(batch.id),
+        "status": batch.status,
+        # a failed item is as finished as a completed one
+        "progress": round(
+            sum(100 if item["status"] == "failed" else item["progress"] for item in items)
+            / max(1, len(items))
+        ),
+        "finished": done,
+        "total": len(items),
+        "items": items,
+        "summary": batch.summary,
+        "created_at": batch.created_at,
+        "completed_at": batch.completed_at,
+    }

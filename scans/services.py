@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import partial
 
 from billiard.exceptions import WorkerLostError
-from celery import chain
+from celery import chain, chord, group
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -24,14 +24,18 @@ from .images import UnusablePhoto, prepare_image
 from .models import (
     TERMINAL_STATUSES,
     AttemptOutcome,
+    BatchStatus,
     Category,
     DeadLetter,
     Scan,
+    ScanBatch,
+    ScanEventType,
     ScanOutcome,
     ScanStatus,
     ScanStep,
     VisionCacheEntry,
 )
+from .outbox import append_event
 from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, ProviderError, VisionRequest
@@ -91,6 +95,15 @@ def remaining_steps(scan: Scan) -> list[ScanStep]:
     return [ScanStep.ANSWER]
 
 
+def pipeline_chain(scan: Scan):
+    """The chain of the steps the scan still needs, rooted at its celery_root_id."""
+    from .tasks import STEP_TASKS
+
+    steps = [STEP_TASKS[step].si(str(scan.id)) for step in remaining_steps(scan)]
+    steps[0] = steps[0].set(task_id=scan.celery_root_id)
+    return chain(*steps)
+
+
 def dispatch_pipeline(scan_id, *, retry_policy: dict | None = None) -> bool:
     """Publish the rest of a scan's chain (vision_scan → rule_match → answer_gen).
 
@@ -98,18 +111,12 @@ def dispatch_pipeline(scan_id, *, retry_policy: dict | None = None) -> bool:
     publish, and the relay retries what is still owed. A failed publish is logged, not raised
     (the scan is committed; the relay will deliver it).
     """
-    from .tasks import STEP_TASKS
-
     scan = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED, dispatched_at=None).first()
     if scan is None:
         return False  # already dispatched, or no longer waiting
-    steps = [STEP_TASKS[step].si(str(scan.id)) for step in remaining_steps(scan)]
-    steps[0] = steps[0].set(
-        task_id=scan.celery_root_id, retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY
-    )
     Scan.objects.filter(pk=scan.pk).update(dispatch_attempts=F("dispatch_attempts") + 1)
     try:
-        chain(*steps).apply_async()
+        pipeline_chain(scan).apply_async(retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY)
     except Exception as exc:  # kombu raises many connection error types; all mean "not sent"
         logger.warning(
             "scan %s: pipeline not published yet (%s); the relay will retry", scan.id, exc
@@ -122,11 +129,102 @@ def dispatch_pipeline(scan_id, *, retry_policy: dict | None = None) -> bool:
 def relay_pending_dispatches(now=None) -> int:
     """Publish the chains still owed (the outbox relay, run by beat); return how many."""
     now = now or timezone.now()
+    stale = now - DISPATCH_GRACE
+    # a batch member is owed by its batch's chord (first dispatch), not on its own
     owed = Scan.objects.filter(
-        status=ScanStatus.QUEUED, dispatched_at=None, updated_at__lt=now - DISPATCH_GRACE
-    ).values_list("id", flat=True)
+        status=ScanStatus.QUEUED, dispatched_at=None, updated_at__lt=stale
+    ).exclude(batch__dispatched_at=None, batch__isnull=False)
+    batches = ScanBatch.objects.filter(dispatched_at=None, created_at__lt=stale)
     # the worker-side policy: the relay runs in a worker and may wait for the broker
-    return sum(dispatch_pipeline(scan_id, retry_policy={"max_retries": 3}) for scan_id in owed)
+    policy = {"max_retries": 3}
+    return sum(
+        dispatch_batch(batch_id, retry_policy=policy)
+        for batch_id in batches.values_list("id", flat=True)
+    ) + sum(
+        dispatch_pipeline(scan_id, retry_policy=policy)
+        for scan_id in owed.values_list("id", flat=True)
+    )
+
+
+# --- batches (Canvas) --------------------------------------------------------------------------
+def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBatch:
+    """One scan per photo and one chord over their pipelines, dispatched after commit."""
+    batch = ScanBatch(owner=owner)
+    scans = []
+    for image in images:
+        scan = Scan(owner=owner, hint=hint.strip(), batch=batch)
+        scan.celery_root_id = str(scan.id)
+        scan.image.save(image.name or "upload", image, save=False)
+        scans.append(scan)
+    with transaction.atomic():
+        batch.save(force_insert=True)
+        for scan in scans:
+            scan.save(force_insert=True)
+        transaction.on_commit(partial(dispatch_batch, batch.id))
+    return batch
+
+
+def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
+    """chord(group(per-scan chains), aggregate_results): the callback runs once all members
+    have ended. A member that fails makes the chord fail, and the body's errback
+    (aggregate_results_after_error) writes the same summary, so a failure never hangs it."""
+    from .tasks import aggregate_results, aggregate_results_after_error
+
+    batch = ScanBatch.objects.filter(pk=batch_id, dispatched_at=None).first()
+    if batch is None:
+        return False
+    scans = list(batch.scans.filter(status=ScanStatus.QUEUED, dispatched_at=None))
+    body = aggregate_results.si(str(batch.id))
+    body.link_error(aggregate_results_after_error.si(str(batch.id)))
+    try:
+        result = chord(group(pipeline_chain(scan) for scan in scans), body).apply_async(
+            retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY
+        )
+    except Exception as exc:  # not published: the relay will dispatch the batch
+        logger.warning(
+            "batch %s: chord not published yet (%s); the relay will retry", batch.id, exc
+        )
+        return False
+    now = timezone.now()
+    ScanBatch.objects.filter(pk=batch.pk).update(dispatched_at=now, chord_id=result.id or "")
+    Scan.objects.filter(pk__in=[scan.pk for scan in scans]).update(dispatched_at=now)
+    return True
+
+
+def summarize_batch(batch_id) -> dict | None:
+    """Write the batch summary (per category, failures, total cost) once every member ended.
+
+    Idempotent: the chord callback and its errback may both arrive, or arrive twice.
+    """
+    batch = ScanBatch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        return None
+    scans = list(batch.scans.select_related("category"))
+    if any(scan.status not in TERMINAL_STATUSES for scan in scans):
+        return None  # a member was re-enqueued after the chord ended: the sweeper brings it home
+    by_category: dict[str, int] = {}
+    for scan in scans:
+        if scan.status == ScanStatus.COMPLETED:
+            key = scan.category.code if scan.category else "unclassified"
+            by_category[key] = by_category.get(key, 0) + 1
+    summary = {
+        "count": len(scans),
+        "completed": sum(scan.status == ScanStatus.COMPLETED for scan in scans),
+        "failed": sum(scan.status == ScanStatus.FAILED for scan in scans),
+        "by_category": by_category,
+        "failures": [
+            {"task_id": str(scan.id), "code": scan.error_code, "message": scan.error_message}
+            for scan in scans
+            if scan.status == ScanStatus.FAILED
+        ],
+        "total_cost_usd": str(sum((scan.cost_usd for scan in scans), Decimal(0))),
+    }
+    ScanBatch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.COMPLETED,
+        summary=summary,
+        completed_at=batch.completed_at or timezone.now(),
+    )
+    return summary
 
 
 def _requeue(scan_id, *, extra_filter: dict, **changes) -> bool:
@@ -194,6 +292,16 @@ def _save_if_active(scan: Scan, **fields) -> bool:
     for name, value in fields.items():
         setattr(scan, name, value)
     _mirror(scan)
+    return True
+
+
+def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
+    """Give the scan its final state and append its event, in one transaction: an event
+    exists exactly when the state does. False if the scan had already ended."""
+    with transaction.atomic():
+        if not _save_if_active(scan, **fields):
+            return False
+        append_event(scan, event_type)
     return True
 
 
@@ -391,8 +499,9 @@ def run_answer_step(scan_id: str) -> str:
         )
         if not saved:
             return SKIPPED
-    completed = _save_if_active(
+    completed = _finish(
         scan,
+        ScanEventType.COMPLETED,
         status=ScanStatus.COMPLETED,
         step=ScanStep.DONE,
         progress=100,
@@ -433,8 +542,9 @@ def fail_scan(scan_id: str, *, code: str, message: str) -> bool:
     scan = Scan.objects.filter(pk=scan_id).first()
     if scan is None:
         return False
-    failed = _save_if_active(
+    failed = _finish(
         scan,
+        ScanEventType.FAILED,
         status=ScanStatus.FAILED,
         error_code=code,
         error_message=message,
@@ -487,3 +597,27 @@ def redrive_dead_letters(*, actor: str = "") -> tuple[int, int]:
     retried = retry_scans(sorted(scan_ids), actor=actor)
     pending.update(redriven_at=timezone.now(), redriven_by=actor)
     return len(drained), retried
+
+
+def regenerate_thumbnail(scan_id) -> bool:
+    """Rebuild a prepared scan's thumbnail (after a change of SCAN_THUMBNAIL_EDGE)."""
+    scan = Scan.objects.filter(pk=scan_id).exclude(image_prepared_at=None).first()
+    if scan is None:
+        return False
+    with scan.image.open("rb") as source:
+        prepared = prepare_image(source)
+    name = _replace_file(_prepared_names(scan)[1], prepared.thumbnail)
+    Scan.objects.filter(pk=scan.pk).update(thumbnail=name)
+    return True
+
+
+def regenerate_thumbnails(scan_ids) -> str:
+    """Fan the work out in chunks: a group of starmap tasks, 20 scans each."""
+    from .tasks import regenerate_thumbnail
+
+    result = (
+        regenerate_thumbnail.chunks(((str(scan_id),) for scan_id in scan_ids), 20)
+        .group()
+        .apply_async()
+    )
+    return result.id

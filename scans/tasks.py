@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.utils import timezone
 
-from . import services
+from . import reports, services
 from .models import ScanStep
+from .outbox import publish_pending_events
 from .providers.base import TransientProviderError
 
 MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
@@ -102,3 +104,58 @@ def sweep_stalled_scans() -> dict:
 @shared_task(name="scans.tasks.relay_pending_dispatches")
 def relay_pending_dispatches() -> int:
     return services.relay_pending_dispatches()
+
+
+@shared_task(name="scans.tasks.publish_events")
+def publish_events() -> int:
+    """The outbox relay for ScanCompleted / ScanFailed events (beat)."""
+    return publish_pending_events()
+
+
+@shared_task(name="scans.tasks.send_daily_digest")
+def send_daily_digest() -> int:
+    from notifications.services import notify_staff
+
+    from notifications.models import NotificationKind
+
+    subject, body = reports.daily_digest()
+    day = timezone.localdate()
+    return notify_staff(NotificationKind.DAILY_DIGEST, subject, body, dedupe_key=f"digest:{day}")
+
+
+@shared_task(name="scans.tasks.check_dead_letters")
+def check_dead_letters() -> int:
+    """Warn staff when dead letters wait; at most once an hour (the dedupe key)."""
+    from notifications.services import notify_staff
+
+    from notifications.models import NotificationKind
+
+    pending, depth = reports.dead_letter_summary()
+    if not pending and not depth:
+        return 0
+    subject = f"[Eco²] {pending} dead letter(s) waiting for review"
+    body = (
+        f"{pending} dead letter(s) not yet redriven; scan.ai.dlq holds {depth if depth is not None else 'n/a'} "
+        "message(s).\nReview them in the admin (Scans → Dead letters) or run `manage.py redrive_dlq`.\n"
+    )
+    hour = timezone.localtime().strftime("%Y%m%d%H")
+    return notify_staff(
+        NotificationKind.DEAD_LETTER_ALERT, subject, body, dedupe_key=f"dead-letters:{hour}"
+    )
+
+
+@shared_task(name="scans.tasks.aggregate_results")
+def aggregate_results(batch_id: str) -> dict | None:
+    """The chord callback of a batch: every member pipeline has ended."""
+    return services.summarize_batch(batch_id)
+
+
+@shared_task(name="scans.tasks.aggregate_results_after_error")
+def aggregate_results_after_error(batch_id: str) -> dict | None:
+    """The chord's errback: a member failed, which is an outcome, not a reason to hang."""
+    return services.summarize_batch(batch_id)
+
+
+@shared_task(name="scans.tasks.regenerate_thumbnail")
+def regenerate_thumbnail(scan_id: str) -> bool:
+    return services.regenerate_thumbnail(scan_id)

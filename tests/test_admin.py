@@ -146,3 +146,41 @@ def test_redrive_command_resumes_the_scans_of_dead_letters(user, photo):
     assert (
         scan.status == "queued" and scan.dead_letters.get().redriven_by == "manage.py redrive_dlq"
     )
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_regenerate_thumbnails_runs_as_a_canvas_group_on_the_worker(
+    celery_worker, rulebase, user, photo, settings
+):
+    import time
+
+    from django.core.files.storage import default_storage
+    from PIL import Image
+
+    from .conftest import wait_for_scan
+    from .factories import UserFactory
+
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    scans = [
+        services.create_scan(owner=user, image=photo(size=(400, 300)), hint="캔") for _ in range(3)
+    ]
+    for scan in scans:
+        wait_for_scan(scan.id)
+    default_storage.delete(scans[0].__class__.objects.get(pk=scans[0].pk).thumbnail.name)
+
+    response = client.post(
+        "/admin/scans/scan/",
+        {"action": "regenerate_thumbnails", "_selected_action": [str(s.id) for s in scans]},
+        follow=True,
+    )
+
+    assert "Regenerating 3 thumbnail(s)" in response.content.decode()
+    first = scans[0].__class__.objects.get(pk=scans[0].pk)
+    for _ in range(100):
+        if default_storage.exists(first.thumbnail.name):
+            break
+        time.sleep(0.1)
+    with default_storage.open(first.thumbnail.name) as handle:
+        assert max(Image.open(handle).size) == 320

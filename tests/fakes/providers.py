@@ -4,8 +4,11 @@ Worker subprocesses in the tests run with ``SCAN_VISION_PROVIDER`` pointing here
 hints go through the real offline classification and these hints exercise failure paths.
 """
 
+import io
 import os
 import signal
+
+from PIL import Image
 
 from scans.providers.base import ProviderError
 from scans.providers.offline import OfflineVisionProvider
@@ -13,10 +16,13 @@ from scans.providers.offline import OfflineVisionProvider
 CRASH_HINT = "#crash"
 REFUSE_HINT = "#refuse"
 POISON_HINT = "#poison"  # kills the worker process running it, every time
+CRASH_IMAGE_SIZE = (13, 13)  # a photo of exactly this size fails the vision step too
 
 
 class FailingOnRequestVisionProvider(OfflineVisionProvider):
     def classify(self, request):
+        if Image.open(io.BytesIO(request.image)).size == CRASH_IMAGE_SIZE:
+            raise RuntimeError("simulated bug for this photo")
         if request.hint.startswith(CRASH_HINT):
             raise RuntimeError("simulated bug in the vision step")
         if request.hint.startswith(POISON_HINT):

@@ -1,0 +1,45 @@
+"""Celery tasks of notifications (queue ``notification``). Thin: the services do the work.
+
+``send_email`` is safe to run twice for the same id: ``services.deliver`` claims the row
+before sending, so a duplicate publish or a redelivery sends nothing more.
+"""
+
+from __future__ import annotations
+
+import smtplib
+
+from celery import Task, shared_task
+
+from . import services
+
+
+class SendEmailTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # Runs once Celery stops retrying (or on an error it does not retry): the row would
+        # otherwise wait as 'pending' for the resend sweep to try it all over again.
+        notification_id = args[0] if args else kwargs.get("notification_id")
+        if notification_id is None:
+            return
+        services.give_up(notification_id, services.describe_error(exc))
+
+
+@shared_task(
+    base=SendEmailTask,
+    bind=True,
+    name="notifications.tasks.send_email",
+    autoretry_for=(smtplib.SMTPException, ConnectionError, OSError),
+    retry_backoff=True,  # 1, 2, 4 … s
+    retry_backoff_max=60,  # the resend sweep treats a row untouched for 60 s as lost
+    retry_jitter=True,
+    retry_kwargs={"max_retries": services.MAX_SEND_RETRIES},
+    # EMAIL_TIMEOUT (10 s) bounds each SMTP step; this only catches a send that hangs anyway.
+    # The killed send is left 'sending' and recovered by the sweep after SENDING_LEASE.
+    time_limit=60,
+)
+def send_email(self, notification_id: int) -> str:
+    return services.deliver(notification_id)
+
+
+@shared_task(name="notifications.tasks.resend_pending_notifications")
+def resend_pending_notifications() -> int:
+    return services.resend_pending()

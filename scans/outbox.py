@@ -1,0 +1,114 @@
+"""ScanCompleted / ScanFailed events: stored with the final status, relayed to the broker.
+
+The event row is written in the same transaction as the scan's terminal state, so an event
+exists exactly when the state does. The relay publishes unpublished events to the durable
+topic exchange ``eco2.events`` (routing keys ``scan.completed`` and ``scan.failed``), with
+publisher confirms on RabbitMQ, and marks them published in the transaction that locked them.
+If the relay dies mid-batch, the batch is published again: delivery is at least once, and the
+event id (the AMQP ``message_id``, and ``event_id`` in the body) lets consumers deduplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from kombu import Exchange
+
+from eco2.celery import app
+
+from .models import Scan, ScanEvent, ScanEventType
+
+logger = logging.getLogger(__name__)
+
+EVENTS_EXCHANGE = Exchange("eco2.events", type="topic", durable=True)
+EVENT_SCHEMA_VERSION = 1
+# the prompt publish right after a scan ends must not hold a worker when the broker is away;
+# the relay (beat) publishes later with the worker-side policy
+PROMPT_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+
+
+def event_payload(scan: Scan) -> dict[str, Any]:
+    """What a consumer needs without calling back: who, what was found, what it cost."""
+    classification = scan.classification or {}
+    return {
+        "scan_id": str(scan.id),
+        "owner_id": scan.owner_id,
+        "status": scan.status,
+        "outcome": scan.outcome,
+        "category_code": classification.get("category_code"),
+        "major_category": classification.get("major_category"),
+        "middle_category": classification.get("middle_category"),
+        "provider": scan.provider,
+        "error_code": scan.error_code,
+        "error_message": scan.error_message,
+        "step": scan.step,
+        "cost_usd": str(scan.cost_usd),
+        "finished_at": scan.finished_at.isoformat() if scan.finished_at else None,
+    }
+
+
+def append_event(scan: Scan, event_type: ScanEventType) -> ScanEvent:
+    """Store the event; call inside the transaction that gives the scan its final state."""
+    event = ScanEvent.objects.create(type=event_type, scan=scan, payload=event_payload(scan))
+    transaction.on_commit(
+        lambda: publish_pending_events(ids=[event.id], retry_policy=PROMPT_PUBLISH_RETRY_POLICY)
+    )
+    return event
+
+
+def message_for(event: ScanEvent) -> dict[str, Any]:
+    return {
+        "event_id": str(event.id),
+        "type": event.type,
+        "schema_version": EVENT_SCHEMA_VERSION,
+        "occurred_at": event.occurred_at.isoformat(),
+        "data": event.payload,
+    }
+
+
+def publish_pending_events(*, ids=None, limit: int = 200, retry_policy: dict | None = None) -> int:
+    """Publish unpublished events (all, or just ``ids``); return how many were published.
+
+    Rows are locked (SKIP LOCKED on PostgreSQL) so two relays do not publish the same batch;
+    a failure leaves the rest for the next run.
+    """
+    published = 0
+    try:
+        with transaction.atomic():
+            pending = ScanEvent.objects.filter(published_at=None).order_by("occurred_at")
+            if ids is not None:
+                pending = pending.filter(id__in=ids)
+            events = list(pending.select_for_update(skip_locked=True)[:limit])
+            if not events:
+                return 0
+            with app.producer_or_acquire() as producer:
+                for event in events:
+                    producer.publish(
+                        message_for(event),
+                        exchange=EVENTS_EXCHANGE,
+                        routing_key=event.routing_key,
+                        declare=[EVENTS_EXCHANGE],
+                        serializer="json",
+                        delivery_mode=2,
+                        message_id=str(event.id),
+                        type=event.type,
+                        retry=True,
+                        retry_policy=retry_policy or app.conf.task_publish_retry_policy,
+                    )
+                    published += 1
+            ScanEvent.objects.filter(pk__in=[e.pk for e in events]).update(
+                published_at=timezone.now()
+            )
+    except Exception as exc:  # broker errors come in many types; the events stay owed
+        # the marks roll back with the locks: this batch is published again next time
+        logger.warning("events not published yet (%s); the relay will retry", exc)
+        return 0
+    return published

@@ -1,0 +1,69 @@
+"""Reports for staff: the daily digest and the dead-letter warning (run by beat)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from .broker import dead_letter_depth
+from .models import DeadLetter, Scan, ScanStatus
+
+
+def daily_digest(until: datetime | None = None) -> tuple[str, str]:
+    """Subject and body of the digest of the 24 hours before ``until``."""
+    until = until or timezone.now()
+    since = until - timedelta(days=1)
+    scans = Scan.objects.filter(created_at__gte=since, created_at__lt=until)
+    by_status = dict(scans.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    by_category = list(
+        scans.filter(status=ScanStatus.COMPLETED)
+        .values_list("category__middle_ko")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("category__middle_ko", "n")
+    )
+    totals = scans.aggregate(
+        input=Sum("input_tokens"),
+        cached=Sum("cached_input_tokens"),
+        output=Sum("output_tokens"),
+        cost=Sum("cost_usd"),
+    )
+    failures = list(
+        scans.filter(status=ScanStatus.FAILED)
+        .values_list("error_code")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("error_code", "n")
+    )
+    examples = scans.filter(status=ScanStatus.FAILED).order_by("-created_at")[:10]
+    day = timezone.localtime(since).date()
+    lines = [
+        f"Eco² — {day} ({timezone.localtime(since):%H:%M} → {timezone.localtime(until):%H:%M})",
+        "",
+        f"Scans: {scans.count()}  "
+        + "  ".join(f"{status}: {by_status.get(status, 0)}" for status in ScanStatus.values),
+        "",
+        "By category (completed):",
+        *([f"  {name or '미분류 (unclassified)'}: {n}" for name, n in by_category] or ["  -"]),
+        "",
+        "Failures by reason:",
+        *([f"  {code}: {n}" for code, n in failures] or ["  none"]),
+        *[f"  · {s.id} at {s.step}: {s.error_message}" for s in examples],
+        "",
+        f"Tokens: input {totals['input'] or 0} (cached {totals['cached'] or 0}), output {totals['output'] or 0}",
+        f"Cost: ${(totals['cost'] or Decimal(0)):.4f}",
+    ]
+    subject = f"[Eco²] Daily digest {day}: {scans.count()} scans, {by_status.get(ScanStatus.FAILED, 0)} failed"
+    return subject, "\n".join(lines) + "\n"
+
+
+def dead_letter_summary() -> tuple[int, int | None]:
+    """(dead letters not yet redriven in the DB, messages on scan.ai.dlq or None)."""
+    try:
+        depth = dead_letter_depth()
+    except Exception:  # the broker being away must not hide the DB count
+        depth = None
+    return DeadLetter.objects.filter(redriven_at=None).count(), depth

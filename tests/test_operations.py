@@ -1,0 +1,358 @@
+"""Operating Eco²: events on the broker, task history with control, batches, schedules."""
+
+import json
+import time
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django_celery_beat.models import PeriodicTask
+from django_celery_results.models import TaskResult
+from kombu import Queue
+from rest_framework.test import APIClient
+
+from eco2.celery import app
+from scans import services
+from scans.models import ScanBatch, ScanEvent, ScanStatus, TaskRerun
+from scans.outbox import EVENTS_EXCHANGE, publish_pending_events
+from scans.schedules import SCHEDULES, ensure_schedules
+from scans.task_history import decode_arguments
+
+from .conftest import make_photo_bytes, wait_for_scan
+from .factories import UserFactory
+from .fakes.providers import CRASH_HINT, CRASH_IMAGE_SIZE
+
+
+# --- events ---------------------------------------------------------------------------------
+@pytest.fixture
+def event_consumer():
+    """A queue bound to eco2.events the way another service would subscribe."""
+    queue = Queue(
+        f"test.events.{id(object())}", EVENTS_EXCHANGE, routing_key="scan.#", auto_delete=False
+    )
+    with app.connection_for_write() as conn:
+        queue(conn.default_channel).declare()
+
+    def drain() -> list:
+        messages = []
+        with app.connection_for_write() as conn:
+            bound = queue(conn.default_channel)
+            while (message := bound.get(accept=["json"])) is not None:
+                message.ack()
+                messages.append(message)
+        return messages
+
+    yield drain
+    with app.connection_for_write() as conn:
+        queue(conn.default_channel).delete()
+
+
+@pytest.mark.django_db
+def test_the_final_state_and_its_event_are_written_together(rulebase, user, photo):
+    ok = services.create_scan(owner=user, image=photo(), hint="캔")
+    for step in (services.run_vision_step, services.run_rule_step, services.run_answer_step):
+        step(ok.id)
+    bad = services.create_scan(owner=user, image=photo(), hint="캔")
+    services.fail_scan(bad.id, code="x", message="why")
+    services.fail_scan(bad.id, code="y", message="again")
+
+    (completed,) = ScanEvent.objects.filter(scan=ok)
+    (failed,) = ScanEvent.objects.filter(scan=bad)
+    assert (completed.type, completed.payload["category_code"], completed.payload["status"]) == (
+        "ScanCompleted",
+        "metal",
+        "completed",
+    )
+    assert (failed.type, failed.payload["error_code"]) == ("ScanFailed", "x")
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_events_reach_a_subscriber_with_their_ids(
+    celery_worker, rulebase, user, photo, event_consumer
+):
+    client = APIClient()
+    client.force_authenticate(user)
+    ids = [
+        client.post("/api/v1/scans", {"image": photo(), "hint": hint}, format="multipart").json()[
+            "task_id"
+        ]
+        for hint in ("우유팩", CRASH_HINT)
+    ]
+    for task_id in ids:
+        wait_for_scan(task_id)
+
+    messages = event_consumer()
+    bodies = {
+        m.properties["message_id"]: json.loads(m.body)
+        if isinstance(m.body, str | bytes)
+        else m.payload
+        for m in messages
+    }
+    events = {str(e.id): e for e in ScanEvent.objects.filter(scan_id__in=ids)}
+    assert set(bodies) == set(events), "every event published once, keyed by its id"
+    assert {
+        (b["type"], m.delivery_info["routing_key"])
+        for b, m in zip(bodies.values(), messages, strict=True)
+    } == {
+        ("ScanCompleted", "scan.completed"),
+        ("ScanFailed", "scan.failed"),
+    }
+    assert all(e.published_at for e in events.values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_that_dies_mid_batch_publishes_again_at_least_once(
+    user, photo, event_consumer, monkeypatch
+):
+    for _ in range(3):
+        services.fail_scan(
+            services.create_scan(owner=user, image=photo()).id, code="x", message="y"
+        )
+    ScanEvent.objects.update(published_at=None)  # as if the prompt publish never happened
+    event_consumer()
+
+    from kombu import Producer
+
+    real_publish, sent = Producer.publish, []
+
+    def dies_after_one(self, body, **kwargs):
+        if sent:
+            raise ConnectionResetError("relay killed")
+        sent.append(body["event_id"])
+        return real_publish(self, body, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", dies_after_one)
+    assert publish_pending_events() == 0
+    assert ScanEvent.objects.filter(published_at=None).count() == 3, (
+        "nothing marked: all owed again"
+    )
+
+    monkeypatch.setattr(Producer, "publish", real_publish)
+    assert publish_pending_events() == 3
+    delivered = [m.properties["message_id"] for m in event_consumer()]
+    assert sorted(set(delivered)) == sorted(str(e.id) for e in ScanEvent.objects.all())
+    assert delivered.count(sent[0]) == 2, (
+        "the first event came twice, with the same id: dedupe by it"
+    )
+
+
+# --- task history and control ---------------------------------------------------------------
+@pytest.fixture
+def ops_client(db):
+    client = Client()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_has_a_history_row_from_the_moment_it_is_queued(ops_client):
+    result = app.send_task(
+        "scans.tasks.sweep_stalled_scans", args=["x"], kwargs={"n": 1}, queue="nobody-consumes-this"
+    )
+
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.status == "PENDING" and row.task_name == "scans.tasks.sweep_stalled_scans"
+    assert (decode_arguments(row.task_args, []), decode_arguments(row.task_kwargs, {})) == (
+        ["x"],
+        {"n": 1},
+    )
+    page = ops_client.get(
+        f"/admin/django_celery_results/taskresult/{row.pk}/change/"
+    ).content.decode()
+    assert "&quot;n&quot;: 1" in page or '"n": 1' in page
+
+    ops_client.post(
+        "/admin/django_celery_results/taskresult/",
+        {"action": "revoke_selected", "_selected_action": [row.pk]},
+    )
+    row.refresh_from_db()
+    assert row.status == "REVOKED"
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
+    celery_worker, ops_client, rulebase, user, photo
+):
+    client = APIClient()
+    client.force_authenticate(user)
+    task_id = client.post(
+        "/api/v1/scans", {"image": photo(), "hint": "캔"}, format="multipart"
+    ).json()["task_id"]
+    scan = wait_for_scan(task_id)
+    original = TaskResult.objects.get(task_id=task_id)  # the chain's root: vision_scan
+    assert original.status == "SUCCESS" and decode_arguments(original.task_args, []) == [task_id]
+
+    response = ops_client.post(
+        "/admin/django_celery_results/taskresult/",
+        {"action": "rerun_selected", "_selected_action": [original.pk]},
+        follow=True,
+    )
+
+    rerun = TaskRerun.objects.get(original_task_id=task_id)
+    assert "re-run as" in response.content.decode()
+    new = TaskResult.objects.get(task_id=rerun.new_task_id)
+    assert (new.task_name, decode_arguments(new.task_args, [])) == (
+        "scans.tasks.vision_scan",
+        [task_id],
+    )
+    detail = ops_client.get(
+        f"/admin/django_celery_results/taskresult/{new.pk}/change/"
+    ).content.decode()
+    assert "re-run of" in detail and f"/admin/scans/scan/{scan.id}/change/" in detail
+    scan_page = ops_client.get(f"/admin/scans/scan/{scan.id}/change/").content.decode()
+    assert "scans.tasks.answer_gen" in scan_page, "the scan links to its task history"
+
+
+def test_task_controls_need_the_permission(db):
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_taskresult"))
+    client = Client()
+    client.force_login(staff)
+    page = client.get("/admin/django_celery_results/taskresult/")
+    assert page.status_code == 200
+    assert (
+        "rerun_selected" not in page.content.decode()
+        and "terminate_selected" not in page.content.decode()
+    )
+
+
+# --- batches (Canvas) -----------------------------------------------------------------------
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_completes_with_per_item_outcomes_even_when_one_fails(
+    celery_worker, rulebase, user
+):
+    client = APIClient()
+    client.force_authenticate(user)
+    images = [
+        SimpleUploadedFile("a.jpg", make_photo_bytes(size=(40, 30)), content_type="image/jpeg"),
+        SimpleUploadedFile(
+            "b.jpg", make_photo_bytes(size=CRASH_IMAGE_SIZE), content_type="image/jpeg"
+        ),
+        SimpleUploadedFile(
+            "c.png", make_photo_bytes("PNG", size=(50, 20)), content_type="image/png"
+        ),
+    ]
+    response = client.post(
+        "/api/v1/scans/batch", {"images": images, "hint": "알루미늄 캔"}, format="multipart"
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert len(body["task_ids"]) == 3 and response["Location"] == body["status_url"]
+
+    for task_id in body["task_ids"]:
+        wait_for_scan(task_id)
+    batch = ScanBatch.objects.get(pk=body["batch_id"])
+    for _ in range(100):
+        batch.refresh_from_db()
+        if batch.status == "completed":
+            break
+        time.sleep(0.1)
+
+    detail = client.get(f"/api/v1/batches/{batch.id}").json()
+    assert (detail["status"], detail["progress"], detail["finished"], detail["total"]) == (
+        "completed",
+        100,
+        3,
+        3,
+    )
+    summary = detail["summary"]
+    assert (summary["count"], summary["completed"], summary["failed"]) == (3, 2, 1)
+    assert summary["by_category"] == {"metal": 2}
+    assert summary["failures"][0]["code"] == "internal_error"
+    assert sorted(item["status"] for item in detail["items"]) == [
+        "completed",
+        "completed",
+        "failed",
+    ]
+    assert batch.chord_id
+
+
+@pytest.mark.django_db
+def test_batch_input_errors_and_privacy(api_client, photo, other_user):
+    assert api_client.post("/api/v1/scans/batch", {}, format="multipart").status_code == 400
+    too_many = [photo(f"{n}.jpg") for n in range(11)]
+    assert (
+        api_client.post("/api/v1/scans/batch", {"images": too_many}, format="multipart").status_code
+        == 400
+    )
+    bad = SimpleUploadedFile("x.jpg", b"not a photo", content_type="image/jpeg")
+    response = api_client.post(
+        "/api/v1/scans/batch", {"images": [photo(), bad]}, format="multipart"
+    )
+    assert response.status_code == 400 and "images" in response.json()
+
+    batch_id = api_client.post(
+        "/api/v1/scans/batch", {"images": [photo()]}, format="multipart"
+    ).json()["batch_id"]
+    intruder = APIClient()
+    intruder.force_authenticate(other_user)
+    assert intruder.get(f"/api/v1/batches/{batch_id}").status_code == 404
+    assert api_client.get("/api/v1/batches/not-a-uuid").status_code == 404
+
+
+# --- schedules ------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_schedules_exist_after_migrate_and_admin_edits_survive():
+    names = {spec["name"] for spec in SCHEDULES}
+    assert names <= set(PeriodicTask.objects.values_list("name", flat=True))
+    PeriodicTask.objects.filter(name="ops: dead-letter check").update(enabled=False)
+
+    assert ensure_schedules() == 0
+    assert not PeriodicTask.objects.get(name="ops: dead-letter check").enabled
+    cleanup = PeriodicTask.objects.get(name="celery.backend_cleanup")
+    assert (cleanup.crontab.hour, cleanup.crontab.minute, str(cleanup.crontab.timezone)) == (
+        "4",
+        "0",
+        "Asia/Seoul",
+    )
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_run_now_from_the_beat_admin_runs_the_job_on_a_worker(celery_worker, ops_client):
+    ensure_schedules()
+    job = PeriodicTask.objects.get(name="scans: sweep stalled scans")
+
+    ops_client.post(
+        "/admin/django_celery_beat/periodictask/",
+        {"action": "run_tasks", "_selected_action": [job.pk]},
+    )
+
+    for _ in range(100):
+        done = TaskResult.objects.filter(
+            task_name="scans.tasks.sweep_stalled_scans", status="SUCCESS"
+        )
+        if done.exists():
+            break
+        time.sleep(0.1)
+    assert json.loads(done.get().result) == {"requeued": 0, "failed": 0}
+
+
+@pytest.mark.django_db
+def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
+    from scans.reports import daily_digest
+
+    ok = services.create_scan(owner=user, image=photo(), hint="캔")
+    for step in (services.run_vision_step, services.run_rule_step, services.run_answer_step):
+        step(ok.id)
+    bad = services.create_scan(owner=user, image=photo())
+    services.fail_scan(bad.id, code="provider_refused", message="declined")
+    from scans.models import Scan
+
+    Scan.objects.filter(pk=ok.pk).update(
+        input_tokens=1200, cached_input_tokens=1000, output_tokens=80, cost_usd="0.0031"
+    )
+
+    subject, body = daily_digest()
+
+    assert "2 scans, 1 failed" in subject
+    assert "completed: 1" in body and "failed: 1" in body
+    assert "금속류: 1" in body
+    assert "provider_refused: 1" in body and "declined" in body
+    assert "input 1200 (cached 1000), output 80" in body and "$0.0031" in body
+    assert ScanStatus.FAILED in body
