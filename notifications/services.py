@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import smtplib
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from functools import partial
@@ -247,7 +248,7 @@ def _send(notification: Notification) -> None:
     message.send()
 
 
-def _update(notification_id: int, from_statuses, **fields) -> bool:
+def _update(notification_id: int, from_statuses: Iterable[str], **fields) -> bool:
     fields["updated_at"] = timezone.now()
     return bool(
         Notification.objects.filter(pk=notification_id, status__in=from_statuses).update(**fields)
@@ -255,13 +256,14 @@ def _update(notification_id: int, from_statuses, **fields) -> bool:
 
 
 def deliver(notification_id: int) -> str:
-    """Send one notification at most once; returns "sent", "skipped" or "failed".
+    """Send one notification once; returns "sent", "skipped" or "failed".
 
     The claim (pending → sending, attempts + 1) is a conditional UPDATE and the first durable
     write, before the mail server is contacted: of two tasks for the same row (a duplicate
     publish, a redelivery) exactly one gets it, and a row already sent is never sent again.
     A transient SMTP or connection error puts the row back to pending and is re-raised, so
-    Celery retries it with backoff.
+    Celery retries it with backoff. (The one way to a second copy: the worker dies after the
+    server accepted the mail and before "sent" is written; see SENDING_LEASE.)
     """
     claimed = Notification.objects.filter(
         pk=notification_id, status=NotificationStatus.PENDING, attempts__lt=MAX_ATTEMPTS
@@ -387,7 +389,7 @@ def resend_pending(older_than_seconds: int = 60, now: datetime | None = None) ->
     return resent
 
 
-def send_again(notification_ids) -> int:
+def send_again(notification_ids: Iterable[int]) -> int:
     """Give failed notifications a fresh set of attempts (admin action); return how many."""
     count = 0
     with transaction.atomic():

@@ -296,12 +296,17 @@ def _save_if_active(scan: Scan, **fields) -> bool:
 
 
 def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
-    """Give the scan its final state and append its event, in one transaction: an event
-    exists exactly when the state does. False if the scan had already ended."""
+    """Give the scan its final state, its event and (when completed) the owner's opted-in
+    notification, in one transaction: each exists exactly when the state does. False if the
+    scan had already ended."""
+    from notifications.services import notify_scan_completed  # notifications imports scans
+
     with transaction.atomic():
         if not _save_if_active(scan, **fields):
             return False
         append_event(scan, event_type)
+        if event_type == ScanEventType.COMPLETED:
+            notify_scan_completed(scan)  # one mail per (scan, kind), sent after commit
     return True
 
 

@@ -4,6 +4,7 @@ and the send that claims its row before it talks to the mail server."""
 from __future__ import annotations
 
 import smtplib
+import time
 from datetime import timedelta
 
 import pytest
@@ -427,3 +428,36 @@ def test_admin_lists_notifications(admin_client, user):
     make_notification(user)
     assert admin_client.get("/admin/notifications/notification/?status=pending").status_code == 200
     assert admin_client.get("/admin/notifications/notificationpreference/").status_code == 200
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_completed_scan_mails_an_opted_in_owner_exactly_once(
+    celery_worker, rulebase, user, photo
+):
+    from rest_framework.test import APIClient
+
+    from notifications.models import Notification, NotificationPreference
+    from scans import services
+
+    from .conftest import wait_for_scan
+
+    NotificationPreference.objects.update_or_create(
+        user=user, defaults={"email_on_scan_completed": True}
+    )
+    client = APIClient()
+    client.force_authenticate(user)
+    task_id = client.post(
+        "/api/v1/scans", {"image": photo(), "hint": "우유팩"}, format="multipart"
+    ).json()["task_id"]
+    scan = wait_for_scan(task_id)
+    services.run_answer_step(scan.id)  # a redelivered last step changes nothing
+
+    (notification,) = Notification.objects.filter(scan=scan)
+    assert (notification.kind, notification.to_address) == ("scan_completed", user.email)
+    for _ in range(100):
+        notification.refresh_from_db()
+        if notification.status == "sent":
+            break
+        time.sleep(0.1)
+    assert notification.status == "sent" and notification.attempts == 1

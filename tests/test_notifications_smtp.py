@@ -139,7 +139,8 @@ def test_a_finished_scan_mail_survives_two_451s_and_arrives_once(mail_worker, sm
     assert len(smtp.accepted) == 1
     received = smtp.accepted[0]
     assert received.rcpt_tos == ["owner@example.com"]
-    assert received.message["Subject"] == notification.subject
+    # the stdlib parser keeps the space of a folded encoded-word subject ("Subject:\n =?utf-8…")
+    assert received.message["Subject"].strip() == notification.subject
     assert "종량제 봉투에 넣어" in received.message.get_content()
     assert received.message["Message-ID"].startswith(f"<notification-{notification.pk}.")
 
@@ -165,4 +166,4 @@ def test_two_send_tasks_for_one_notification_send_one_mail(mail_worker, smtp, us
     assert notification.attempts == TEMPORARY_FAILURES + 1
     assert len(smtp.accepted) == 1
     assert smtp.accepted[0].rcpt_tos == [user.email]
-    assert smtp.accepted[0].message["Subject"] == "[Eco²] sent twice, received once"
+    assert smtp.accepted[0].message["Subject"].strip() == "[Eco²] sent twice, received once"
