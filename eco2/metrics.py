@@ -132,13 +132,15 @@ def wipe_if_first(path: Path) -> bool:
     owners = {pid for f in files if (pid := _file_pid(f.name)) is not None and pid != me}
     alive = sorted(pid for pid in owners if _pid_alive(pid))
     if alive:
-        logger.info("metrics: %s is in use by pids %s; keeping its files", path, alive[:10])
+        logger.info(
+            "metrics directory %s is in use by pids %s; keeping its files", path, alive[:10]
+        )
         return False
     for file in files:
         with suppress(FileNotFoundError):
             file.unlink()
     if files:
-        logger.info("metrics: removed %d stale files from %s", len(files), path)
+        logger.info("removed %d stale metrics files from %s", len(files), path)
     return True
 
 
@@ -317,7 +319,9 @@ class AppCollector:
             try:
                 families = build()
             except Exception:
-                logger.exception("metrics: %s failed; its families are left out", part)
+                logger.exception(
+                    "metrics collector part %s failed; its families are left out", part
+                )
                 up.add_metric([part], 0)
                 continue
             elapsed = time.monotonic() - started

@@ -279,14 +279,17 @@ def _mirror(scan: Scan) -> None:
     )
 
 
-def _save_if_active(scan: Scan, **fields) -> bool:
+def _save_if_active(scan: Scan, *, unless_stored: dict | None = None, **fields) -> bool:
     """Write ``fields`` only while the scan is still active; False if it already ended.
 
     The conditional UPDATE is what makes "exactly one terminal state" hold when a step, a
-    failure handler and the sweeper race each other.
+    failure handler and the sweeper race each other. ``unless_stored`` adds the condition that
+    a step's result is still absent, so of two copies of one step running at once (a
+    redelivery beside a cancelled run after a broker connection loss) only one stores it.
     """
     fields["updated_at"] = timezone.now()
-    updated = Scan.objects.filter(pk=scan.pk, status__in=ACTIVE_STATUSES).update(**fields)
+    rows = Scan.objects.filter(pk=scan.pk, status__in=ACTIVE_STATUSES, **(unless_stored or {}))
+    updated = rows.update(**fields)
     if not updated:
         return False
     for name, value in fields.items():
@@ -444,6 +447,7 @@ def run_vision_step(scan_id: str) -> str:
     classification, provider_name, usage, cache_hit = _classify(scan, image)
     saved = _save_if_active(
         scan,
+        unless_stored={"classification__isnull": True},
         classification=classification,
         outcome=classification["outcome"],
         provider=provider_name,
@@ -471,6 +475,7 @@ def run_rule_step(scan_id: str) -> str:
     category = Category.objects.filter(code=rules["category_code"]).first() if rules else None
     saved = _save_if_active(
         scan,
+        unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
         matched_rules=rules,
         category=category,
         # a classification the rule base cannot place is honestly unclassified, not a guess
@@ -498,6 +503,7 @@ def run_answer_step(scan_id: str) -> str:
         usage = answer.pop("usage", None)
         saved = _save_if_active(
             scan,
+            unless_stored={"answer__isnull": True},
             answer=answer,
             answer_model=(usage or {}).get("model", ""),
             **_usage_fields(scan, "answer", usage),

@@ -138,6 +138,23 @@ def test_app_gauges_reflect_the_database(token, user):
         assert value(text, "eco2_dead_letters", state="broker_dlq") is not None
 
 
+@pytest.mark.skipif(SERVICES_MODE, reason="counts the embedded broker's message files")
+@pytest.mark.django_db
+def test_filesystem_queue_depth_counts_message_files(token, settings, tmp_path):
+    settings.CELERY_BROKER_URL = "filesystem://localhost//"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path)}
+    for index, queue in enumerate(["scan.ai.pipeline"] * 3 + ["notification"]):
+        (tmp_path / f"{1000 + index}_{index:032x}.{queue}.msg").write_bytes(b"{}")
+    (tmp_path / "unrelated.txt").write_bytes(b"")
+
+    text = scrape()
+
+    assert value(text, "eco2_queue_depth", queue="scan.ai.pipeline") == 3
+    assert value(text, "eco2_queue_depth", queue="notification") == 1
+    assert value(text, "eco2_queue_depth", queue="default") == 0
+    assert value(text, "eco2_queue_depth", queue="scan.ai.dlq") is None, "no DLQ on this broker"
+
+
 @pytest.mark.django_db
 def test_a_broken_part_is_left_out_and_the_rest_is_served(token, settings):
     settings.CELERY_BROKER_URL = f"amqp://guest:guest@127.0.0.1:{free_port()}//"
@@ -222,8 +239,7 @@ def test_worker_task_metrics_reach_the_web_process(worker_manager, rulebase, tok
     assert value(text, "eco2_dead_letters", state="pending") >= 1
 
 
-@pytest.mark.django_db
-def test_the_per_host_exporter_serves_the_multiprocess_directory(settings):
+def test_the_per_host_exporter_serves_the_multiprocess_directory():
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "eco2.metrics", "--port", str(port), "--addr", "127.0.0.1"],

@@ -356,3 +356,32 @@ def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
     assert "provider_refused: 1" in body and "declined" in body
     assert "input 1200 (cached 1000), output 80" in body and "$0.0031" in body
     assert ScanStatus.FAILED in body
+
+
+@pytest.mark.django_db
+def test_digest_and_dead_letter_warning_reach_staff_once(
+    user, photo, django_capture_on_commit_callbacks
+):
+    from notifications.models import Notification
+    from scans.ledger import record_dead_letter
+    from scans.tasks import check_dead_letters, send_daily_digest
+
+    staff = UserFactory(is_staff=True, email="ops@example.com")
+    UserFactory(is_staff=True, email="")  # staff without an address get nothing
+
+    assert check_dead_letters() == 0, "no dead letters, no warning"
+    scan = services.create_scan(owner=user, image=photo())
+    record_dead_letter(
+        str(scan.id), "t-9", "scans.tasks.vision_scan", "vision", "worker_lost", "stopped"
+    )
+
+    with django_capture_on_commit_callbacks():
+        assert send_daily_digest() == 1
+        assert send_daily_digest() == 0, "one digest a day"
+        assert check_dead_letters() == 1
+        assert check_dead_letters() == 0, "one warning an hour"
+
+    kinds = sorted(Notification.objects.filter(recipient=staff).values_list("kind", flat=True))
+    assert kinds == ["daily_digest", "dead_letter_alert"]
+    warning = Notification.objects.get(kind="dead_letter_alert")
+    assert "1 dead letter(s)" in warning.subject and "redrive_dlq" in warning.body

@@ -316,3 +316,35 @@ def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
     settings.SCAN_RETRY_BACKOFF_CAP = 10 if high != 2 else 2
     for _ in range(50):
         assert low <= retry_countdown(retries, retry_after) <= high
+
+
+class OvertakenVisionProvider:
+    """While this call is in flight, a redelivered copy of the same step runs and finishes."""
+
+    name = "overtaken"
+    calls = 0
+
+    def classify(self, request):
+        type(self).calls += 1
+        if type(self).calls == 1:
+            type(self).inner_outcome = services.run_vision_step(type(self).scan_id)
+        return Classification(
+            outcome="classified", category_code="metal", user_input=f"call {type(self).calls}"
+        )
+
+
+def test_two_copies_of_a_step_running_at_once_store_one_result(rulebase, user, photo, settings):
+    from scans.providers import _build
+
+    settings.SCAN_VISION_PROVIDER = "tests.test_services.OvertakenVisionProvider"
+    _build.cache_clear()
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    OvertakenVisionProvider.calls, OvertakenVisionProvider.scan_id = 0, scan.id
+    try:
+        outer = services.run_vision_step(scan.id)
+    finally:
+        _build.cache_clear()
+
+    assert (OvertakenVisionProvider.inner_outcome, outer) == ("succeeded", "skipped")
+    scan.refresh_from_db()
+    assert scan.classification["user_input"] == "call 2", "the first stored result stays"
