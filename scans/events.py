@@ -1,20 +1,39 @@
 """Server-Sent Events for a scan's progress.
 
-Polls the Redis mirror when there is one (cheap), else the Scan row, and sends an event only
-when status, step or progress changed. The final event carries the whole scan, then the
-stream ends. Browsers reconnect by themselves (``retry``), and a stream never outlives
-``max_seconds``.
+Polls the Redis mirror when there is one (cheap), else the Scan row, about every half second,
+and sends a ``progress`` event only when status, step, progress or the current step's retries
+changed. The final event (``completed`` or ``failed``) carries the whole scan, then the stream
+ends. Browsers reconnect by themselves (``retry``) and send the last event id they saw
+(``Last-Event-ID``); a reconnected stream does not repeat that state. Comments keep idle
+connections open, and a stream never outlives ``MAX_SECONDS``.
+
+The event logic (:class:`ScanEventStream`) does no I/O of its own; it is driven twice:
+asynchronously (:func:`async_scan_event_stream`, for the ASGI server: one coroutine per open
+stream, no thread held while it waits) and synchronously (:func:`scan_event_stream`, for WSGI
+and Django's test client).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from .models import TERMINAL_STATUSES, Scan
+from asgiref.sync import sync_to_async
+
+from .models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStep, TaskAttempt
 from .progress import read_progress
+
+POLL_SECONDS = 0.5
+MAX_SECONDS = 300.0  # 5 minutes; then a "timeout" event: reconnect or poll status_url
+KEEPALIVE_SECONDS = 15.0
+RECONNECT_MILLISECONDS = 2000
+FINAL_EVENT_ID = "final"
+
+PIPELINE_STEPS = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)
+RETRY_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.WORKER_LOST)
 
 
 def format_event(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
@@ -25,44 +44,146 @@ def format_event(event: str, data: dict[str, Any], event_id: str | None = None) 
     return "\n".join(lines) + "\n\n"
 
 
-def _current_state(scan_id: str) -> dict[str, Any] | None:
-    state = read_progress(scan_id)
-    if state is not None:
-        return {k: state.get(k) for k in ("status", "step", "progress")}
-    row = Scan.objects.filter(pk=scan_id).values("status", "step", "progress").first()
-    return row
+def step_retries(scan_id: str, step: str) -> dict[str, Any]:
+    """Retries of ``step`` in the scan's current run: attempts that ended in "retry" or
+    "worker_lost" since the step last failed for good (a scan resumed by hand starts at 0)."""
+    if step not in PIPELINE_STEPS:
+        return {"step": step, "count": 0, "last_error": "", "last_outcome": ""}
+    attempts = TaskAttempt.objects.filter(scan_id=scan_id, step=step).order_by("id")
+    retries: list[dict[str, Any]] = []
+    for attempt in attempts.values("outcome", "exception_class", "exception_message"):
+        if attempt["outcome"] == AttemptOutcome.FAILED:
+            retries = []  # an earlier run of this step; it ended, the scan was resumed
+        elif attempt["outcome"] in RETRY_OUTCOMES:
+            retries.append(attempt)
+    last = retries[-1] if retries else None
+    error = ""
+    if last:
+        error = last["exception_message"] or last["exception_class"]
+    return {
+        "step": step,
+        "count": len(retries),
+        "last_error": error[:300],
+        "last_outcome": last["outcome"] if last else "",
+    }
+
+
+def read_state(scan_id: str) -> dict[str, Any] | None:
+    """The scan's live state (Redis mirror first, else the row) with the current step's
+    retries; None if the scan no longer exists."""
+    mirrored = read_progress(scan_id)
+    if mirrored is not None:
+        state = {k: mirrored.get(k) for k in ("status", "step", "progress")}
+    else:
+        state = Scan.objects.filter(pk=scan_id).values("status", "step", "progress").first()
+        if state is None:
+            return None
+    state["retries"] = step_retries(scan_id, state["step"])
+    return state
+
+
+def state_event_id(state: dict[str, Any]) -> str:
+    return f"{state['status']}-{state['step']}-{state['progress']}-{state['retries']['count']}"
+
+
+class ScanEventStream:
+    """What to send next, given the latest state. Pure: the drivers do the reading and waiting."""
+
+    def __init__(
+        self,
+        *,
+        last_event_id: str | None = None,
+        max_seconds: float | None = None,
+        keepalive_seconds: float | None = None,
+    ) -> None:
+        self.last_id = last_event_id or None
+        self.max_seconds = MAX_SECONDS if max_seconds is None else max_seconds
+        self.keepalive_seconds = KEEPALIVE_SECONDS if keepalive_seconds is None else keepalive_seconds
+        self.started = self.last_sent = time.monotonic()
+        self.done = False
+
+    def opening(self) -> str:
+        return f"retry: {RECONNECT_MILLISECONDS}\n\n"
+
+    def feed(self, state: dict[str, Any] | None) -> tuple[list[str], str | None]:
+        """Chunks to send for ``state``, and the terminal status when the final event is owed
+        (its payload, the whole scan, is read by the driver). Sets ``done`` when the stream
+        has to end."""
+        if state is None:
+            self.done = True
+            return [format_event("error", {"detail": "Not found."})], None
+        chunks = []
+        event_id = state_event_id(state)
+        if event_id != self.last_id:
+            chunks.append(format_event("progress", state, event_id=event_id))
+            self.last_id, self.last_sent = event_id, time.monotonic()
+        if state["status"] in TERMINAL_STATUSES:
+            self.done = True
+            return chunks, state["status"]
+        now = time.monotonic()
+        if now - self.started > self.max_seconds:
+            self.done = True
+            chunks.append(
+                format_event("timeout", {"detail": "Stream closed; reconnect or poll status_url."})
+            )
+        elif now - self.last_sent > self.keepalive_seconds:
+            chunks.append(": keepalive\n\n")
+            self.last_sent = now
+        return chunks, None
+
+    @staticmethod
+    def final(status: str, payload: dict[str, Any]) -> str:
+        # the mirror may lead the row by a moment; the final payload comes from the DB
+        return format_event(status, payload, event_id=FINAL_EVENT_ID)
+
+
+async def async_scan_event_stream(
+    scan_id: str,
+    final_payload: Callable[[], Awaitable[dict[str, Any]]],
+    *,
+    last_event_id: str | None = None,
+    poll_seconds: float | None = None,
+    max_seconds: float | None = None,
+    keepalive_seconds: float | None = None,
+) -> AsyncIterator[str]:
+    """The stream for an ASGI server: waits with ``asyncio.sleep``, reads in a thread."""
+    stream = ScanEventStream(
+        last_event_id=last_event_id, max_seconds=max_seconds, keepalive_seconds=keepalive_seconds
+    )
+    poll = POLL_SECONDS if poll_seconds is None else poll_seconds
+    read = sync_to_async(read_state)
+    yield stream.opening()
+    while True:
+        chunks, terminal = stream.feed(await read(scan_id))
+        for chunk in chunks:
+            yield chunk
+        if terminal:
+            yield stream.final(terminal, await final_payload())
+        if stream.done:
+            return
+        await asyncio.sleep(poll)
 
 
 def scan_event_stream(
     scan_id: str,
     final_payload: Callable[[], dict[str, Any]],
     *,
-    poll_seconds: float = 0.5,
-    max_seconds: float = 300.0,
-    keepalive_seconds: float = 15.0,
+    last_event_id: str | None = None,
+    poll_seconds: float | None = None,
+    max_seconds: float | None = None,
+    keepalive_seconds: float | None = None,
 ) -> Iterator[str]:
-    started = last_sent = time.monotonic()
-    last_state = None
-    yield "retry: 2000\n\n"
+    """The same stream for WSGI servers and the test client (holds a thread while open)."""
+    stream = ScanEventStream(
+        last_event_id=last_event_id, max_seconds=max_seconds, keepalive_seconds=keepalive_seconds
+    )
+    poll = POLL_SECONDS if poll_seconds is None else poll_seconds
+    yield stream.opening()
     while True:
-        state = _current_state(scan_id)
-        if state is None:
-            yield format_event("error", {"detail": "Not found."})
+        chunks, terminal = stream.feed(read_state(scan_id))
+        yield from chunks
+        if terminal:
+            yield stream.final(terminal, final_payload())
+        if stream.done:
             return
-        if state != last_state:
-            yield format_event("progress", state, event_id=f"{state['step']}-{state['progress']}")
-            last_state, last_sent = state, time.monotonic()
-        if state["status"] in TERMINAL_STATUSES:
-            # the mirror may lead the row by a moment; the final payload comes from the DB
-            yield format_event(state["status"], final_payload(), event_id="final")
-            return
-        now = time.monotonic()
-        if now - started > max_seconds:
-            yield format_event(
-                "timeout", {"detail": "Stream closed; reconnect or poll status_url."}
-            )
-            return
-        if now - last_sent > keepalive_seconds:
-            yield ": keepalive\n\n"
-            last_sent = now
-        time.sleep(poll_seconds)
+        time.sleep(poll)
