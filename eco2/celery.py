@@ -17,15 +17,19 @@ app = Celery("eco2")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 SCAN_PIPELINE_QUEUE = "scan.ai.pipeline"
+# CPU-bound photo preparation runs on its own queue, for a prefork worker; the AI steps are
+# network-bound and suit a threads pool with high concurrency (see docs/benchmarks.md).
+SCAN_IMAGE_QUEUE = "scan.image"
 SCAN_DEAD_LETTER_QUEUE = "scan.ai.dlq"
 SCAN_DEAD_LETTER_EXCHANGE = "scan.ai.dlx"
 NOTIFICATION_QUEUE = "notification"
 DEFAULT_QUEUE = "default"
-SCAN_PIPELINE_TASKS = (
-    "scans.tasks.vision_scan",
-    "scans.tasks.rule_match",
-    "scans.tasks.answer_gen",
-)
+SCAN_AI_TASKS = ("scans.tasks.vision_scan", "scans.tasks.rule_match", "scans.tasks.answer_gen")
+SCAN_PIPELINE_TASKS = ("scans.tasks.prepare_image", *SCAN_AI_TASKS)
+DEAD_LETTER_ARGUMENTS = {
+    "x-dead-letter-exchange": SCAN_DEAD_LETTER_EXCHANGE,
+    "x-dead-letter-routing-key": SCAN_DEAD_LETTER_QUEUE,
+}
 
 app.conf.update(
     # JSON only: a pickle message on the broker must never reach a worker as code.
@@ -42,10 +46,13 @@ app.conf.update(
             routing_key=SCAN_PIPELINE_QUEUE,
             # Rejected or expired pipeline messages go to scan.ai.dlq (RabbitMQ; other
             # brokers ignore queue arguments and rely on the failure handler alone).
-            queue_arguments={
-                "x-dead-letter-exchange": SCAN_DEAD_LETTER_EXCHANGE,
-                "x-dead-letter-routing-key": SCAN_DEAD_LETTER_QUEUE,
-            },
+            queue_arguments=DEAD_LETTER_ARGUMENTS,
+        ),
+        Queue(
+            SCAN_IMAGE_QUEUE,
+            Exchange(SCAN_IMAGE_QUEUE, type="direct"),
+            routing_key=SCAN_IMAGE_QUEUE,
+            queue_arguments=DEAD_LETTER_ARGUMENTS,
         ),
         Queue(
             NOTIFICATION_QUEUE,
@@ -56,7 +63,8 @@ app.conf.update(
     ),
     task_default_queue=DEFAULT_QUEUE,
     task_routes={
-        **{name: {"queue": SCAN_PIPELINE_QUEUE} for name in SCAN_PIPELINE_TASKS},
+        "scans.tasks.prepare_image": {"queue": SCAN_IMAGE_QUEUE},
+        **{name: {"queue": SCAN_PIPELINE_QUEUE} for name in SCAN_AI_TASKS},
         "notifications.*": {"queue": NOTIFICATION_QUEUE},
     },
     # At-least-once: a task is acked after it ran, and a killed worker's task is redelivered.

@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
 from . import api
+from .views import scan_events
 
 app_name = "api"
 
@@ -10,7 +11,7 @@ urlpatterns = [
     path("scans/batch", api.BatchCreateView.as_view(), name="batch-create"),
     path("batches/<str:batch_id>", api.BatchDetailView.as_view(), name="batch-detail"),
     path("scans/<str:task_id>", api.ScanDetailView.as_view(), name="scan-detail"),
-    path("scans/<str:task_id>/events", api.ScanEventsView.as_view(), name="scan-events"),
+    path("scans/<str:task_id>/events", scan_events, name="scan-events"),
     path("categories", api.CategoriesView.as_view(), name="categories"),
     path("auth/token", obtain_auth_token, name="auth-token"),
 ]

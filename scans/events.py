@@ -98,7 +98,9 @@ class ScanEventStream:
     ) -> None:
         self.last_id = last_event_id or None
         self.max_seconds = MAX_SECONDS if max_seconds is None else max_seconds
-        self.keepalive_seconds = KEEPALIVE_SECONDS if keepalive_seconds is None else keepalive_seconds
+        self.keepalive_seconds = (
+            KEEPALIVE_SECONDS if keepalive_seconds is None else keepalive_seconds
+        )
         self.started = self.last_sent = time.monotonic()
         self.done = False
 

@@ -73,6 +73,13 @@ def open_photo(source) -> Iterator[Image.Image]:
         source.seek(0)
 
 
+def check_photo(source) -> None:
+    """Raise UnusablePhoto unless ``source`` (a binary file object) is an allowed, readable
+    photo: the same check for an upload and for a photo fetched from ``image_url``."""
+    with open_photo(source) as image:
+        image.verify()
+
+
 def validate_scan_image(upload) -> None:
     """Raise ValidationError with a readable message unless ``upload`` is a usable photo."""
     max_bytes = settings.SCAN_IMAGE_MAX_BYTES
@@ -85,8 +92,7 @@ def validate_scan_image(upload) -> None:
             code="too_large",
         )
     try:
-        with open_photo(upload) as image:
-            image.verify()
+        check_photo(upload)
     except UnusablePhoto as exc:
         raise ValidationError(exc.message, code=exc.code) from exc
 

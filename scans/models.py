@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import PurePath
 
@@ -23,6 +24,7 @@ TERMINAL_STATUSES = frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED})
 
 class ScanStep(models.TextChoices):
     QUEUED = "queued", _("Waiting for a worker")
+    PREPARE = "prepare", _("Preparing the photo")  # a task of its own; scans show it as vision
     VISION = "vision", _("Recognising the item")
     RULE = "rule", _("Finding disposal rules")
     ANSWER = "answer", _("Writing the guidance")
@@ -144,7 +146,11 @@ class Exclusion(models.Model):
 
 
 def scan_image_path(scan: Scan, filename: str) -> str:
-    suffix = PurePath(filename).suffix.lower() or ".img"
+    suffix = PurePath(filename).suffix.lower()
+    # the client's file name only lends a short, plain suffix: the stored name always fits the
+    # column and never carries path tricks or odd characters
+    if not re.fullmatch(r"\.[a-z0-9]{1,5}", suffix):
+        suffix = ".img"
     return f"scans/{timezone.now():%Y/%m/%d}/{scan.id}{suffix}"
 
 
@@ -189,6 +195,14 @@ class Scan(models.Model):
         upload_to=scan_image_path,
         help_text=_(
             "The upload; replaced by the prepared JPEG (upright, no metadata) on a worker."
+        ),
+    )
+    image_url = models.URLField(
+        max_length=2048,
+        blank=True,
+        help_text=_(
+            "Where the photo was given by address: fetched by the worker (SSRF-checked) "
+            "instead of an upload."
         ),
     )
     thumbnail = models.ImageField(upload_to=scan_image_path, blank=True)
@@ -404,3 +418,35 @@ class TaskRerun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name}: {self.original_task_id} → {self.new_task_id}"
+
+
+class IdempotencyKey(models.Model):
+    """The first response to ``POST /api/v1/scans`` with an ``Idempotency-Key`` header.
+
+    Claimed by a single INSERT in the same transaction as the scan; the unique (owner, key)
+    constraint is the arbiter, so concurrent replays create one scan (scans.idempotency).
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(
+        max_length=64, help_text=_("SHA-256 of the request (photo bytes or URL, and hint).")
+    )
+    scan = models.ForeignKey(
+        Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    response_status = models.PositiveSmallIntegerField(default=0)
+    response_body = models.JSONField(default=dict, blank=True)
+    response_location = models.CharField(max_length=2048, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="one_idempotency_key_per_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}:{self.key} → {self.response_status}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -7,6 +8,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .fetch import MAX_URL_LENGTH, URLRefused, check_image_url
 from .images import validate_scan_image
 from .models import Scan, ScanStatus
 
@@ -46,16 +48,71 @@ def scan_error(scan: Scan) -> dict[str, str] | None:
     return {"code": scan.error_code, "message": scan.error_message, "step": scan.step}
 
 
+def validate_hint_text(value: str) -> None:
+    """A hint is text a person typed: bytes that were not UTF-8 arrive as U+FFFD (the
+    multipart parser replaces them) and control characters have no place in it."""
+    if "\ufffd" in value:
+        raise serializers.ValidationError(
+            "The hint is not valid UTF-8 text.", code="invalid_encoding"
+        )
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value):
+        raise serializers.ValidationError(
+            "The hint contains control characters.", code="control_characters"
+        )
+
+
+def validate_image_url(value: str) -> None:
+    try:
+        check_image_url(value)
+    except URLRefused as exc:
+        raise serializers.ValidationError(exc.message, code=exc.code) from exc
+
+
 class ScanCreateSerializer(serializers.Serializer):
     image = serializers.FileField(
-        validators=[validate_scan_image], help_text="A JPEG, PNG, WebP or GIF photo of one item."
+        required=False,
+        validators=[validate_scan_image],
+        help_text="A JPEG, PNG, WebP or GIF photo of one item (or give `image_url`).",
+    )
+    image_url = serializers.CharField(
+        required=False,
+        max_length=MAX_URL_LENGTH,
+        trim_whitespace=False,
+        validators=[validate_image_url],
+        help_text="Instead of `image`: an http(s) address of the photo, fetched by the worker "
+        "(public addresses only, at most 3 redirects, SCAN_IMAGE_MAX_BYTES).",
     )
     hint = serializers.CharField(
         required=False,
         allow_blank=True,
         max_length=settings.SCAN_HINT_MAX_LENGTH,
+        validators=[validate_hint_text],
         help_text='Optional description, e.g. "투명 페트병, 라벨 있음".',
     )
+
+    def to_internal_value(self, data):
+        # one photo per scan: a second `image` part would otherwise be dropped silently
+        if hasattr(data, "getlist") and len(data.getlist("image")) > 1:
+            raise serializers.ValidationError(
+                {"image": ["Send one photo per scan; use /api/v1/scans/batch for several."]},
+                code="too_many_images",
+            )
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        has_image = attrs.get("image") is not None
+        has_url = bool(attrs.get("image_url"))
+        if has_image and has_url:
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Send either `image` or `image_url`, not both."]},
+                code="image_and_url",
+            )
+        if not has_image and not has_url:
+            raise serializers.ValidationError(
+                {"image": ["Send a photo (`image`) or its address (`image_url`)."]},
+                code="required",
+            )
+        return attrs
 
 
 class ScanAcceptedSerializer(serializers.Serializer):
@@ -116,7 +173,10 @@ class BatchCreateSerializer(serializers.Serializer):
         help_text="Several photos, one item each (repeat the `images` field).",
     )
     hint = serializers.CharField(
-        required=False, allow_blank=True, max_length=settings.SCAN_HINT_MAX_LENGTH
+        required=False,
+        allow_blank=True,
+        max_length=settings.SCAN_HINT_MAX_LENGTH,
+        validators=[validate_hint_text],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import uuid
 from datetime import timedelta
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .images import UnusablePhoto, prepare_image
+from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
     TERMINAL_STATUSES,
     AttemptOutcome,
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 # Progress per step (start, end), as in the original system's contract.
 STEP_PROGRESS = {
+    ScanStep.PREPARE: (5, 5),
     ScanStep.VISION: (10, 33),
     ScanStep.RULE: (50, 66),
     ScanStep.ANSWER: (75, 100),
@@ -73,12 +75,21 @@ WEB_PUBLISH_RETRY_POLICY = {
 DISPATCH_GRACE = timedelta(seconds=10)  # the relay leaves fresh scans to their own request
 
 
-def create_scan(*, owner, image: UploadedFile, hint: str = "") -> Scan:
-    """Store the scan and dispatch its pipeline once the row is committed."""
-    scan = Scan(owner=owner, hint=hint.strip())
+def create_scan(
+    *, owner, image: UploadedFile | None = None, hint: str = "", image_url: str = ""
+) -> Scan:
+    """Store the scan and dispatch its pipeline once the row is committed.
+
+    Exactly one of ``image`` (an upload) and ``image_url`` (fetched by the worker at the start
+    of the vision step, see ensure_prepared_image) is given.
+    """
+    if (image is None) == (not image_url):
+        raise ValueError("create_scan needs exactly one of image and image_url")
+    scan = Scan(owner=owner, hint=hint.strip(), image_url=image_url or "")
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
-    scan.image.save(image.name or "upload", image, save=False)
+    if image is not None:
+        scan.image.save(image.name or "upload", image, save=False)
     with transaction.atomic():
         scan.save(force_insert=True)
         transaction.on_commit(partial(dispatch_pipeline, scan.id))
@@ -89,7 +100,8 @@ def create_scan(*, owner, image: UploadedFile, hint: str = "") -> Scan:
 def remaining_steps(scan: Scan) -> list[ScanStep]:
     """The steps a scan still needs: a resumed scan does not pay again for finished ones."""
     if scan.classification is None:
-        return [ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER]
+        prepare = [] if scan.image_prepared_at else [ScanStep.PREPARE]
+        return [*prepare, ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER]
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
         return [ScanStep.RULE, ScanStep.ANSWER]
     return [ScanStep.ANSWER]
@@ -352,8 +364,12 @@ def ensure_prepared_image(scan: Scan) -> bytes:
         with scan.image.open("rb") as handle:
             return handle.read()
     try:
-        with scan.image.open("rb") as source:
-            prepared = prepare_image(source)
+        if scan.image_url and not scan.image:
+            # image_url scans: fetched here, on the worker, with SSRF protection (scans.fetch)
+            prepared = prepare_image(_fetch_photo(scan.image_url))
+        else:
+            with scan.image.open("rb") as source:
+                prepared = prepare_image(source)
     except FileNotFoundError as exc:
         raise ScanStepError("image_missing", "The uploaded photo is no longer available.") from exc
     except UnusablePhoto as exc:
@@ -369,9 +385,22 @@ def ensure_prepared_image(scan: Scan) -> bytes:
         image_sha256=prepared.sha256,
         image_prepared_at=timezone.now(),
     )
-    if saved and original != image_name:
+    if saved and original and original != image_name:
         default_storage.delete(original)
     return prepared.jpeg
+
+
+def _fetch_photo(url: str) -> io.BytesIO:
+    """The photo at ``url``, fetched safely and checked like an upload; ScanStepError if not."""
+    from .fetch import FetchError, fetch_image
+
+    try:
+        fetched = fetch_image(url)
+    except FetchError as exc:
+        raise ScanStepError(exc.code, exc.message) from exc
+    source = io.BytesIO(fetched.content)
+    check_photo(source)  # the upload's check: allow-listed format, not a bomb, readable
+    return source
 
 
 def vision_cache_key(namespace: str, image_sha256: str, hint: str) -> str:
@@ -433,6 +462,24 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
 
 
 SUCCEEDED, SKIPPED = AttemptOutcome.SUCCEEDED.value, AttemptOutcome.SKIPPED.value
+
+
+def run_prepare_step(scan_id: str) -> str:
+    """Prepare the photo (CPU-bound, its own queue); the scan shows it as the vision stage."""
+    scan = _load_active(scan_id)
+    if scan is None or scan.image_prepared_at:
+        return SKIPPED
+    fields = {
+        "status": ScanStatus.PROCESSING,
+        "step": ScanStep.VISION,
+        "progress": STEP_PROGRESS[ScanStep.PREPARE][0],
+    }
+    if scan.started_at is None:
+        fields["started_at"] = timezone.now()
+    if not _save_if_active(scan, **fields):
+        return SKIPPED
+    ensure_prepared_image(scan)
+    return SUCCEEDED
 
 
 def run_vision_step(scan_id: str) -> str:
@@ -523,6 +570,7 @@ def run_answer_step(scan_id: str) -> str:
 
 # --- failures -------------------------------------------------------------------------------
 STEP_LABELS = {
+    ScanStep.PREPARE: "photo preparation",
     ScanStep.VISION: "recognition",
     ScanStep.RULE: "rule matching",
     ScanStep.ANSWER: "answer",

@@ -53,6 +53,10 @@ class ScanStepTask(Task):
         return {"scan_id": scan_id, "step": self.step.value, "outcome": outcome}
 
 
+class PrepareStep(ScanStepTask):
+    step = ScanStep.PREPARE
+
+
 class VisionStep(ScanStepTask):
     step = ScanStep.VISION
 
@@ -69,6 +73,17 @@ class AnswerStep(ScanStepTask):
 # process. Both sit far below RabbitMQ's 30-minute consumer timeout, and the OpenAI client's
 # own timeout (OPENAI_TIMEOUT) sits below the soft limit. A step's final failure, also when
 # its worker process died, is handled in scans.ledger (task_failure signal).
+
+
+@shared_task(
+    base=PrepareStep,
+    bind=True,
+    name="scans.tasks.prepare_image",
+    soft_time_limit=30,
+    time_limit=60,
+)
+def prepare_image(self, scan_id: str) -> dict:
+    return self.run_step(services.run_prepare_step, scan_id)
 
 
 @shared_task(
@@ -92,7 +107,12 @@ def answer_gen(self, scan_id: str) -> dict:
     return self.run_step(services.run_answer_step, scan_id)
 
 
-STEP_TASKS = {ScanStep.VISION: vision_scan, ScanStep.RULE: rule_match, ScanStep.ANSWER: answer_gen}
+STEP_TASKS = {
+    ScanStep.PREPARE: prepare_image,
+    ScanStep.VISION: vision_scan,
+    ScanStep.RULE: rule_match,
+    ScanStep.ANSWER: answer_gen,
+}
 
 
 @shared_task(name="scans.tasks.sweep_stalled_scans")
@@ -114,9 +134,8 @@ def publish_events() -> int:
 
 @shared_task(name="scans.tasks.send_daily_digest")
 def send_daily_digest() -> int:
-    from notifications.services import notify_staff
-
     from notifications.models import NotificationKind
+    from notifications.services import notify_staff
 
     subject, body = reports.daily_digest()
     day = timezone.localdate()
@@ -126,9 +145,8 @@ def send_daily_digest() -> int:
 @shared_task(name="scans.tasks.check_dead_letters")
 def check_dead_letters() -> int:
     """Warn staff when dead letters wait; at most once an hour (the dedupe key)."""
-    from notifications.services import notify_staff
-
     from notifications.models import NotificationKind
+    from notifications.services import notify_staff
 
     pending, depth = reports.dead_letter_summary()
     if not pending and not depth:

@@ -9,4 +9,5 @@ urlpatterns = [
     path("scans/", views.history, name="history"),
     path("scans/<uuid:scan_id>/", views.detail, name="detail"),
     path("scans/<uuid:scan_id>/image", views.image, name="image"),
+    path("scans/<uuid:scan_id>/retry", views.retry, name="retry"),
 ]

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import uuid
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import services
-from .forms import ScanUploadForm
-from .models import Scan, ScanStatus, ScanStep
+from . import events, services
+from .forms import HistoryFilterForm, ScanUploadForm
+from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .selectors import scans_visible_to
 from .serializers import ScanSerializer
 
@@ -19,7 +29,7 @@ from .serializers import ScanSerializer
 def _visible_scan_or_404(request, scan_id) -> Scan:
     scan = scans_visible_to(request.user).filter(pk=scan_id).first()
     if scan is None:
-        raise Http404("No such scan.")
+        raise Http404(_("No such scan."))
     return scan
 
 
@@ -33,7 +43,8 @@ def upload(request):
         )
         return redirect("scans:detail", scan_id=scan.id)
     status = 400 if request.method == "POST" else 200
-    return render(request, "scans/upload.html", {"form": form}, status=status)
+    context = {"form": form, "max_bytes": settings.SCAN_IMAGE_MAX_BYTES}
+    return render(request, "scans/upload.html", context, status=status)
 
 
 PIPELINE_STAGES = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)
@@ -59,18 +70,161 @@ def stage_states(scan: Scan) -> list[dict]:
     return states
 
 
+# Failure reasons a user can read, in their language; the stored message stays as the detail.
+FAILURE_REASONS = {
+    "worker_lost": gettext_lazy("The worker running this scan stopped several times in a row."),
+    "step_timeout": gettext_lazy("A step of the scan took too long and was stopped."),
+    "internal_error": gettext_lazy("An unexpected error stopped the scan."),
+    "stalled": gettext_lazy("The scan made no progress for a long time and was stopped."),
+    "provider_refused": gettext_lazy("The recognition service refused to describe this photo."),
+    "provider_rejected": gettext_lazy("The recognition service rejected the request."),
+    "invalid_provider_output": gettext_lazy(
+        "The recognition service gave an answer that could not be used."
+    ),
+    "provider_auth": gettext_lazy("The recognition service is not set up correctly."),
+    "provider_quota_exceeded": gettext_lazy("The recognition service's quota is used up."),
+    "provider_rate_limited": gettext_lazy("The recognition service is busy."),
+    "provider_timeout": gettext_lazy("The recognition service did not answer in time."),
+    "provider_unavailable": gettext_lazy("The recognition service is unavailable."),
+    "provider_unreachable": gettext_lazy("The recognition service could not be reached."),
+    "provider_error": gettext_lazy("The recognition service reported an error."),
+    "image_missing": gettext_lazy("The uploaded photo is no longer available."),
+    "corrupt": gettext_lazy("The photo is damaged and cannot be read."),
+    "too_many_pixels": gettext_lazy("The photo has too many pixels."),
+    "unsupported_format": gettext_lazy("The photo is not a JPEG, PNG, WebP or GIF image."),
+}
+# Retrying cannot help these: the photo itself is the problem.
+PHOTO_PROBLEMS = frozenset({"image_missing", "corrupt", "too_many_pixels", "unsupported_format"})
+
+
+def failure_info(scan: Scan) -> dict | None:
+    if scan.status != ScanStatus.FAILED:
+        return None
+    reason = FAILURE_REASONS.get(scan.error_code)
+    return {
+        "reason": str(reason) if reason else scan.error_message or _("The scan failed."),
+        "detail": scan.error_message if reason else "",
+        "code": scan.error_code,
+        "step": ScanStep(scan.step).label if scan.step in ScanStep.values else scan.step,
+        "photo_problem": scan.error_code in PHOTO_PROBLEMS,
+    }
+
+
+def can_retry(scan: Scan, user) -> bool:
+    return (
+        scan.status == ScanStatus.FAILED
+        and scan.owner_id == user.pk
+        and scan.error_code not in PHOTO_PROBLEMS
+    )
+
+
+def _category_names(language: str) -> dict[str, str]:
+    field = "middle_en" if language == "en" else "middle_ko"
+    return dict(Category.objects.values_list("code", field))
+
+
+def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
+    """What the result card shows, in the page's language.
+
+    In Korean: the guidance as written (steps, what to fix, the short answer). In English: the
+    category and the rule base's English steps and fixes; the written answer, in Korean, is
+    kept as "original guidance".
+    """
+    if scan.status != ScanStatus.COMPLETED:
+        return None
+    english = language == "en"
+    classification = scan.classification or {}
+    rules = scan.matched_rules or {}
+    answer = scan.answer or {}
+    card: dict = {
+        "english": english,
+        "classified": scan.outcome == ScanOutcome.CLASSIFIED and bool(rules),
+        "offline": scan.provider == "offline",
+        "provider": scan.provider,
+    }
+    if card["classified"]:
+        card["major"] = rules.get("major_en" if english else "major_ko", "")
+        card["middle"] = rules.get("middle_en" if english else "middle_ko", "")
+        minor = classification.get("minor_category") or ""
+        if minor and english:
+            minor = (
+                Item.objects.filter(name_ko=minor, category__code=rules.get("category_code"))
+                .values_list("name_en", flat=True)
+                .first()
+                or minor
+            )
+        card["minor"] = minor
+        card["summary"] = rules.get("summary_en" if english else "summary_ko", "")
+        goes_to = _category_names(language)
+        card["exclusions"] = [
+            {
+                "name": ex.get("en" if english else "ko") or ex.get("ko", ""),
+                "goes_to": goes_to.get(ex.get("goes_to"), ex.get("goes_to_ko", "")),
+                "note": ex.get("note_en" if english else "note_ko", ""),
+            }
+            for ex in rules.get("exclusions") or []
+        ]
+    if english:
+        card["steps"] = [s["en"] for s in rules.get("steps") or [] if s.get("en")]
+        card["fixes"] = [f["en"] for f in rules.get("fixes") or [] if f.get("en")]
+        card["answer"] = card.get("summary") or _(
+            "We could not tell what this is. Describe the item in the hint, for example "
+            "“clear PET bottle, label on”, and scan again."
+        )
+        card["original_answer"] = answer.get("user_answer", "")
+    else:
+        card["steps"] = answer.get("disposal_steps") or []
+        card["fixes"] = answer.get("insufficiencies") or []
+        card["answer"] = answer.get("user_answer", "")
+    if staff:
+        card["usage"] = {
+            "cost_usd": scan.cost_usd.quantize(Decimal("0.000001")),
+            "input_tokens": scan.input_tokens,
+            "cached_input_tokens": scan.cached_input_tokens,
+            "output_tokens": scan.output_tokens,
+            "models": " / ".join(m for m in (scan.vision_model, scan.answer_model) if m),
+            "cache_hit": scan.vision_cache_hit,
+        }
+    return card
+
+
+RETRYING_ONE = "Retrying: %(counter)s failed attempt so far."
+RETRYING_OTHER = "Retrying: %(counter)s failed attempts so far."
+
+
+def live_labels() -> dict:
+    """Labels for static/scan.js, in the page's language."""
+    return {
+        "status": dict(ScanStatus.choices),
+        "step": dict(ScanStep.choices),
+        # the same messages as the page's: %(counter)s is the number of failed attempts
+        "retrying": {
+            "one": ngettext(RETRYING_ONE, RETRYING_OTHER, 1),
+            "other": ngettext(RETRYING_ONE, RETRYING_OTHER, 2),
+        },
+        "last_error": _("Last error"),
+        "failed": _("The scan failed"),
+        "loading": _("Loading the result…"),
+    }
+
+
 @login_required
 @require_GET
 def detail(request, scan_id):
     scan = _visible_scan_or_404(request, scan_id)
+    language = translation.get_language()
+    retries = events.step_retries(str(scan.id), scan.step) if not scan.is_terminal else None
     return render(
         request,
         "scans/detail.html",
         {
             "scan": scan,
             "stages": stage_states(scan),
-            "labels": {"status": dict(ScanStatus.choices), "step": dict(ScanStep.choices)},
-            "scan_json": ScanSerializer(scan, context={"request": request}).data,
+            "labels": live_labels(),
+            "card": result_card(scan, language=language, staff=request.user.is_staff),
+            "failure": failure_info(scan),
+            "can_retry": can_retry(scan, request.user),
+            "retries": retries,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
             "events_url": reverse("api:scan-events", args=[scan.id]),
         },
@@ -83,8 +237,35 @@ def history(request):
     scans = (
         Scan.objects.filter(owner=request.user).select_related("category").order_by("-created_at")
     )
+    form = HistoryFilterForm(request.GET or None, language=translation.get_language())
+    if form.is_bound:
+        form.is_valid()  # the valid filters apply; the others show their error
+        scans = form.filter(scans)
     page = Paginator(scans, 20).get_page(request.GET.get("page"))
-    return render(request, "scans/history.html", {"page": page})
+    for scan in page:
+        scan.can_retry = can_retry(scan, request.user)
+        scan.failure = failure_info(scan)
+    return render(
+        request,
+        "scans/history.html",
+        {"page": page, "form": form, "filtered": form.is_bound and form.has_filters()},
+    )
+
+
+@login_required
+@require_POST
+def retry(request, scan_id):
+    """Resume the owner's failed scan at the step that failed, then show it."""
+    scan = Scan.objects.filter(pk=scan_id, owner=request.user).first()
+    if scan is None:
+        raise Http404(_("No such scan."))
+    if scan.status != ScanStatus.FAILED:
+        messages.info(request, _("Only a failed scan can be retried."))
+    elif services.retry_scans([scan.id], actor=f"web:{request.user.username}"):
+        messages.success(request, _("The scan was sent again."))
+    else:  # someone else retried it in the same moment
+        messages.info(request, _("The scan is already being retried."))
+    return redirect("scans:detail", scan_id=scan.id)
 
 
 @login_required
@@ -97,7 +278,76 @@ def image(request, scan_id):
     try:
         handle = field.open("rb")
     except (FileNotFoundError, ValueError):
-        raise Http404("The photo is no longer available.") from None
+        raise Http404(_("The photo is no longer available.")) from None
     response = FileResponse(handle)
     response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+# --- live progress (Server-Sent Events) ----------------------------------------------------
+def _api_request(request):
+    """The request as the REST API sees it: session, token or a test's forced login."""
+    from rest_framework.request import Request
+    from rest_framework.settings import api_settings
+
+    return Request(
+        request, authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+    )
+
+
+def _authenticate(request):
+    """(api_request, user) or (None, None) when the credentials are wrong."""
+    from rest_framework.exceptions import AuthenticationFailed
+
+    api_request = _api_request(request)
+    try:
+        return api_request, api_request.user
+    except AuthenticationFailed:
+        return None, None
+
+
+async def scan_events(request, task_id: str):
+    """Live progress of a scan as Server-Sent Events (``api:scan-events``).
+
+    Under ASGI the stream is an async generator: an open stream costs a coroutine, not a
+    thread. The owner and staff may follow a scan; anybody else gets 404, as for the scan
+    itself; no credentials at all is 403, as on the rest of the API. A client that reconnects
+    after the final event (``Last-Event-ID: final``) gets 204, which tells it to stop.
+    """
+    if request.method != "GET":
+        return JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
+    api_request, user = await sync_to_async(_authenticate)(request)
+    if user is None:
+        return JsonResponse({"detail": "Invalid token."}, status=401)
+    if not user.is_authenticated:
+        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=403)
+    try:
+        scan_id = uuid.UUID(str(task_id))
+    except ValueError:
+        scan_id = None
+    scan = await scans_visible_to(user).filter(pk=scan_id).afirst() if scan_id else None
+    if scan is None:
+        return JsonResponse({"detail": "No scan with this task id."}, status=404)
+
+    last_event_id = request.headers.get("Last-Event-ID") or None
+    if last_event_id == events.FINAL_EVENT_ID and scan.is_terminal:
+        return HttpResponse(status=204)
+
+    def final_payload():
+        fresh = Scan.objects.select_related("owner", "category").get(pk=scan.pk)
+        return ScanSerializer(fresh, context={"request": api_request}).data
+
+    if isinstance(request, ASGIRequest):
+
+        async def afinal_payload():
+            return await sync_to_async(final_payload)()
+
+        stream = events.async_scan_event_stream(
+            str(scan.id), afinal_payload, last_event_id=last_event_id
+        )
+    else:  # WSGI or the test client: a plain iterator, read in the server's thread
+        stream = events.scan_event_stream(str(scan.id), final_payload, last_event_id=last_event_id)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response

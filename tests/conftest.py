@@ -257,7 +257,7 @@ class WorkerManager:
         command = [
             sys.executable, "-m", "celery", "-A", "eco2", "worker",
             "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
-            "--queues=scan.ai.pipeline,notification,default",
+            "--queues=scan.image,scan.ai.pipeline,notification,default",
             f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
             "--without-gossip", "--without-mingle",
         ]  # fmt: skip

@@ -14,6 +14,8 @@ def test_scan_tasks_route_to_the_pipeline_queue_and_notifications_to_theirs():
     for name in ("scans.tasks.vision_scan", "scans.tasks.rule_match", "scans.tasks.answer_gen"):
         assert router.route({}, name)["queue"].name == "scan.ai.pipeline"
     assert router.route({}, "notifications.tasks.send_email")["queue"].name == "notification"
+    # CPU-bound photo preparation has its own queue, for a prefork worker
+    assert router.route({}, "scans.tasks.prepare_image")["queue"].name == "scan.image"
 
 
 def test_delivery_settings_are_at_least_once():

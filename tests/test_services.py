@@ -182,6 +182,7 @@ def test_a_scan_accepted_while_the_broker_is_down_is_published_by_the_relay(
     assert services.relay_pending_dispatches(now=later) == 1
     assert Scan.objects.get(pk=scan.id).dispatched_at is not None
     assert [t.name for t in published[0].tasks] == [
+        "scans.tasks.prepare_image",
         "scans.tasks.vision_scan",
         "scans.tasks.rule_match",
         "scans.tasks.answer_gen",
