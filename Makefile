@@ -11,7 +11,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test test-embedded test-services lint format install clean
+.PHONY: run test test-embedded test-services lint format install clean messages makemessages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) messages
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_rulebase --if-empty
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py ensure_demo_user --banner
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start --procfile Procfile --port $(PORT)
+
+# Translations: locale/{ko,en}/LC_MESSAGES/django.po are committed, the compiled .mo files are
+# not (gitignored): run and test compile them. After changing user-facing strings, run
+# `make makemessages`, translate the new entries in locale/ko, then commit the .po files.
+messages: $(STAMP)
+	$(BIN)/python manage.py compilemessages --ignore=.venv --ignore=var --ignore=build --verbosity 0
+
+makemessages: $(STAMP)
+	$(BIN)/python manage.py makemessages -l ko -l en --no-obsolete \
+		--ignore=.venv --ignore=var --ignore=build --ignore=tests --ignore=bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,11 +48,11 @@ format: $(STAMP)
 
 test: lint test-embedded test-services
 
-test-embedded: $(STAMP)
+test-embedded: $(STAMP) messages
 	$(BIN)/pytest
 
 # Skips with a message when the services are not running locally; fails in CI (CI=true).
-test-services: $(STAMP)
+test-services: $(STAMP) messages
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		ECO2_TEST_SERVICES=1 $(BIN)/pytest
 
@@ -53,3 +63,8 @@ flower: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# The deployment files (docker/, .dockerignore) checked without a Docker engine.
+.PHONY: check-deploy
+check-deploy: $(STAMP)
+	$(BIN)/pytest -q tests/test_deploy_files.py

@@ -8,10 +8,12 @@ provider, so ``make run`` works on a fresh machine. ``DATABASE_URL``, ``CELERY_B
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,9 +25,46 @@ VAR_DIR = Path(env.str("ECO2_VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
 # The fallback key only exists so a fresh checkout runs; production must set SECRET_KEY.
-SECRET_KEY = env.str("SECRET_KEY", default="eco2-insecure-development-key-set-SECRET_KEY-in-prod")
+DEVELOPMENT_SECRET_KEY = "eco2-insecure-development-key-set-SECRET_KEY-in-prod"
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Production hardening -------------------------------------------------------------------
+# DJANGO_ENV=production switches on HTTPS-only settings; `manage.py check --deploy` passes
+# without warnings with them (tests/test_api_safety.py runs it). Behind a TLS-terminating
+# proxy set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO=https (only if the proxy always
+# sets that header).
+DJANGO_ENV = env.str("DJANGO_ENV", default="development").strip().lower()
+PRODUCTION = DJANGO_ENV == "production"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    if SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        raise ImproperlyConfigured(
+            "DJANGO_ENV=production needs SECRET_KEY: a random value of at least 50 characters "
+            "(not the development key), e.g. from "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`."
+        )
+    if DEBUG:
+        raise ImproperlyConfigured("DJANGO_ENV=production must not run with DEBUG=true.")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    # probes and the scraper may speak plain HTTP inside the cluster
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)  # one year
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    _proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="")
+    if _proxy_ssl_header:
+        _header, _, _value = _proxy_ssl_header.partition("=")
+        if not _header or not _value:
+            raise ImproperlyConfigured(
+                "SECURE_PROXY_SSL_HEADER must look like HTTP_X_FORWARDED_PROTO=https."
+            )
+        SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip())
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -47,6 +86,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # 413 for oversized scan uploads from Content-Length, before any body is read
+    "scans.api.UploadSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -135,6 +176,25 @@ SCAN_IMAGE_MAX_BYTES = env.int("SCAN_IMAGE_MAX_BYTES", default=10 * 1024 * 1024)
 SCAN_HINT_MAX_LENGTH = 200
 SCAN_BATCH_MAX_IMAGES = env.int("SCAN_BATCH_MAX_IMAGES", default=10)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Scan creation (single and batch, per user) is a cost guard: DRF throttle rate "N/s|min|hour|day",
+# answered with 429 and Retry-After. Empty disables it. Shared across web processes through the
+# cache (Redis when REDIS_URL is set, below).
+SCAN_CREATE_RATE = env.str("SCAN_CREATE_RATE", default="30/min").strip()
+if SCAN_CREATE_RATE and not re.fullmatch(
+    r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", SCAN_CREATE_RATE
+):
+    raise ImproperlyConfigured(f"SCAN_CREATE_RATE must look like 30/min, not {SCAN_CREATE_RATE!r}")
+# A replayed Idempotency-Key on POST /api/v1/scans returns the first response for this long.
+SCAN_IDEMPOTENCY_TTL_HOURS = env.int("SCAN_IDEMPOTENCY_TTL_HOURS", default=24)
+# image_url scans: the worker fetches the photo (SSRF-checked, see scans/fetch.py).
+SCAN_FETCH_CONNECT_TIMEOUT = env.float("SCAN_FETCH_CONNECT_TIMEOUT", default=5.0)
+SCAN_FETCH_READ_TIMEOUT = env.float("SCAN_FETCH_READ_TIMEOUT", default=10.0)
+SCAN_FETCH_TOTAL_TIMEOUT = env.float("SCAN_FETCH_TOTAL_TIMEOUT", default=20.0)
+SCAN_FETCH_MAX_REDIRECTS = env.int("SCAN_FETCH_MAX_REDIRECTS", default=3)
+# Tests only: lets the fetcher reach 127.0.0.0/8 and ::1 (a local test server). Never in prod.
+SCAN_FETCH_ALLOW_LOOPBACK = env.bool("SCAN_FETCH_ALLOW_LOOPBACK", default=False)
+if PRODUCTION and SCAN_FETCH_ALLOW_LOOPBACK:
+    raise ImproperlyConfigured("SCAN_FETCH_ALLOW_LOOPBACK is for tests; not in production.")
 DATA_UPLOAD_MAX_NUMBER_FILES = SCAN_BATCH_MAX_IMAGES
 
 # --- REST framework -------------------------------------------------------------------------
@@ -191,6 +251,17 @@ CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", def
 # --- Redis (optional fast path for live progress) -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
+# Django's cache holds the API throttle history: local memory (per process) by default, Redis
+# when REDIS_URL is set so every web process counts against the same limit.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "eco2",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
 
 # --- Monitoring (eco2/metrics.py, eco2/health.py) -------------------------------------------
 # /metrics needs "Authorization: Bearer <METRICS_TOKEN>" or a staff session.

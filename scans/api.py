@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import uuid
 
-from django.http import StreamingHttpResponse
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import JsonResponse
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ParseError, Throttled
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from . import services
-from .events import scan_event_stream
+from . import idempotency, services
 from .models import Scan, ScanBatch
 from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
@@ -28,6 +33,117 @@ from .serializers import (
     batch_detail,
     scan_links,
 )
+
+logger = logging.getLogger(__name__)
+
+# Room for the multipart framing and the hint around the photo(s) in one request.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def upload_request_limit(*, batch: bool) -> int:
+    """The largest request body accepted on the scan-creation endpoints."""
+    photos = settings.SCAN_BATCH_MAX_IMAGES if batch else 1
+    return photos * settings.SCAN_IMAGE_MAX_BYTES + MULTIPART_OVERHEAD
+
+
+class UploadSizeLimitMiddleware:
+    """413 for a scan upload whose Content-Length is over the limit, before anything reads the
+    body (DRF's CSRF check of a session request would parse the whole multipart body first).
+
+    Per-file limits inside a smaller request stay a 400 from the serializer. Django's own
+    DATA_UPLOAD_MAX_MEMORY_SIZE never counts file parts, so this is the cap on uploads (set
+    the proxy's client_max_body_size to match).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._prefix = None
+
+    def __call__(self, request):
+        if request.method in ("POST", "PUT", "PATCH"):
+            if self._prefix is None:
+                self._prefix = reverse("api:scan-list")
+            path = request.path_info
+            if path == self._prefix or path.startswith(self._prefix + "/"):
+                refusal = self._refusal(request, batch=path.rstrip("/").endswith("/batch"))
+                if refusal is not None:
+                    return refusal
+        return self.get_response(request)
+
+    @staticmethod
+    def _refusal(request, *, batch: bool) -> JsonResponse | None:
+        raw = request.META.get("CONTENT_LENGTH") or "0"
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return JsonResponse({"detail": _("Invalid Content-Length header.")}, status=400)
+        limit = upload_request_limit(batch=batch)
+        if length > limit:
+            size = filesizeformat(length)
+            per_photo = filesizeformat(settings.SCAN_IMAGE_MAX_BYTES)
+            detail = _("The upload is %(size)s; the limit is %(limit)s per photo.") % {
+                "size": size,
+                "limit": per_photo,
+            }
+            if batch:
+                detail += " " + _("At most %(count)d photos per batch.") % {
+                    "count": settings.SCAN_BATCH_MAX_IMAGES
+                }
+            response = JsonResponse({"detail": detail}, status=413)
+            response["Connection"] = "close"  # the unread body is not worth draining
+            return response
+        return None
+
+
+class ScanCreateThrottle(UserRateThrottle):
+    """Per-user rate of scan creation (single and batch share it): a cost guard, not abuse
+    protection (that belongs at the proxy). The rate is read from settings on every request."""
+
+    scope = "scan_create"
+
+    def get_rate(self):
+        return settings.SCAN_CREATE_RATE or None
+
+    def allow_request(self, request, view):
+        if request.method != "POST":
+            return True
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # the cache (Redis) is down: count nothing rather than fail
+            logger.warning("scan-create throttle skipped: cache unavailable (%s)", exc)
+            return True
+
+
+class ScanCreateMixin:
+    """What both scan-creating endpoints share: the throttle, its message, and 4xx (never 500)
+    for requests Django's parser refuses."""
+
+    def get_throttles(self):
+        return [*super().get_throttles(), ScanCreateThrottle()]
+
+    def throttled(self, request, wait):
+        rate = settings.SCAN_CREATE_RATE
+        raise Throttled(
+            wait=math.ceil(wait) if wait is not None else None,
+            detail=_("Too many scans in a short time (at most %(rate)s per user).")
+            % {"rate": rate},
+        )
+
+    def handle_exception(self, exc):
+        if isinstance(exc, RequestDataTooBig):
+            exc = ParseError(_("The request's form fields are too large."))
+        elif isinstance(exc, SuspiciousOperation):
+            exc = ParseError(_("The request could not be read (%(reason)s).") % {"reason": exc})
+        return super().handle_exception(exc)
+
+
+CREATE_ERRORS = {
+    400: OpenApiResponse(description="Invalid upload (a message per field)"),
+    413: OpenApiResponse(description="The request is larger than the upload limit"),
+    429: OpenApiResponse(description="Too many scans; see Retry-After"),
+}
 
 
 def get_visible_scan(request, task_id: str) -> Scan:
@@ -42,30 +158,89 @@ def get_visible_scan(request, task_id: str) -> Scan:
     return scan
 
 
-class ScanListCreateView(generics.ListCreateAPIView):
+class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
     serializer_class = ScanSerializer
 
     def get_queryset(self):
-        return Scan.objects.filter(owner=self.request.user).order_by("-created_at")
+        scans = Scan.objects.order_by("-created_at")
+        # staff may list everyone's scans with ?all=1; for anyone else the flag changes nothing
+        if self.request.user.is_staff and self.request.query_params.get("all") in ("1", "true"):
+            return scans
+        return scans.filter(owner=self.request.user)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "all",
+                OpenApiTypes.BOOL,
+                description="Staff only: every user's scans (ignored for others).",
+            )
+        ],
+        summary="Your scans, newest first",
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     @extend_schema(
         request=ScanCreateSerializer,
-        responses={202: ScanAcceptedSerializer, 400: OpenApiResponse(description="Invalid upload")},
-        summary="Upload a photo; the pipeline runs in the background",
+        parameters=[
+            OpenApiParameter(
+                idempotency.HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Optional, at most 255 visible ASCII characters. A replay (same "
+                "key, same user, within 24 h) gets the first response and creates no scan; the "
+                "same key with a different photo, URL or hint is a 422.",
+            )
+        ],
+        responses={
+            202: ScanAcceptedSerializer,
+            **CREATE_ERRORS,
+            422: OpenApiResponse(description="Idempotency-Key reused with a different request"),
+        },
+        summary="Upload a photo (or give image_url); the pipeline runs in the background",
     )
     def post(self, request, *args, **kwargs):
+        try:
+            key = idempotency.read_key(request.headers)
+        except idempotency.InvalidKey as exc:
+            raise ParseError(str(exc)) from None
         form = ScanCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        scan = services.create_scan(
-            owner=request.user,
-            image=form.validated_data["image"],
-            hint=form.validated_data.get("hint", ""),
-        )
-        links = scan_links(scan, request)
-        body = {"task_id": str(scan.id), "status": scan.status, **links}
-        return Response(
-            body, status=status.HTTP_202_ACCEPTED, headers={"Location": links["status_url"]}
-        )
+        data = form.validated_data
+
+        def create() -> idempotency.StoredResponse:
+            scan = services.create_scan(
+                owner=request.user,
+                image=data.get("image"),
+                image_url=data.get("image_url", ""),
+                hint=data.get("hint", ""),
+            )
+            links = scan_links(scan, request)
+            body = {"task_id": str(scan.id), "status": scan.status, **links}
+            return idempotency.StoredResponse(
+                status=status.HTTP_202_ACCEPTED, body=body, location=links["status_url"], scan=scan
+            )
+
+        if key is None:
+            stored = create()
+        else:
+            try:
+                stored = idempotency.run_once(
+                    owner=request.user,
+                    key=key,
+                    request_fingerprint=idempotency.fingerprint(
+                        image=data.get("image"),
+                        image_url=data.get("image_url", ""),
+                        hint=data.get("hint", ""),
+                    ),
+                    create=create,
+                )
+            except idempotency.KeyReused as exc:
+                return Response({"detail": str(exc)}, status=422)
+            except idempotency.KeyInFlight as exc:
+                return Response({"detail": str(exc)}, status=409, headers={"Retry-After": "1"})
+        return Response(stored.body, status=stored.status, headers=stored.headers())
 
 
 class ScanDetailView(APIView):
@@ -73,36 +248,6 @@ class ScanDetailView(APIView):
     def get(self, request, task_id: str):
         scan = get_visible_scan(request, task_id)
         return Response(ScanSerializer(scan, context={"request": request}).data)
-
-
-class EventStreamRenderer(BaseRenderer):
-    media_type = "text/event-stream"
-    format = "event-stream"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data
-
-
-class ScanEventsView(APIView):
-    renderer_classes = [JSONRenderer, EventStreamRenderer]
-
-    @extend_schema(
-        responses={(200, "text/event-stream"): OpenApiTypes.STR},
-        summary="Live progress as Server-Sent Events (progress, then completed or failed)",
-    )
-    def get(self, request, task_id: str):
-        scan = get_visible_scan(request, task_id)
-
-        def final_payload():
-            scan.refresh_from_db()
-            return ScanSerializer(scan, context={"request": request}).data
-
-        response = StreamingHttpResponse(
-            scan_event_stream(str(scan.id), final_payload), content_type="text/event-stream"
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-        return response
 
 
 class CategoriesView(APIView):
@@ -116,10 +261,10 @@ class CategoriesView(APIView):
         return Response(get_taxonomy())
 
 
-class BatchCreateView(APIView):
+class BatchCreateView(ScanCreateMixin, APIView):
     @extend_schema(
         request=BatchCreateSerializer,
-        responses={202: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="Invalid upload")},
+        responses={202: OpenApiTypes.OBJECT, **CREATE_ERRORS},
         summary="Upload several photos; one chord of pipelines with a batch summary at the end",
     )
     def post(self, request):

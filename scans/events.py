@@ -34,6 +34,8 @@ FINAL_EVENT_ID = "final"
 
 PIPELINE_STEPS = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)
 RETRY_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.WORKER_LOST)
+# the photo is prepared by a task of its own ("prepare"); the scan shows it as the vision stage
+STAGE_TASK_STEPS = {ScanStep.VISION: ("prepare", ScanStep.VISION)}
 
 
 def format_event(event: str, data: dict[str, Any], event_id: str | None = None) -> str:
@@ -49,7 +51,8 @@ def step_retries(scan_id: str, step: str) -> dict[str, Any]:
     "worker_lost" since the step last failed for good (a scan resumed by hand starts at 0)."""
     if step not in PIPELINE_STEPS:
         return {"step": step, "count": 0, "last_error": "", "last_outcome": ""}
-    attempts = TaskAttempt.objects.filter(scan_id=scan_id, step=step).order_by("id")
+    task_steps = STAGE_TASK_STEPS.get(step, (step,))
+    attempts = TaskAttempt.objects.filter(scan_id=scan_id, step__in=task_steps).order_by("id")
     retries: list[dict[str, Any]] = []
     for attempt in attempts.values("outcome", "exception_class", "exception_message"):
         if attempt["outcome"] == AttemptOutcome.FAILED:

@@ -179,7 +179,7 @@ def refusal_reason(ip: IPAddress, *, allow_loopback: bool = False) -> str | None
 
 # --- URL checks (no network) ------------------------------------------------------------------
 _NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
-_LOCALHOST_NAMES = ("localhost", "localhost.", "localhost.localdomain")
+_LOCALHOST_NAMES = ("localhost", "localhost.localdomain")
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -199,6 +199,12 @@ def literal_address(host: str) -> IPAddress | None:
         except OSError:
             return None
     return None
+
+
+def is_localhost_name(host: str) -> bool:
+    """RFC 6761: ``localhost`` and every name under it mean this machine, whatever DNS says."""
+    name = host.lower().rstrip(".")
+    return name in _LOCALHOST_NAMES or name.endswith(".localhost")
 
 
 @dataclass(frozen=True)
@@ -246,8 +252,7 @@ def parse_url(url: str, *, allow_loopback: bool = False, check_address: bool = T
             raise URLRefused(f"The image URL points to an address that is not allowed: {reason}.")
         host = str(normalize_address(literal))
     else:
-        is_localhost = hostname in _LOCALHOST_NAMES or hostname.rstrip(".").endswith(".localhost")
-        if check_address and not allow_loopback and is_localhost:
+        if check_address and not allow_loopback and is_localhost_name(hostname):
             raise URLRefused("The image URL points to this machine (localhost).")
         try:
             host = hostname.encode("idna").decode("ascii")
@@ -388,6 +393,8 @@ class _Deadline:
 def _resolve(target: Target, policy: FetchPolicy, deadline: _Deadline) -> list[IPAddress]:
     if target.literal is not None:
         return [normalize_address(target.literal)]
+    if is_localhost_name(target.host):
+        return [ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1")]
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eco2-resolve")
     try:
         future = pool.submit(policy.resolver, target.host, target.port)
@@ -437,6 +444,9 @@ def _request(target: Target, addresses: list[IPAddress], policy: FetchPolicy, de
         connection.timeout = min(policy.connect_timeout, deadline.left())
         try:
             connection.connect()
+            # http.client drops connection.sock once a "Connection: close" response arrives;
+            # the body is still read from this socket, whose timeout _read_body keeps setting
+            connection.pinned_sock = connection.sock
             connection.sock.settimeout(min(policy.read_timeout, deadline.left()))
             connection.putrequest("GET", target.path, skip_accept_encoding=True)
             connection.putheader("Accept", "image/jpeg, image/png, image/webp, image/gif")
@@ -468,8 +478,10 @@ def _read_body(connection, response, policy: FetchPolicy, deadline: _Deadline) -
     size = 0
     try:
         while True:
-            connection.sock.settimeout(min(policy.read_timeout, deadline.left()))
-            chunk = response.read(min(CHUNK, limit + 1 - size))
+            connection.pinned_sock.settimeout(min(policy.read_timeout, deadline.left()))
+            # read1: at most one recv, so the deadline is checked between small reads even
+            # when a server trickles bytes (read(n) would wait for all n of them)
+            chunk = response.read1(min(CHUNK, limit + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -508,7 +520,7 @@ def fetch_image(url: str, policy: FetchPolicy | None = None) -> FetchedImage:
                 )
             content = _read_body(connection, response, policy, deadline)
             if not content:
-                raise FetchError("The image URL returned an empty file.", code="empty")
+                raise FetchError("The image URL returned an empty file.", code="image_url_empty")
             return FetchedImage(
                 content=content,
                 url=current,
@@ -516,5 +528,6 @@ def fetch_image(url: str, policy: FetchPolicy | None = None) -> FetchedImage:
                 redirects=hop,
             )
         finally:
+            response.close()
             connection.close()
     raise TooManyRedirects(f"The image URL redirected more than {policy.max_redirects} times.")

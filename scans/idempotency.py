@@ -26,6 +26,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from .models import IdempotencyKey, Scan
 
@@ -77,11 +78,13 @@ def read_key(headers) -> str | None:
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
     if not key:
-        raise InvalidKey("The Idempotency-Key header is empty.")
+        raise InvalidKey(_("The Idempotency-Key header is empty."))
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKey(f"The Idempotency-Key is longer than {MAX_KEY_LENGTH} characters.")
+        raise InvalidKey(
+            _("The Idempotency-Key is longer than %(max)d characters.") % {"max": MAX_KEY_LENGTH}
+        )
     if not all(33 <= ord(ch) <= 126 for ch in key):
-        raise InvalidKey("The Idempotency-Key may contain visible ASCII characters only.")
+        raise InvalidKey(_("The Idempotency-Key may contain visible ASCII characters only."))
     return key
 
 
@@ -107,11 +110,13 @@ def _stored(owner, key: str) -> IdempotencyKey | None:
 def _replay(record: IdempotencyKey, request_fingerprint: str) -> StoredResponse:
     if record.fingerprint != request_fingerprint:
         raise KeyReused(
-            "This Idempotency-Key was already used with a different request (another photo, "
-            "URL or hint). Use a new key for a new scan."
+            _(
+                "This Idempotency-Key was already used with a different request (another "
+                "photo, URL or hint). Use a new key for a new scan."
+            )
         )
     if not record.response_status:
-        raise KeyInFlight("A request with this Idempotency-Key is still being processed.")
+        raise KeyInFlight(_("A request with this Idempotency-Key is still being processed."))
     return StoredResponse(
         status=record.response_status,
         body=record.response_body,
@@ -156,7 +161,7 @@ def run_once(
             return response
     existing = IdempotencyKey.objects.filter(owner=owner, key=key).first()
     if existing is None:  # the holder rolled back after our INSERT failed: rare, retryable
-        raise KeyInFlight("A request with this Idempotency-Key did not finish; try again.")
+        raise KeyInFlight(_("A request with this Idempotency-Key did not finish; try again."))
     return _replay(existing, request_fingerprint)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import PurePath
 
@@ -145,11 +144,14 @@ class Exclusion(models.Model):
         return f"{self.name_ko} → {self.goes_to.code}"
 
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+
+
 def scan_image_path(scan: Scan, filename: str) -> str:
     suffix = PurePath(filename).suffix.lower()
-    # the client's file name only lends a short, plain suffix: the stored name always fits the
-    # column and never carries path tricks or odd characters
-    if not re.fullmatch(r"\.[a-z0-9]{1,5}", suffix):
+    # the client's file name lends at most an image suffix: the stored name always fits the
+    # column, and the owner-checked photo view never serves it as .html or .svg
+    if suffix not in IMAGE_SUFFIXES:
         suffix = ".img"
     return f"scans/{timezone.now():%Y/%m/%d}/{scan.id}{suffix}"
 

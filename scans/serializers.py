@@ -5,6 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -53,11 +54,11 @@ def validate_hint_text(value: str) -> None:
     multipart parser replaces them) and control characters have no place in it."""
     if "\ufffd" in value:
         raise serializers.ValidationError(
-            "The hint is not valid UTF-8 text.", code="invalid_encoding"
+            _("The hint is not valid UTF-8 text."), code="invalid_encoding"
         )
     if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value):
         raise serializers.ValidationError(
-            "The hint contains control characters.", code="control_characters"
+            _("The hint contains control characters."), code="control_characters"
         )
 
 
@@ -94,7 +95,7 @@ class ScanCreateSerializer(serializers.Serializer):
         # one photo per scan: a second `image` part would otherwise be dropped silently
         if hasattr(data, "getlist") and len(data.getlist("image")) > 1:
             raise serializers.ValidationError(
-                {"image": ["Send one photo per scan; use /api/v1/scans/batch for several."]},
+                {"image": [_("Send one photo per scan; use /api/v1/scans/batch for several.")]},
                 code="too_many_images",
             )
         return super().to_internal_value(data)
@@ -104,12 +105,12 @@ class ScanCreateSerializer(serializers.Serializer):
         has_url = bool(attrs.get("image_url"))
         if has_image and has_url:
             raise serializers.ValidationError(
-                {"non_field_errors": ["Send either `image` or `image_url`, not both."]},
+                {"non_field_errors": [_("Send either `image` or `image_url`, not both.")]},
                 code="image_and_url",
             )
         if not has_image and not has_url:
             raise serializers.ValidationError(
-                {"image": ["Send a photo (`image`) or its address (`image_url`)."]},
+                {"image": [_("Send a photo (`image`) or its address (`image_url`).")]},
                 code="required",
             )
         return attrs

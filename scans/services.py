@@ -62,6 +62,11 @@ class ScanStepError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self):
+        # Celery pickles a task's exception before the failure handler sees it; without this
+        # it arrives as UnpickleableExceptionWrapper and the scan fails as "internal_error"
+        return (type(self), (self.code, self.message))
+
 
 # --- creating and dispatching ---------------------------------------------------------------
 # The request publishes with a short policy: a broker that is down costs the upload a moment,

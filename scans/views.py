@@ -48,6 +48,12 @@ def upload(request):
 
 
 PIPELINE_STAGES = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)
+# short names of the stages under the progress bar (the step labels say what is happening now)
+STAGE_LABELS = {
+    ScanStep.VISION: gettext_lazy("Recognition"),
+    ScanStep.RULE: gettext_lazy("Rules"),
+    ScanStep.ANSWER: gettext_lazy("Guidance"),
+}
 
 
 def stage_states(scan: Scan) -> list[dict]:
@@ -66,7 +72,7 @@ def stage_states(scan: Scan) -> list[dict]:
             state = "failed" if scan.status == ScanStatus.FAILED else "active"
         else:
             state = "waiting"
-        states.append({"code": stage.value, "label": stage.label, "state": state})
+        states.append({"code": stage.value, "label": STAGE_LABELS[stage], "state": state})
     return states
 
 
@@ -105,7 +111,8 @@ def failure_info(scan: Scan) -> dict | None:
         "reason": str(reason) if reason else scan.error_message or _("The scan failed."),
         "detail": scan.error_message if reason else "",
         "code": scan.error_code,
-        "step": ScanStep(scan.step).label if scan.step in ScanStep.values else scan.step,
+        "step": STAGE_LABELS.get(scan.step)
+        or (ScanStep(scan.step).label if scan.step in ScanStep.values else scan.step),
         "photo_problem": scan.error_code in PHOTO_PROBLEMS,
     }
 
@@ -182,7 +189,9 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
             "input_tokens": scan.input_tokens,
             "cached_input_tokens": scan.cached_input_tokens,
             "output_tokens": scan.output_tokens,
-            "models": " / ".join(m for m in (scan.vision_model, scan.answer_model) if m),
+            "models": " / ".join(
+                dict.fromkeys(m for m in (scan.vision_model, scan.answer_model) if m)
+            ),
             "cache_hit": scan.vision_cache_hit,
         }
     return card

@@ -13,6 +13,9 @@ TEST_VAR_DIR = tempfile.mkdtemp(prefix="eco2-tests-")
 os.environ["ECO2_VAR_DIR"] = TEST_VAR_DIR
 for name in ("MEDIA_ROOT", "CELERY_BROKER_DIR"):
     os.environ.pop(name, None)
+# The scan-creation throttle (default 30/min per user) is a cost guard for real users; tests
+# upload dozens in seconds (the chaos tests 50), and the throttle tests lower it themselves.
+os.environ.setdefault("SCAN_CREATE_RATE", "10000/min")
 # Alias embeddings depend only on the rule base: keep them across runs and test passes.
 os.environ.setdefault(
     "SCAN_EMBEDDING_CACHE",

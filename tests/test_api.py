@@ -48,9 +48,13 @@ def test_a_text_file_is_refused_with_a_readable_message(api_client):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     fake = SimpleUploadedFile("photo.jpg", b"this is not a photo at all", content_type="image/jpeg")
-    response = api_client.post(SCANS_URL, {"image": fake}, format="multipart")
+    response = api_client.post(
+        SCANS_URL, {"image": fake}, format="multipart", HTTP_ACCEPT_LANGUAGE="en"
+    )
     assert response.status_code == 400
     assert response.json()["image"] == ["This is not a JPEG, PNG, WebP or GIF photo."]
+    korean = api_client.post(SCANS_URL, {"image": fake}, format="multipart")
+    assert korean.status_code == 400 and "사진" in korean.json()["image"][0], "Korean by default"
 
 
 def test_a_truncated_photo_is_refused(api_client, photo):
@@ -59,7 +63,9 @@ def test_a_truncated_photo_is_refused(api_client, photo):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     truncated = SimpleUploadedFile("cut.jpg", data[: len(data) // 2], content_type="image/jpeg")
-    response = api_client.post(SCANS_URL, {"image": truncated}, format="multipart")
+    response = api_client.post(
+        SCANS_URL, {"image": truncated}, format="multipart", HTTP_ACCEPT_LANGUAGE="en"
+    )
     assert response.status_code == 400
     assert "damaged" in response.json()["image"][0]
 

@@ -46,8 +46,10 @@ def test_unusable_files_are_refused_with_a_code(data, code):
 
 
 def test_too_large_files_are_refused_before_decoding(settings):
+    from django.utils import translation
+
     settings.SCAN_IMAGE_MAX_BYTES = 100
-    with pytest.raises(ValidationError) as error:
+    with translation.override("en"), pytest.raises(ValidationError) as error:
         validate_scan_image(upload(make_photo_bytes(size=(200, 200))))
     assert error.value.code == "too_large"
     assert "limit is 100" in error.value.messages[0]

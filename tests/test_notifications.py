@@ -396,6 +396,7 @@ def test_the_settings_page_requires_login(client):
 
 def test_the_settings_page_saves_the_preference_and_address(client, user):
     client.force_login(user)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
     page = client.get(URL)
     assert page.status_code == 200
     assert "E-mail me when a scan is finished" in page.content.decode()

@@ -181,7 +181,7 @@ def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
         "/api/v1/scans", {"image": photo(), "hint": "캔"}, format="multipart"
     ).json()["task_id"]
     scan = wait_for_scan(task_id)
-    original = TaskResult.objects.get(task_id=task_id)  # the chain's root: vision_scan
+    original = TaskResult.objects.get(task_id=task_id)  # the chain's root: prepare_image
     assert original.status == "SUCCESS" and decode_arguments(original.task_args, []) == [task_id]
 
     response = ops_client.post(
@@ -194,7 +194,7 @@ def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
     assert "re-run as" in response.content.decode()
     new = TaskResult.objects.get(task_id=rerun.new_task_id)
     assert (new.task_name, decode_arguments(new.task_args, [])) == (
-        "scans.tasks.vision_scan",
+        "scans.tasks.prepare_image",
         [task_id],
     )
     detail = ops_client.get(

@@ -1,0 +1,576 @@
+"""What the worker benchmarks share: the environment of a run, the database, Celery worker
+subprocesses, queue purging, photos, process memory and the fake OpenAI model.
+
+Used by pipeline_overhead.py, io_concurrency.py and cost.py (api_latency.py predates it and
+stands alone). Nothing here is imported by the application.
+
+Order matters in a harness: build the environment with :func:`bench_env`, make the database
+ready with :func:`prepare_database` (a subprocess runs the migrations), then call
+:func:`setup_django` before anything imports Django models or the Celery app.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The production profile; each one can be overridden from the environment.
+SERVICES = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/eco2_bench",
+    "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
+    "REDIS_URL": "redis://127.0.0.1:6379/14",
+}
+IMAGE_QUEUE = "scan.image"
+AI_QUEUE = "scan.ai.pipeline"
+VISION_SCHEMA = "waste_classification"
+ANSWER_SCHEMA = "disposal_answer"
+
+
+# --- the environment of a run -----------------------------------------------------------------
+def bench_env(smoke: bool, var_dir: str) -> dict[str, str]:
+    """The environment shared by the harness and its workers.
+
+    Smoke runs use the embedded defaults (SQLite, filesystem broker, no Redis) in a fresh
+    folder; full runs use PostgreSQL, RabbitMQ and Redis (SERVICES, each overridable).
+    """
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "ECO2_VAR_DIR": var_dir,
+        "PYTHONPATH": str(ROOT),
+        "PROMETHEUS_MULTIPROC_DIR": str(Path(var_dir) / "prometheus"),
+    }
+    for name in ("MEDIA_ROOT", "CELERY_BROKER_DIR"):
+        env.pop(name, None)  # everything a run writes goes to var_dir
+    if smoke:
+        for name in SERVICES:
+            env.pop(name, None)
+    else:
+        env.update({name: os.environ.get(name, value) for name, value in SERVICES.items()})
+    return env
+
+
+def profile_name(smoke: bool) -> str:
+    if smoke:
+        return "smoke (embedded defaults: SQLite, filesystem broker)"
+    return "production profile (PostgreSQL, RabbitMQ, Redis)"
+
+
+def _pg_params(url: str) -> dict[str, Any]:
+    import environ
+
+    config = environ.Env.db_url_config(url)
+    return {
+        "host": config.get("HOST") or "127.0.0.1",
+        "port": config.get("PORT") or 5432,
+        "user": config.get("USER") or None,
+        "password": config.get("PASSWORD") or None,
+        "dbname": config["NAME"],
+    }
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    """Create the PostgreSQL database if missing (as api_latency does), then migrate."""
+    url = env.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        import psycopg
+
+        params = _pg_params(url)
+        name = params.pop("dbname")
+        with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def setup_django(env: dict[str, str]) -> None:
+    """Configure this process like the workers (same settings module, database, broker)."""
+    os.environ.clear()
+    os.environ.update(env)
+    import django
+
+    django.setup()
+
+
+def load_rules() -> None:
+    """Load the rule base if the database has none (no embeddings: the OpenAI provider
+    names the category code, so the text matcher is not used)."""
+    from scans.models import Category
+    from scans.rulebase import load_rulebase, read_rulebase
+
+    if not Category.objects.exists():
+        load_rulebase(read_rulebase())
+
+
+def bench_user(label: str):
+    """A fresh user per run and phase: its scans are exactly the ones counted."""
+    from django.contrib.auth import get_user_model
+
+    name = f"bench-{label}-{uuid.uuid4().hex[:8]}"
+    return get_user_model().objects.create(username=name[:150])
+
+
+def db_connection_budget() -> dict[str, int] | None:
+    """PostgreSQL's max_connections and how many are in use now, or None (not PostgreSQL)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_connections")
+        maximum = int(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+        used = int(cursor.fetchone()[0])
+    return {"max_connections": maximum, "in_use": used}
+
+
+# --- the broker -------------------------------------------------------------------------------
+def purge_queues(names: Iterable[str] = (IMAGE_QUEUE, AI_QUEUE)) -> dict[str, int]:
+    """Declare and empty the named queues of the app; returns how many messages each held."""
+    from eco2.celery import app
+
+    wanted = set(names)
+    purged = {}
+    with app.connection_for_write() as conn:
+        for queue in app.conf.task_queues:
+            if queue.name in wanted:
+                bound = queue(conn.default_channel)
+                bound.declare()
+                purged[queue.name] = bound.purge() or 0
+    return purged
+
+
+# --- workers ----------------------------------------------------------------------------------
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (pool children, and theirs)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _proc_kb(path: str, field: str) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def memory_mb(pids: Iterable[int]) -> dict[str, float]:
+    """Sum of RSS (/proc/PID/status VmRSS) and of PSS (smaps_rollup) over ``pids``, in MB.
+
+    RSS counts pages shared by forked pool children once per child; PSS splits them, so it
+    is the fairer figure for prefork. Both are reported.
+    """
+    pids = list(pids)
+    rss = sum(_proc_kb(f"/proc/{pid}/status", "VmRSS") for pid in pids)
+    pss = sum(_proc_kb(f"/proc/{pid}/smaps_rollup", "Pss") for pid in pids)
+    return {"rss_mb": rss / 1024, "pss_mb": pss / 1024, "processes": len(pids)}
+
+
+class Worker:
+    """One ``celery worker`` subprocess on the given queues, pool and concurrency."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        queues: str,
+        pool: str,
+        concurrency: int,
+        env: dict[str, str],
+        log_dir: str,
+    ) -> None:
+        self.name = name
+        self.queues = queues
+        self.pool = pool
+        self.concurrency = concurrency
+        self.env = env
+        self.log_path = Path(log_dir) / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.process: subprocess.Popen | None = None
+
+    def describe(self) -> str:
+        return f"{self.queues}: --pool={self.pool} --concurrency={self.concurrency}"
+
+    def start(self) -> Worker:
+        command = [
+            sys.executable, "-m", "celery", "-A", "eco2", "worker",
+            "--loglevel=INFO", f"--pool={self.pool}", f"--concurrency={self.concurrency}",
+            f"--queues={self.queues}", f"--hostname=bench-{self.name}-{uuid.uuid4().hex[:6]}@%h",
+            "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while " ready." not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"worker {self.name} did not start:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def pids(self) -> list[int]:
+        if self.process is None or self.process.poll() is not None:
+            return []
+        return [self.process.pid, *descendants(self.process.pid)]
+
+    def memory(self) -> dict[str, float]:
+        return memory_mb(self.pids())
+
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (SIGTERM: running tasks finish); wait_stopped() waits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_stopped(self, timeout: float = 40.0) -> None:
+        """Wait for the shutdown asked by terminate(); SIGKILL the lot if it hangs."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [process.pid, *descendants(process.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self, timeout: float = 40.0) -> None:
+        self.terminate()
+        self.wait_stopped(timeout)
+
+
+def start_workers(*workers: Worker) -> None:
+    """Start side by side (startup is mostly imports), then wait for each to be ready."""
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.wait_ready()
+    except Exception:
+        for worker in workers:
+            worker.stop()
+        raise
+
+
+def stop_workers(*workers: Worker) -> None:
+    """Stop side by side. Only at the end of a run: on the filesystem broker (no acks) a worker
+    still polling while it shuts down could take a message meant for a newly started one."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.wait_stopped()
+
+
+def openai_env(base_url: str, timeout: float = 30.0) -> dict[str, str]:
+    """The worker settings that point both steps at the fake OpenAI server (real client)."""
+    return {
+        "SCAN_VISION_PROVIDER": "scans.providers.openai.OpenAIVisionProvider",
+        "SCAN_ANSWER_PROVIDER": "scans.providers.openai.OpenAIAnswerProvider",
+        "OPENAI_API_KEY": "bench-key",
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_TIMEOUT": f"{timeout:g}",
+    }
+
+
+# --- photos -----------------------------------------------------------------------------------
+def photo(seed: int | str, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A distinct JPEG per seed: a colour gradient plus a block of noise, so every prepared
+    photo hashes differently (no accidental vision-cache hits) yet stays small."""
+    from PIL import Image
+
+    rng = random.Random(seed)
+    width, height = size
+    base = [rng.randrange(256) for _ in range(3)]
+    image = Image.linear_gradient("L").resize(size).convert("RGB")
+    image = Image.blend(image, Image.new("RGB", size, tuple(base)), 0.6)
+    side = max(8, min(width, height) // 8)
+    noise = Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3))
+    image.paste(noise, (rng.randrange(width - side + 1), rng.randrange(height - side + 1)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height)
+
+
+# --- the fake OpenAI model --------------------------------------------------------------------
+class CallStats:
+    """Provider calls as the fake sees them: counts, calls in flight (current, maximum) and
+    the time-average in flight over a measurement window, per schema and in total."""
+
+    KINDS = ("vision", "answer", "all")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = dict.fromkeys(self.KINDS, 0)
+            self.current = dict.fromkeys(self.KINDS, 0)
+            self.peak = dict.fromkeys(self.KINDS, 0)
+            self._area = dict.fromkeys(self.KINDS, 0.0)
+            self._last = time.monotonic()
+            self._window: list[float | None] = [None, None]
+
+    def _advance(self) -> None:  # under the lock
+        now = time.monotonic()
+        start, end = self._window
+        if start is not None and end is None:
+            for kind in self.KINDS:
+                self._area[kind] += self.current[kind] * (now - max(self._last, start))
+        self._last = now
+
+    def enter(self, kind: str) -> None:
+        with self._lock:
+            self._advance()
+            for key in (kind, "all"):
+                self.count[key] += 1
+                self.current[key] += 1
+                self.peak[key] = max(self.peak[key], self.current[key])
+
+    def leave(self, kind: str) -> None:
+        with self._lock:
+            self._advance()
+            for key in (kind, "all"):
+                self.current[key] -= 1
+
+    def open_window(self) -> None:
+        with self._lock:
+            self._advance()
+            self._window = [time.monotonic(), None]
+            self._area = dict.fromkeys(self.KINDS, 0.0)
+
+    def close_window(self) -> dict[str, float]:
+        """Average calls in flight per kind between open_window and now."""
+        with self._lock:
+            self._advance()
+            start = self._window[0]
+            now = time.monotonic()
+            self._window[1] = now
+            span = (now - start) if start is not None else 0.0
+            return {kind: (self._area[kind] / span if span else 0.0) for kind in self.KINDS}
+
+
+def _tokens(text: str) -> int:
+    """A rough token count: ~3 UTF-8 bytes a token (Korean is 3 bytes a syllable, English
+    ~4 characters a token; the prompts mix both)."""
+    return math.ceil(len(text.encode("utf-8")) / 3)
+
+
+IMAGE_TOKENS_LOW_DETAIL = 85  # OpenAI's fixed cost of a detail=low image (GPT-4o class)
+PREFIX_CACHE_MIN_TOKENS = 1024  # prompts shorter than this are never served from the cache
+PREFIX_CACHE_STEP = 128  # cached prefixes grow in 128-token increments
+
+
+class FakeModel:
+    """Answers the app's two structured calls like a model would, through FakeOpenAI.
+
+    - vision: a valid classification; the category is picked from the rule base by a hash of
+      the photo, so a given photo always gets the same answer and answers vary across photos;
+    - answer: guidance built from the rules the app sent (the disposal steps it asked about).
+
+    Usage is estimated from what was sent (see _tokens; 85 tokens per low-detail image), and
+    prefix caching is imitated: the system message of a prompt_cache_key seen before is
+    billed as cached, in 128-token steps, once it is at least 1024 tokens long. Each call can
+    be delayed (``delay`` seconds) and is counted in ``stats``.
+    """
+
+    def __init__(self, categories: list[dict[str, Any]], delay: float = 0.0) -> None:
+        self.categories = categories
+        self.delay = delay
+        self.stats = CallStats()
+        self._seen_prefixes: set[str] = set()
+        self._lock = threading.Lock()
+
+    def install(self, fake) -> None:
+        from tests.fakes.openai_server import Reply, ok
+
+        model = self
+
+        class Tracked(Reply):
+            """Counted while in flight; waits ``delay``, then answers for its schema."""
+
+            def __init__(self, kind: str) -> None:
+                self.kind = kind
+
+            def send(self, handler, body: dict) -> None:
+                model.stats.enter(self.kind)
+                try:
+                    if model.delay:
+                        handler.fake.pause(model.delay)
+                    build = model._vision if self.kind == "vision" else model._answer
+                    content = build(body)
+                    ok(content, **model._usage(body, content)).send(handler, body)
+                finally:
+                    model.stats.leave(self.kind)
+
+        vision, answer = Tracked("vision"), Tracked("answer")
+        fake.set_default_for_schema(VISION_SCHEMA, lambda body: vision)
+        fake.set_default_for_schema(ANSWER_SCHEMA, lambda body: answer)
+
+    # what the "model" says
+    def _vision(self, body: dict) -> dict:
+        user = body["messages"][-1]["content"]
+        image_url = next(part for part in user if part.get("type") == "image_url")
+        digest = hashlib.sha256(image_url["image_url"]["url"].encode()).digest()
+        category = self.categories[int.from_bytes(digest[:4], "big") % len(self.categories)]
+        return {
+            "minor_category": category["item"],
+            "major_category": category["major_ko"],
+            "middle_category": category["middle_ko"],
+            "category_code": category["code"],
+            "situation_tags": [],
+            "confidence": 0.9,
+            "user_input": "",
+        }
+
+    def _answer(self, body: dict) -> dict:
+        try:
+            request = json.loads(body["messages"][-1]["content"])
+            rules = request.get("rules") or {}
+        except (KeyError, TypeError, ValueError):
+            rules = {}
+        steps = [step for step in rules.get("steps") or [] if step] or ["배출 요령을 따라 주세요."]
+        return {
+            "disposal_steps": steps,
+            "insufficiencies": [fix["fix"] for fix in rules.get("fixes") or [] if fix.get("fix")],
+            "user_answer": f"{rules.get('middle') or '분리배출'}(으)로 배출해요. {steps[0]}",
+        }
+
+    def _usage(self, body: dict, content: dict) -> dict[str, int]:
+        messages = body.get("messages") or []
+        system = messages[0].get("content", "") if messages else ""
+        prompt = _tokens(system) if isinstance(system, str) else 0
+        for message in messages[1:]:
+            parts = message.get("content")
+            if isinstance(parts, str):
+                prompt += _tokens(parts)
+            else:
+                for part in parts or []:
+                    if part.get("type") == "text":
+                        prompt += _tokens(part.get("text", ""))
+                    elif part.get("type") == "image_url":
+                        prompt += IMAGE_TOKENS_LOW_DETAIL
+        system_tokens = _tokens(system) if isinstance(system, str) else 0
+        key = f"{body.get('prompt_cache_key')}|{hashlib.sha256(str(system).encode()).hexdigest()}"
+        with self._lock:
+            seen = key in self._seen_prefixes
+            self._seen_prefixes.add(key)
+        cached = 0
+        if seen and system_tokens >= PREFIX_CACHE_MIN_TOKENS:
+            cached = system_tokens // PREFIX_CACHE_STEP * PREFIX_CACHE_STEP
+        completion = _tokens(json.dumps(content, ensure_ascii=False))
+        return {"prompt_tokens": prompt, "cached_tokens": cached, "completion_tokens": completion}
+
+
+def rule_categories() -> list[dict[str, Any]]:
+    """The rule base's categories with one item name each, for FakeModel (after load_rules)."""
+    from scans.models import Category, Item
+
+    categories = []
+    for category in Category.objects.order_by("code"):
+        item = Item.objects.filter(category=category).order_by("id").first()
+        categories.append(
+            {
+                "code": category.code,
+                "major_ko": category.major_ko,
+                "middle_ko": category.middle_ko,
+                "item": item.name_ko if item else None,
+            }
+        )
+    return categories
+
+
+def start_fake_openai(model: FakeModel):
+    """The fake OpenAI server of tests/fakes, answering through ``model``."""
+    from tests.fakes import openai_server
+
+    # A burst of a hundred new connections must not overflow the listen backlog (default 5),
+    # or the kernel drops SYNs and the client waits a second to retry.
+    openai_server._Server.request_queue_size = 1024
+    fake = openai_server.FakeOpenAI().start()
+    model.install(fake)
+    return fake
+
+
+# --- waiting for scans ------------------------------------------------------------------------
+def wait_until_terminal(owner, total: int, timeout: float, poll: float = 0.2) -> bool:
+    """Wait until ``total`` scans of ``owner`` are completed or failed; False on timeout."""
+    from scans.models import TERMINAL_STATUSES, Scan
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = Scan.objects.filter(owner=owner, status__in=TERMINAL_STATUSES).count()
+        if done >= total:
+            return True
+        time.sleep(poll)
+    return False
+
+
+def scan_outcomes(owner) -> dict[str, int]:
+    from django.db.models import Count
+
+    from scans.models import Scan
+
+    rows = Scan.objects.filter(owner=owner).values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
+def failure_samples(owner, limit: int = 3) -> list[str]:
+    from scans.models import Scan, ScanStatus
+
+    rows = Scan.objects.filter(owner=owner, status=ScanStatus.FAILED).values_list(
+        "error_code", "error_message"
+    )[:limit]
+    return [f"{code}: {message}" for code, message in rows]
+
+
+def result_line(payload: dict) -> str:
+    return "RESULT " + json.dumps(payload, ensure_ascii=False, default=str)

@@ -1,0 +1,209 @@
+"""pipeline_overhead: N scans through real workers vs N raw three-task no-op Celery chains.
+
+Both phases run in one run, on the same broker, queues, worker processes, pools and settings:
+
+- scans: ``create_scan`` for N distinct photos, then the real chain prepare_image (scan.image)
+  → vision_scan → rule_match → answer_gen (scan.ai.pipeline), with zero-latency providers:
+  the OpenAI provider, through the real ``openai`` client, against the fake OpenAI server of
+  tests/fakes answering at once. The fake rather than the offline provider because it runs the
+  production path (HTTP client, strict-schema validation, usage and cost accounting) and not
+  the offline text matcher's embedding model, which production does not run;
+- chains: N chains of three no-op tasks (bench/noop_tasks.py) on scan.ai.pipeline.
+
+Each phase is timed from its first enqueue to its last terminal state (the scan's finished_at,
+the last no-op task's date_done), queues are purged before it, and the figures are printed:
+scans/s, chains/s and their ratio (target ≥ 0.5: the pipeline's own work costs at most as much
+as Celery's chain mechanics). The baseline keeps the app's task-wide hooks (django-db results,
+the queued-task history, the attempt ledger, metrics), so the ratio isolates what a scan adds.
+
+    python bench/pipeline_overhead.py            # production profile: PostgreSQL, RabbitMQ, Redis
+    python bench/pipeline_overhead.py --smoke    # 6 + 6, embedded defaults: checks the harness
+
+Load generator, fake server, workers, database and broker share one machine: the figures are
+a floor, and the ratio is the meaningful number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+
+HINT = "투명 페트병, 라벨 있음"
+
+
+def run_scans(count: int, *, label: str, size: tuple[int, int], timeout: float) -> dict:
+    """Create ``count`` scans in one transaction; their chains are published on commit."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db import transaction
+    from django.db.models import Max
+
+    from scans.models import Scan
+    from scans.services import create_scan
+
+    owner = common.bench_user(label)
+    nonce = uuid.uuid4().hex
+    photos = [common.photo(f"{nonce}-{i}", size) for i in range(count)]
+    started: list[float] = []
+    with transaction.atomic():
+        # on_commit callbacks run in order: this one, then each scan's dispatch_pipeline
+        transaction.on_commit(lambda: started.append(time.time()))
+        for i, data in enumerate(photos):
+            upload = SimpleUploadedFile(f"bench-{i}.jpg", data, content_type="image/jpeg")
+            create_scan(owner=owner, image=upload, hint=HINT)
+    enqueued = time.time()
+    finished = common.wait_until_terminal(owner, count, timeout)
+    last = Scan.objects.filter(owner=owner).aggregate(last=Max("finished_at"))["last"]
+    outcomes = common.scan_outcomes(owner)
+    end = last.timestamp() if (finished and last) else time.time()
+    seconds = end - started[0]
+    return {
+        "count": count,
+        "completed": outcomes.get("completed", 0),
+        "failed": outcomes.get("failed", 0),
+        "timed_out": not finished,
+        "enqueue_seconds": enqueued - started[0],
+        "seconds": seconds,
+        "per_s": outcomes.get("completed", 0) / seconds if seconds > 0 else 0.0,
+        "failure_samples": common.failure_samples(owner),
+    }
+
+
+def run_chains(count: int, *, timeout: float) -> dict:
+    """Publish ``count`` no-op chains; each ends when its third task has a ready state."""
+    from celery import states
+    from django.db.models import Max
+    from django_celery_results.models import TaskResult
+
+    from bench.noop_tasks import noop_chain
+
+    signatures = [noop_chain(str(uuid.uuid4())) for _ in range(count)]
+    started = time.time()
+    last_ids = [signature.apply_async().id for signature in signatures]
+    enqueued = time.time()
+    done = TaskResult.objects.filter(task_id__in=last_ids, status__in=states.READY_STATES)
+    deadline = time.monotonic() + timeout
+    while done.count() < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    finished = done.count() >= count
+    succeeded = done.filter(status=states.SUCCESS).count()
+    last = done.aggregate(last=Max("date_done"))["last"]
+    end = last.timestamp() if (finished and last) else time.time()
+    seconds = end - started
+    return {
+        "count": count,
+        "completed": succeeded,
+        "failed": done.exclude(status=states.SUCCESS).count(),
+        "timed_out": not finished,
+        "enqueue_seconds": enqueued - started,
+        "seconds": seconds,
+        "per_s": succeeded / seconds if seconds > 0 else 0.0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="6 + 6, embedded defaults")
+    parser.add_argument("-n", "--count", type=int, default=1000, help="scans, and chains")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed scans and chains first")
+    parser.add_argument("--pool", default="prefork", help="pool of the scan.ai.pipeline worker")
+    parser.add_argument("--concurrency", type=int, default=4, help="of the scan.ai.pipeline worker")
+    parser.add_argument("--image-concurrency", type=int, default=2, help="prefork, scan.image")
+    parser.add_argument("--photo-size", default="320x240", help="WxH of the uploaded photos")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
+    args = parser.parse_args()
+    if args.smoke:
+        args.count, args.warmup, args.concurrency, args.image_concurrency = 6, 1, 2, 1
+        args.timeout = 60.0
+    size = common.parse_size(args.photo_size)
+
+    var_dir = tempfile.mkdtemp(prefix="eco2-bench-overhead-")
+    env = common.bench_env(args.smoke, var_dir)
+    common.prepare_database(env)
+    common.setup_django(env)
+    common.load_rules()
+    model = common.FakeModel(common.rule_categories(), delay=0.0)
+    fake = common.start_fake_openai(model)
+    worker_env = {**env, **common.openai_env(fake.base_url)}
+    image = common.Worker(
+        "image", queues=common.IMAGE_QUEUE, pool="prefork",
+        concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir,
+    )  # fmt: skip
+    ai = common.Worker(
+        "ai", queues=common.AI_QUEUE, pool=args.pool,
+        concurrency=args.concurrency, env=worker_env, log_dir=var_dir,
+    )  # fmt: skip
+    try:
+        common.start_workers(image, ai)
+        if args.warmup:
+            common.purge_queues()
+            run_scans(args.warmup, label="overhead-warmup", size=size, timeout=args.timeout)
+            run_chains(args.warmup, timeout=args.timeout)
+        common.purge_queues()
+        chains = run_chains(args.count, timeout=args.timeout)
+        common.purge_queues()
+        model.stats.reset()
+        scans = run_scans(args.count, label="overhead", size=size, timeout=args.timeout)
+        provider_calls = dict(model.stats.count)
+    finally:
+        common.stop_workers(image, ai)
+        fake.stop()
+
+    ratio = scans["per_s"] / chains["per_s"] if chains["per_s"] else 0.0
+    print(f"pipeline_overhead · {common.profile_name(args.smoke)} · {args.count} scans vs chains")
+    print(f"  workers: {image.describe()} | {ai.describe()}")
+    print(
+        "  providers: OpenAI provider, real openai client → fake OpenAI server answering at once"
+        f"; photos {size[0]}×{size[1]} JPEG, all distinct (no vision-cache hits)"
+    )
+    print(
+        f"  provider calls during the scans phase: vision {provider_calls['vision']}, "
+        f"answer {provider_calls['answer']}"
+    )
+    for name, figures, unit in (
+        ("no-op chains (3 tasks)", chains, "chains/s"),
+        ("scans (4 tasks)", scans, "scans/s"),
+    ):
+        print(
+            f"  {name:<24} {figures['completed']:>5}/{figures['count']} in {figures['seconds']:7.2f} s"
+            f"  → {figures['per_s']:7.2f} {unit}  (enqueue {figures['enqueue_seconds']:.2f} s,"
+            f" failed {figures['failed']}{', TIMED OUT' if figures['timed_out'] else ''})"
+        )
+    if scans.get("failure_samples"):
+        print(f"  scan failures: {scans['failure_samples']}")
+    verdict = "PASS" if ratio >= 0.5 else "FAIL"
+    print(f"  ratio scans/s ÷ chains/s: {ratio:.2f} (target ≥ 0.5) {verdict}")
+    print(
+        common.result_line(
+            {
+                "scans": scans,
+                "chains": chains,
+                "ratio": ratio,
+                "target_met": ratio >= 0.5,
+                "provider": "openai client → fake OpenAI server (zero latency)",
+                "provider_calls": provider_calls,
+                "pool": args.pool,
+                "concurrency": args.concurrency,
+                "image_concurrency": args.image_concurrency,
+                "photo_size": list(size),
+                "smoke": args.smoke,
+            }
+        )
+    )
+    complete = all(
+        phase["completed"] == phase["count"] and not phase["timed_out"] for phase in (scans, chains)
+    )
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
