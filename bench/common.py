@@ -429,6 +429,12 @@ class FakeModel:
         self._seen_prefixes: set[str] = set()
         self._lock = threading.Lock()
 
+    def reset(self) -> None:
+        """Forget calls and the prompt cache (a cold start, as for a new deployment)."""
+        self.stats.reset()
+        with self._lock:
+            self._seen_prefixes.clear()
+
     def install(self, fake) -> None:
         from tests.fakes.openai_server import Reply, ok
 

@@ -53,7 +53,10 @@ def test_a_text_file_is_refused_with_a_readable_message(api_client):
     )
     assert response.status_code == 400
     assert response.json()["image"] == ["This is not a JPEG, PNG, WebP or GIF photo."]
-    korean = api_client.post(SCANS_URL, {"image": fake}, format="multipart")
+    again = SimpleUploadedFile(
+        "photo.jpg", b"this is not a photo at all", content_type="image/jpeg"
+    )
+    korean = api_client.post(SCANS_URL, {"image": again}, format="multipart")
     assert korean.status_code == 400 and "사진" in korean.json()["image"][0], "Korean by default"
 
 

@@ -207,7 +207,8 @@ def app_queues():
     """The queues the app declares, as the pyamqp transport sends them (name → Queue)."""
     from scans.broker import DEAD_LETTER_QUEUE
 
-    queues = dict(app.amqp.queues)
+    # the configured queues: app.amqp.queues also collects any queue a test sent a task to
+    queues = {queue.name: app.amqp.queues[queue.name] for queue in app.conf.task_queues}
     queues[DEAD_LETTER_QUEUE.name] = DEAD_LETTER_QUEUE
     return queues
 
@@ -362,7 +363,7 @@ def test_workers_consume_every_queue_the_app_declares(services):
         assert command[0] == "worker", name
         consumed[name] = set(command_options(command)["--queues"].split(","))
     every = set().union(*consumed.values())
-    missing = set(app.amqp.queues) - every
+    missing = {queue.name for queue in app.conf.task_queues} - every
     assert not missing, f"no worker consumes {sorted(missing)}: their tasks would never run"
     assert "scan.ai.pipeline" in consumed["worker-ai"]
 
