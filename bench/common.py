@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -576,6 +577,14 @@ def failure_samples(owner, limit: int = 3) -> list[str]:
         "error_code", "error_message"
     )[:limit]
     return [f"{code}: {message}" for code, message in rows]
+
+
+def finish(var_dir: str, *, smoke: bool, ok: bool) -> None:
+    """Remove a smoke run's folder when it went well; otherwise say where the logs are."""
+    if smoke and ok:
+        shutil.rmtree(var_dir, ignore_errors=True)
+    else:
+        print(f"  worker logs and uploads: {var_dir}")
 
 
 def result_line(payload: dict) -> str:

@@ -209,6 +209,8 @@ def main() -> int:
         f"  vision calls cut to one per distinct photo ({args.photos}): "
         f"{'PASS' if passed else 'FAIL'}"
     )
+    ok = finished and completed == args.scans
+    common.finish(var_dir, smoke=args.smoke, ok=ok)
     print(
         common.result_line(
             {
@@ -229,7 +231,7 @@ def main() -> int:
             }
         )
     )
-    return 0 if finished and completed == args.scans else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -300,6 +300,10 @@ def main() -> int:
     )
     if args.smoke:
         print("  smoke: windows of seconds and a handful of scans; the figures mean nothing")
+    ran = [r for r in results.values() if "scans_per_s" in r]
+    healthy = all(r["completed"] > 0 and not r["failed"] and r["drained"] for r in ran)
+    ok = bool(ran) and healthy and not any("error" in r for r in results.values())
+    common.finish(var_dir, smoke=args.smoke, ok=ok)
     print(
         common.result_line(
             {
@@ -311,9 +315,7 @@ def main() -> int:
             }
         )
     )
-    ran = [r for r in results.values() if "scans_per_s" in r]
-    healthy = all(r["completed"] > 0 and not r["failed"] and r["drained"] for r in ran)
-    return 0 if ran and healthy and not any("error" in r for r in results.values()) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

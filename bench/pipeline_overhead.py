@@ -186,6 +186,10 @@ def main() -> int:
     if args.smoke:
         verdict += " (smoke: a handful of tasks, not judged)"
     print(f"  ratio scans/s ÷ chains/s: {ratio:.2f} (target ≥ 0.5) {verdict}")
+    complete = all(
+        phase["completed"] == phase["count"] and not phase["timed_out"] for phase in (scans, chains)
+    )
+    common.finish(var_dir, smoke=args.smoke, ok=complete)
     print(
         common.result_line(
             {
@@ -202,9 +206,6 @@ def main() -> int:
                 "smoke": args.smoke,
             }
         )
-    )
-    complete = all(
-        phase["completed"] == phase["count"] and not phase["timed_out"] for phase in (scans, chains)
     )
     return 0 if complete else 1
 
