@@ -10,10 +10,11 @@ event id (the AMQP ``message_id``, and ``event_id`` in the body) lets consumers 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from kombu import Exchange
 
@@ -81,8 +82,12 @@ def publish_pending_events(*, ids=None, limit: int = 200, retry_policy: dict | N
     a failure leaves the rest for the next run.
     """
     published = 0
+    # Where rows can be locked without blocking (PostgreSQL), the batch is held locked while it
+    # is published. SQLite has no row locks: a transaction there holds the database's only
+    # write lock, so publish outside it (two relays may then both publish: at least once).
+    locking = connection.features.has_select_for_update_skip_locked
     try:
-        with transaction.atomic():
+        with transaction.atomic() if locking else contextlib.nullcontext():
             pending = ScanEvent.objects.filter(published_at=None).order_by("occurred_at")
             if ids is not None:
                 pending = pending.filter(id__in=ids)

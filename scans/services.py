@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
+from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -330,6 +331,17 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
     return True
 
 
+def release_db_connection() -> None:
+    """Give the DB connection back before a slow provider call.
+
+    On a threads or gevent pool each task in flight would otherwise hold a connection for the
+    whole call: 128 concurrent AI steps would need 128 PostgreSQL connections. Reconnecting
+    for the writes afterwards costs a few milliseconds.
+    """
+    if not db_connection.in_atomic_block:
+        db_connection.close()
+
+
 def _load_active(scan_id: str) -> Scan | None:
     scan = Scan.objects.filter(pk=scan_id).first()
     if scan is None:
@@ -450,6 +462,7 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
                 hits=F("hits") + 1, last_hit_at=timezone.now()
             )
             return entry.classification, provider.name, None, True
+    release_db_connection()  # the call may take seconds; reconnect for the writes after it
     result = provider.classify(VisionRequest(image=image, hint=scan.hint))
     classification = result.to_dict()
     usage = classification.pop("usage", None)
@@ -547,6 +560,7 @@ def run_answer_step(scan_id: str) -> str:
         if not _begin(scan, ScanStep.ANSWER):
             return SKIPPED
         provider = get_answer_provider()
+        release_db_connection()
         answer = provider.compose(
             AnswerRequest(
                 classification=scan.classification, rules=scan.matched_rules, hint=scan.hint
