@@ -197,6 +197,13 @@ def no_horizontal_scroll(page) -> bool:
     return page.evaluate(f"document.documentElement.scrollWidth <= {width}")
 
 
+@pytest.fixture
+def celery_worker(worker_manager):
+    """A worker whose vision step pauses 1.5 s, so the page always has progress to stream
+    (on RabbitMQ the whole pipeline can otherwise end before the page opens its stream)."""
+    return worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="1.5")
+
+
 def test_korean_scan_with_live_progress(
     celery_worker, rulebase, browser_user, asgi_server, monkeypatch
 ):

@@ -7,6 +7,7 @@ hints go through the real offline classification and these hints exercise failur
 import io
 import os
 import signal
+import time
 
 from PIL import Image
 
@@ -21,6 +22,8 @@ CRASH_IMAGE_SIZE = (13, 13)  # a photo of exactly this size fails the vision ste
 
 class FailingOnRequestVisionProvider(OfflineVisionProvider):
     def classify(self, request):
+        # a visible pause for tests that watch live progress (the browser test)
+        time.sleep(float(os.environ.get("FAKE_VISION_DELAY_SECONDS", "0")))
         if Image.open(io.BytesIO(request.image)).size == CRASH_IMAGE_SIZE:
             raise RuntimeError("simulated bug for this photo")
         if request.hint.startswith(CRASH_HINT):
