@@ -37,6 +37,16 @@ def pretty_json(value) -> str:
     )
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the system (ledger, events, task history): look, never edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class TaskAttemptInline(admin.TabularInline):
     model = TaskAttempt
     extra = 0
@@ -318,7 +328,7 @@ class VisionCacheEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(TaskAttempt)
-class TaskAttemptAdmin(admin.ModelAdmin):
+class TaskAttemptAdmin(ReadOnlyAdmin):
     """Every attempt of every pipeline task (django-celery-results keeps only the last)."""
 
     list_display = (
@@ -336,12 +346,6 @@ class TaskAttemptAdmin(admin.ModelAdmin):
     search_fields = ("task_id", "scan__id", "exception_class", "exception_message")
     date_hierarchy = "started_at"
     list_select_related = ("scan",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="scan")
     def scan_link(self, attempt):
@@ -395,7 +399,7 @@ admin.site.unregister(TaskResult)
 
 
 @admin.register(TaskResult)
-class TaskHistoryAdmin(admin.ModelAdmin):
+class TaskHistoryAdmin(ReadOnlyAdmin):
     """Every task from the moment it was sent: readable arguments, attempts, links to the scan,
     and the controls Flower and django-celery-results lack (re-run, revoke)."""
 
@@ -425,13 +429,7 @@ class TaskHistoryAdmin(admin.ModelAdmin):
         "date_created", "date_started", "date_done", "args_pretty", "kwargs_pretty",
         "result_pretty", "traceback", "attempts_table", "reruns",
     )  # fmt: skip
-    readonly_fields = fields
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # history is read-only; the actions below are the controls
+    readonly_fields = fields  # read-only (ReadOnlyAdmin); the actions below are the controls
 
     def has_retry_permission(self, request):
         return request.user.has_perm("scans.retry_scan")
@@ -585,7 +583,7 @@ class ScanBatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScanEvent)
-class ScanEventAdmin(admin.ModelAdmin):
+class ScanEventAdmin(ReadOnlyAdmin):
     """The event store: what was published to eco2.events, and what is still owed."""
 
     list_display = ("occurred_at", "type", "scan", "published_at")
@@ -593,12 +591,6 @@ class ScanEventAdmin(admin.ModelAdmin):
     search_fields = ("id", "scan__id")
     readonly_fields = ("id", "type", "scan", "occurred_at", "published_at", "payload_pretty")
     exclude = ("payload",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="payload")
     def payload_pretty(self, event):

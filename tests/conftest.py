@@ -18,6 +18,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
+from bench.common import descendants
 from scans.models import Scan, ScanStatus
 from scans.rulebase import load_rulebase, read_rulebase
 
@@ -199,21 +200,6 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
         "PYTHONPATH": str(BASE_DIR),
         **overrides,
     }
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below ``pid`` (the worker may re-spawn itself in a new session)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 class WorkerManager:
