@@ -39,3 +39,7 @@ if os.environ.get("FLOWER_URL_PREFIX"):
     url_prefix = os.environ["FLOWER_URL_PREFIX"].strip("/")
 persistent = False
 max_tasks = 10000
+# Flower would otherwise send `enable_events` to every worker every few seconds, switching task
+# events on in the threads-pool AI workers too, where they deadlock with publisher confirms
+# (eco2/celery.py: _no_task_events_on_threaded_pools). Prefork workers send events by config.
+enable_events = False

@@ -6,6 +6,7 @@ changes between deployments (broker URL, transport options) comes from Django se
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery, signals
@@ -100,6 +101,33 @@ app.conf.update(
 )
 
 app.autodiscover_tasks()
+
+
+THREADED_POOLS = ("threads", "gevent", "eventlet")
+
+
+@signals.celeryd_init.connect
+def _no_task_events_on_threaded_pools(sender=None, conf=None, options=None, **kwargs) -> None:
+    """A threads or gevent worker sends no task events while publisher confirms are on.
+
+    Task events are published from the pool's threads on a connection the worker's event loop
+    also reads. With ``confirm_publish`` the publishing thread waits for the broker's ack on
+    that connection, the loop takes the ack frame, and both block: every slot stops, the
+    broker drops the silent connection after its heartbeat timeout (Celery 5.7, found by
+    bench/pipeline_overhead.py with a 32-thread worker). Prefork workers send events from
+    their main process and keep them; task history and /metrics cover every worker.
+    """
+    pool = str((options or {}).get("pool_cls") or "")
+    confirms = (conf.broker_transport_options or {}).get("confirm_publish")
+    if pool in THREADED_POOLS and confirms and conf.worker_send_task_events:
+        conf.worker_send_task_events = False
+        logging.getLogger(__name__).warning(
+            "%s: task events off on the %s pool (publisher confirms on the event connection "
+            "would deadlock the pool's threads); do not enable them with `celery control "
+            "enable_events`",
+            sender,
+            pool,
+        )
 
 
 @signals.worker_ready.connect

@@ -86,8 +86,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # 413 for oversized scan uploads from Content-Length, before any body is read
-    "scans.api.UploadSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -96,6 +94,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # publishing a new scan's chain waits for the broker: done after the 202 is sent
+    "eco2.after_response.AfterResponseMiddleware",
+    # 413 for oversized scan uploads from Content-Length, before any view or CSRF check
+    # parses the body. These last two are sync-only, and under ASGI the innermost middleware
+    # decides the mode of the whole chain: with them here every middleware runs in one
+    # thread; below an async-capable one, each of those would hop between the event loop and
+    # a thread twice per request (bench/api_latency.py measured the hops).
+    "scans.api.UploadSizeLimitMiddleware",
 ]
 
 ROOT_URLCONF = "eco2.urls"
@@ -133,10 +139,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
-    # 0: the web runs under ASGI, where each thread serving a sync view would keep its own
-    # persistent connection until PostgreSQL runs out (Django's docs: disable them under ASGI).
-    # Workers reconnect per task, a few milliseconds; AI steps also release theirs during calls.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    # DB_POOL_MAX_SIZE > 0 gives this process a psycopg connection pool (Django's "pool"
+    # option): the web under ASGI serves each request in a new thread, so without a pool every
+    # request opens a PostgreSQL connection, and a threads-pool worker would hold one per
+    # thread. Procfile and compose set it for the web and the threads-pool AI workers; prefork
+    # workers leave it at 0 (Celery closes a prefork child's pool around every task).
+    pool_max_size = env.int("DB_POOL_MAX_SIZE", default=0)
+    if pool_max_size > 0:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(env.int("DB_POOL_MIN_SIZE", default=1), pool_max_size),
+            "max_size": pool_max_size,
+            # a request or task waiting longer than this for a connection fails loudly
+            "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        }
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # a pooled connection goes back to the pool
+    else:
+        # 0: under ASGI each request's thread would keep its own persistent connection until
+        # PostgreSQL runs out (Django's docs: disable them under ASGI, or pool).
+        DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -262,7 +282,11 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "eco2",
-            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            "OPTIONS": {
+                "socket_connect_timeout": 1,
+                "socket_timeout": 1,
+                "pool_class": "eco2.redis_pool.ProcessConnectionPool",
+            },
         }
     }
 

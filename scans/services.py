@@ -17,10 +17,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
-from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+
+from eco2.after_response import run_after_response
+from eco2.db import release_db_connection
 
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
@@ -98,7 +101,8 @@ def create_scan(
         scan.image.save(image.name or "upload", image, save=False)
     with transaction.atomic():
         scan.save(force_insert=True)
-        transaction.on_commit(partial(dispatch_pipeline, scan.id))
+        # the 202 does not wait for the broker: the row is committed, the relay is the net
+        transaction.on_commit(partial(run_after_response, partial(dispatch_pipeline, scan.id)))
     _mirror(scan)
     return scan
 
@@ -132,15 +136,19 @@ def dispatch_pipeline(scan_id, *, retry_policy: dict | None = None) -> bool:
     scan = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED, dispatched_at=None).first()
     if scan is None:
         return False  # already dispatched, or no longer waiting
-    Scan.objects.filter(pk=scan.pk).update(dispatch_attempts=F("dispatch_attempts") + 1)
+    attempted = F("dispatch_attempts") + 1
     try:
         pipeline_chain(scan).apply_async(retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY)
     except Exception as exc:  # kombu raises many connection error types; all mean "not sent"
         logger.warning(
             "scan %s: pipeline not published yet (%s); the relay will retry", scan.id, exc
         )
+        Scan.objects.filter(pk=scan.pk).update(dispatch_attempts=attempted)
         return False
-    Scan.objects.filter(pk=scan.pk, dispatched_at=None).update(dispatched_at=timezone.now())
+    Scan.objects.filter(pk=scan.pk).update(
+        dispatch_attempts=attempted,
+        dispatched_at=Coalesce(F("dispatched_at"), Value(timezone.now())),
+    )
     return True
 
 
@@ -178,7 +186,7 @@ def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBa
         batch.save(force_insert=True)
         for scan in scans:
             scan.save(force_insert=True)
-        transaction.on_commit(partial(dispatch_batch, batch.id))
+        transaction.on_commit(partial(run_after_response, partial(dispatch_batch, batch.id)))
     return batch
 
 
@@ -329,17 +337,6 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
         if event_type == ScanEventType.COMPLETED:
             notify_scan_completed(scan)  # one mail per (scan, kind), sent after commit
     return True
-
-
-def release_db_connection() -> None:
-    """Give the DB connection back before a slow provider call.
-
-    On a threads or gevent pool each task in flight would otherwise hold a connection for the
-    whole call: 128 concurrent AI steps would need 128 PostgreSQL connections. Reconnecting
-    for the writes afterwards costs a few milliseconds.
-    """
-    if not db_connection.in_atomic_block:
-        db_connection.close()
 
 
 def _load_active(scan_id: str) -> Scan | None:

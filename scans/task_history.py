@@ -42,18 +42,19 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
     """A PENDING row as soon as the broker has the message (never for a failed publish)."""
     if not headers or "id" not in headers:
         return
+    row = TaskResult(
+        task_id=headers["id"],
+        task_name=headers.get("task"),
+        # encoded as django-celery-results stores them: a JSON string of the repr
+        task_args=json.dumps(headers.get("argsrepr")),
+        task_kwargs=json.dumps(headers.get("kwargsrepr")),
+        periodic_task_name=headers.get("periodic_task_name"),
+        status=states.PENDING,
+    )
     try:
-        TaskResult.objects.get_or_create(
-            task_id=headers["id"],
-            defaults={
-                "task_name": headers.get("task"),
-                # encoded as django-celery-results stores them: a JSON string of the repr
-                "task_args": json.dumps(headers.get("argsrepr")),
-                "task_kwargs": json.dumps(headers.get("kwargsrepr")),
-                "periodic_task_name": headers.get("periodic_task_name"),
-                "status": states.PENDING,
-            },
-        )
+        # one INSERT … ON CONFLICT DO NOTHING: every publish pays this, and a row the worker
+        # already wrote (a fast task) or an earlier publish of the same id must stay as it is
+        TaskResult.objects.bulk_create([row], ignore_conflicts=True)
     except DatabaseError:  # history must never break sending
         logger.warning("no queued row for task %s", headers.get("id"), exc_info=True)
 

@@ -60,3 +60,17 @@ def test_decompression_bombs_are_refused(monkeypatch):
     with pytest.raises(ValidationError) as error:
         validate_scan_image(upload(make_photo_bytes("PNG", size=(40, 40))))
     assert error.value.code == "too_many_pixels"
+
+
+def test_a_jpeg_cut_short_is_refused_and_one_with_data_after_its_end_marker_is_not():
+    """A complete JPEG (ending with its end-of-image marker) skips the scan-data decode; one
+    without the marker is decoded, so a cut upload is a 400 and a motion photo (a video
+    appended after the JPEG) is still accepted."""
+    photo = make_photo_bytes("JPEG", size=(64, 48))
+    assert photo.endswith(b"\xff\xd9")
+    validate_scan_image(upload(photo))
+    validate_scan_image(upload(photo + b"\x00\x00\x00\x18ftypmp42" + bytes(200)))
+    for cut in (photo[: len(photo) // 2], photo[:-2]):
+        with pytest.raises(ValidationError) as error:
+            validate_scan_image(upload(cut))
+        assert error.value.code == "corrupt"

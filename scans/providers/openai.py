@@ -35,6 +35,8 @@ import openai
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from eco2.db import release_db_connection
+
 from ..models import SituationTag
 from ..selectors import vision_taxonomy
 from .base import (
@@ -377,6 +379,8 @@ class _OpenAIProvider:
         max_output_tokens: int,
     ) -> tuple[dict[str, Any], Usage, str | None]:
         """One structured call: the validated reply, its usage and the request id."""
+        # the prompt is built (rule base reads done): hold no DB connection during the call
+        release_db_connection()
         try:
             completion = self.client.chat.completions.create(
                 model=model,
