@@ -103,11 +103,29 @@ def run_pool(
     from scans.services import create_scan
 
     reserve = args.image_concurrency + 6  # image worker, worker main processes, this harness
-    concurrency, db_info = db_budget_for(pool, concurrency, reserve, args.allow_db_overcommit)
+    from django.db import connection
+
+    db_pool = 0
+    if pool == "threads" and connection.vendor == "postgresql" and args.db_pool:
+        # as worker-ai in production: the threads share a connection pool, so the database
+        # carries the pool, not one connection per thread
+        db_pool, db_info = db_budget_for(
+            pool, min(concurrency, args.db_pool), reserve, args.allow_db_overcommit
+        )
+        env = {**env, "DB_POOL_MAX_SIZE": str(db_pool)}
+        db_info = {**db_info, "db_pool": db_pool}
+    else:
+        concurrency, db_info = db_budget_for(pool, concurrency, reserve, args.allow_db_overcommit)
     if db_info.get("reason") == "sqlite+gevent":
         print(
             f"  NOTE gevent on SQLite: concurrency {db_info['clamped_from']} → 1 (greenlets "
             "deadlock on SQLite's blocking busy handler; PostgreSQL has no such limit)",
+            flush=True,
+        )
+    elif "clamped_from" in db_info and db_pool:
+        print(
+            f"  NOTE {pool}: DB pool clamped {db_info['clamped_from']} → {db_pool}: PostgreSQL "
+            f"max_connections={db_info['max_connections']}, {db_info['in_use']} in use",
             flush=True,
         )
     elif "clamped_from" in db_info:
@@ -220,6 +238,12 @@ def main() -> int:
     parser.add_argument("--photo-size", default="320x240", help="WxH of the uploaded photos")
     parser.add_argument("--poll", type=float, default=0.1, help="feeder interval, seconds")
     parser.add_argument("--allow-db-overcommit", action="store_true")
+    parser.add_argument(
+        "--db-pool",
+        type=int,
+        default=32,
+        help="PostgreSQL connections shared by the threads pool (DB_POOL_MAX_SIZE); 0: none",
+    )
     args = parser.parse_args()
     if args.smoke:
         # gevent runs one greenlet on SQLite (see db_budget_for)

@@ -3,11 +3,10 @@
 Both phases run in one run, on the same broker, queues, worker processes, pools and settings:
 
 - scans: ``create_scan`` for N distinct photos, then the real chain prepare_image (scan.image)
-  → vision_scan → rule_match → answer_gen (scan.ai.pipeline), with zero-latency providers:
-  the OpenAI provider, through the real ``openai`` client, against the fake OpenAI server of
-  tests/fakes answering at once. The fake rather than the offline provider because it runs the
-  production path (HTTP client, strict-schema validation, usage and cost accounting) and not
-  the offline text matcher's embedding model, which production does not run;
+  → vision_scan → rule_match → answer_gen (scan.ai.pipeline), with zero-latency fake
+  providers answering inside the worker (bench/providers.py; ``--providers http`` runs the
+  real ``openai`` client against the fake OpenAI server of tests/fakes instead). Not the
+  offline provider: its text matcher's embedding model is not what production runs;
 - chains: N chains of three no-op tasks (bench/noop_tasks.py) on scan.ai.pipeline.
 
 Each phase is timed from its first enqueue to its last terminal state (the scan's finished_at,
@@ -115,11 +114,19 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="6 + 6, embedded defaults")
     parser.add_argument("-n", "--count", type=int, default=1000, help="scans, and chains")
     parser.add_argument("--warmup", type=int, default=20, help="untimed scans and chains first")
-    parser.add_argument("--pool", default="prefork", help="pool of the scan.ai.pipeline worker")
-    parser.add_argument("--concurrency", type=int, default=4, help="of the scan.ai.pipeline worker")
+    # the production shape (compose's worker-ai): threads sharing a DB connection pool
+    parser.add_argument("--pool", default="threads", help="pool of the scan.ai.pipeline worker")
+    parser.add_argument("--concurrency", type=int, default=32, help="of the scan.ai.pipeline worker")
     parser.add_argument("--image-concurrency", type=int, default=2, help="prefork, scan.image")
     parser.add_argument("--photo-size", default="320x240", help="WxH of the uploaded photos")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
+    parser.add_argument(
+        "--providers",
+        choices=("fake", "http"),
+        default="fake",
+        help="fake: zero-latency providers in the worker (bench/providers.py); http: the real "
+        "openai client against the fake OpenAI server answering at once",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.count, args.warmup, args.concurrency, args.image_concurrency = 6, 1, 2, 1
@@ -133,7 +140,17 @@ def main() -> int:
     common.load_rules()
     model = common.FakeModel(common.rule_categories(), delay=0.0)
     fake = common.start_fake_openai(model)
-    worker_env = {**env, **common.openai_env(fake.base_url)}
+    if args.providers == "http":
+        worker_env = {**env, **common.openai_env(fake.base_url)}
+    else:
+        worker_env = {
+            **env,
+            "SCAN_VISION_PROVIDER": "bench.providers.ZeroLatencyVisionProvider",
+            "SCAN_ANSWER_PROVIDER": "bench.providers.ZeroLatencyAnswerProvider",
+        }
+    if args.pool in ("threads", "gevent") and not args.smoke:
+        # as worker-ai in production: the threads share a small connection pool
+        worker_env.setdefault("DB_POOL_MAX_SIZE", str(min(args.concurrency, 16)))
     image = common.Worker(
         "image", queues=common.IMAGE_QUEUE, pool="prefork",
         concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir,
@@ -162,14 +179,20 @@ def main() -> int:
     ratio = scans["per_s"] / chains["per_s"] if chains["per_s"] else 0.0
     print(f"pipeline_overhead · {common.profile_name(args.smoke)} · {args.count} scans vs chains")
     print(f"  workers: {image.describe()} | {ai.describe()}")
-    print(
-        "  providers: OpenAI provider, real openai client → fake OpenAI server answering at once"
-        f"; photos {size[0]}×{size[1]} JPEG, all distinct (no vision-cache hits)"
+    described = (
+        "OpenAI provider, real openai client → fake OpenAI server answering at once"
+        if args.providers == "http"
+        else "zero-latency fake providers in the worker (bench/providers.py)"
     )
     print(
-        f"  provider calls during the scans phase: vision {provider_calls['vision']}, "
-        f"answer {provider_calls['answer']}"
+        f"  providers: {described}; photos {size[0]}×{size[1]} JPEG, all distinct"
+        " (no vision-cache hits)"
     )
+    if args.providers == "http":
+        print(
+            f"  provider calls during the scans phase: vision {provider_calls['vision']}, "
+            f"answer {provider_calls['answer']}"
+        )
     for name, figures, unit in (
         ("no-op chains (3 tasks)", chains, "chains/s"),
         ("scans (4 tasks)", scans, "scans/s"),
@@ -197,7 +220,7 @@ def main() -> int:
                 "chains": chains,
                 "ratio": ratio,
                 "target_met": ratio >= 0.5,
-                "provider": "openai client → fake OpenAI server (zero latency)",
+                "providers": args.providers,
                 "provider_calls": provider_calls,
                 "pool": args.pool,
                 "concurrency": args.concurrency,
