@@ -196,6 +196,10 @@ def main() -> int:
         bare = load(
             port, "/bench/bare", b"{}", "application/json", token, args.clients, args.seconds
         )
+        # the same bare view sent the same 1 MB body: what receiving the upload alone costs
+        bare_upload = load(
+            port, "/bench/bare", scan_body, scan_type, token, args.clients, args.seconds
+        )
         scans = load(port, "/api/v1/scans", scan_body, scan_type, token, args.clients, args.seconds)
     finally:
         server.terminate()
@@ -210,15 +214,33 @@ def main() -> int:
         f"api_latency · {profile} · uvicorn --workers {args.workers} · {args.clients} clients × {args.seconds:g} s"
     )
     print(f"upload size: {len(photo) / 1e6:.2f} MB")
-    for name, figures in (("bare 202 endpoint", bare), ("POST /api/v1/scans", scans)):
+    measured = (
+        ("bare 202 endpoint", bare),
+        ("bare, 1 MB body", bare_upload),
+        ("POST /api/v1/scans", scans),
+    )
+    for name, figures in measured:
         print(
             f"  {name:<20} p50 {figures['p50_ms']:7.1f} ms  p95 {figures['p95_ms']:7.1f} ms  "
             f"p99 {figures['p99_ms']:7.1f} ms  {figures['req_per_s']:7.1f} req/s  errors {figures['errors']}"
             + (f" {figures['error_samples']}" if figures["errors"] else "")
         )
     ratio = scans["req_per_s"] / bare["req_per_s"] if bare["req_per_s"] else 0.0
+    same_body = scans["req_per_s"] / bare_upload["req_per_s"] if bare_upload["req_per_s"] else 0.0
     print(f"  throughput ratio scans/bare: {ratio:.2f} (target ≥ 0.5); p99 target ≤ 100 ms")
-    print("RESULT " + json.dumps({"bare": bare, "scans": scans, "ratio": ratio}))
+    print(f"  (scans/bare with the same 1 MB body: {same_body:.2f}; not the target's baseline)")
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "bare": bare,
+                "bare_upload": bare_upload,
+                "scans": scans,
+                "ratio": ratio,
+                "ratio_same_body": same_body,
+            }
+        )
+    )
     return 0 if scans["requests"] and bare["requests"] and not scans["errors"] else 1
 
 
