@@ -121,7 +121,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="untimed scans and chains first")
     # the production shape (compose's worker-ai): threads sharing a DB connection pool
     parser.add_argument("--pool", default="threads", help="pool of the scan.ai.pipeline worker")
-    parser.add_argument("--concurrency", type=int, default=32, help="of the scan.ai.pipeline worker")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="of the scan.ai.pipeline worker"
+    )
     parser.add_argument("--image-concurrency", type=int, default=2, help="prefork, scan.image")
     parser.add_argument("--photo-size", default="320x240", help="WxH of the uploaded photos")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
