@@ -106,6 +106,21 @@ app.autodiscover_tasks()
 THREADED_POOLS = ("threads", "gevent", "eventlet")
 
 
+def pool_name(pool_cls) -> str:
+    """The pool's name ("prefork", "threads", …) from what `celery worker --pool` hands the
+    worker: the CLI converts the name to the pool class, programmatic use may pass the name."""
+    from celery import concurrency
+
+    if isinstance(pool_cls, str):
+        return pool_cls
+    module = getattr(pool_cls, "__module__", "")
+    for name in concurrency.get_available_pool_names():
+        implementation = concurrency.ALIASES.get(name) or ""
+        if implementation.rsplit(":", 1)[0] == module:
+            return name
+    return module
+
+
 @signals.celeryd_init.connect
 def _no_task_events_on_threaded_pools(sender=None, conf=None, options=None, **kwargs) -> None:
     """A threads or gevent worker sends no task events while publisher confirms are on.
@@ -117,7 +132,9 @@ def _no_task_events_on_threaded_pools(sender=None, conf=None, options=None, **kw
     bench/pipeline_overhead.py with a 32-thread worker). Prefork workers send events from
     their main process and keep them; task history and /metrics cover every worker.
     """
-    pool = str((options or {}).get("pool_cls") or "")
+    options = options or {}
+    # the CLI passes the class as "pool" (and "pool_cls" as None)
+    pool = pool_name(options.get("pool") or options.get("pool_cls") or conf.worker_pool)
     confirms = (conf.broker_transport_options or {}).get("confirm_publish")
     if pool in THREADED_POOLS and confirms and conf.worker_send_task_events:
         conf.worker_send_task_events = False

@@ -19,7 +19,7 @@ from django.test import RequestFactory
 
 from eco2 import server
 from eco2.after_response import AfterResponseMiddleware, run_after_response
-from eco2.celery import _no_task_events_on_threaded_pools
+from eco2.celery import _no_task_events_on_threaded_pools, pool_name
 from eco2.redis_pool import ProcessConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,13 +175,26 @@ def _conf(*, confirms: bool) -> SimpleNamespace:
     return SimpleNamespace(
         broker_transport_options={"confirm_publish": True} if confirms else {},
         worker_send_task_events=True,
+        worker_pool="prefork",
     )
+
+
+def test_pool_names_come_from_the_class_the_worker_cli_passes():
+    from celery.concurrency import get_implementation
+
+    assert pool_name(get_implementation("threads")) == "threads"
+    assert pool_name(get_implementation("prefork")) == "prefork"
+    assert pool_name("gevent") == "gevent"
 
 
 @pytest.mark.parametrize("pool", ["threads", "gevent"])
 def test_threaded_pools_send_no_task_events_while_publishes_are_confirmed(pool):
+    from celery.concurrency import get_implementation
+
+    # as `celery worker --pool=threads` passes it: the class as "pool", "pool_cls" None
+    options = {"pool": get_implementation(pool), "pool_cls": None}
     conf = _conf(confirms=True)
-    _no_task_events_on_threaded_pools(sender="ai@host", conf=conf, options={"pool_cls": pool})
+    _no_task_events_on_threaded_pools(sender="ai@host", conf=conf, options=options)
     assert conf.worker_send_task_events is False
 
 
