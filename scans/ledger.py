@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import nullcontext
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from eco2.celery import SCAN_PIPELINE_TASKS
@@ -65,9 +66,8 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
     """Every task's attempt is recorded; pipeline steps also name their scan and step."""
     request = task.request
     delivery = request.delivery_info or {}
-    scan_id = _scan_id(args) if _is_pipeline(task) else None
-    TaskAttempt.objects.create(
-        scan_id=scan_id if scan_id and Scan.objects.filter(pk=scan_id).exists() else None,
+    attempt = TaskAttempt(
+        scan_id=_scan_id(args) if _is_pipeline(task) else None,
         task_id=task_id,
         task_name=task.name,
         step=getattr(task, "step", "") or "",
@@ -76,6 +76,18 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
         worker=request.hostname or "",
         queue=delivery.get("routing_key") or "",
     )
+    if attempt.scan_id is None:
+        attempt.save(force_insert=True)
+        return
+    # Every step pays this insert: no existence query first; a scan deleted meanwhile (the
+    # foreign key refuses the row) gets an attempt without its scan. The savepoint is only
+    # needed inside a transaction (in autocommit a refused INSERT leaves the connection usable).
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            attempt.save(force_insert=True)
+    except IntegrityError:
+        attempt.scan_id = None
+        attempt.save(force_insert=True)
 
 
 @signals.task_postrun.connect

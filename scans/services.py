@@ -339,8 +339,9 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
     return True
 
 
-def _load_active(scan_id: str) -> Scan | None:
-    scan = Scan.objects.filter(pk=scan_id).first()
+def _load_active(scan_id: str, *related: str) -> Scan | None:
+    rows = Scan.objects.filter(pk=scan_id)
+    scan = (rows.select_related(*related) if related else rows).first()
     if scan is None:
         logger.warning("scan %s does not exist (deleted?); step skipped", scan_id)
         return None
@@ -529,8 +530,8 @@ def run_rule_step(scan_id: str) -> str:
         return SKIPPED  # already matched
     if scan.classification is None:
         raise ScanStepError("vision_missing", "The item was not recognised before rule matching.")
-    if not _begin(scan, ScanStep.RULE):
-        return SKIPPED
+    # no separate "matching rules" write: the step is a few milliseconds of reads, so its
+    # one write below records step and result together
     rules = None
     if scan.classification.get("outcome") == ScanOutcome.CLASSIFIED:
         rules = match_rules(scan.classification)
@@ -538,6 +539,8 @@ def run_rule_step(scan_id: str) -> str:
     saved = _save_if_active(
         scan,
         unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
+        status=ScanStatus.PROCESSING,
+        step=ScanStep.RULE,
         matched_rules=rules,
         category=category,
         # a classification the rule base cannot place is honestly unclassified, not a guess
@@ -548,11 +551,12 @@ def run_rule_step(scan_id: str) -> str:
 
 
 def run_answer_step(scan_id: str) -> str:
-    scan = _load_active(scan_id)
+    scan = _load_active(scan_id, "owner")  # the completion notifies the owner
     if scan is None:
         return SKIPPED
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
         raise ScanStepError("rules_missing", "Disposal rules were not looked up before the answer.")
+    answer_fields: dict = {}
     if scan.answer is None:
         if not _begin(scan, ScanStep.ANSWER):
             return SKIPPED
@@ -564,15 +568,13 @@ def run_answer_step(scan_id: str) -> str:
             )
         ).to_dict()
         usage = answer.pop("usage", None)
-        saved = _save_if_active(
-            scan,
-            unless_stored={"answer__isnull": True},
-            answer=answer,
-            answer_model=(usage or {}).get("model", ""),
+        # stored with the completion in one write: of two copies of this step, one stores it
+        answer_fields = {
+            "unless_stored": {"answer__isnull": True},
+            "answer": answer,
+            "answer_model": (usage or {}).get("model", ""),
             **_usage_fields(scan, "answer", usage),
-        )
-        if not saved:
-            return SKIPPED
+        }
     completed = _finish(
         scan,
         ScanEventType.COMPLETED,
@@ -580,6 +582,7 @@ def run_answer_step(scan_id: str) -> str:
         step=ScanStep.DONE,
         progress=100,
         finished_at=timezone.now(),
+        **answer_fields,
     )
     return SUCCEEDED if completed else SKIPPED
 

@@ -349,3 +349,26 @@ def test_two_copies_of_a_step_running_at_once_store_one_result(rulebase, user, p
     assert (OvertakenVisionProvider.inner_outcome, outer) == ("succeeded", "skipped")
     scan.refresh_from_db()
     assert scan.classification["user_input"] == "call 2", "the first stored result stays"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_step_attempt_is_in_the_ledger_also_for_a_scan_deleted_meanwhile(user, photo):
+    """The ledger's insert names the scan without asking first whether it still exists."""
+    import uuid
+    from types import SimpleNamespace
+
+    from scans.ledger import open_attempt
+    from scans.models import TaskAttempt
+    from scans.tasks import vision_scan
+
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    gone = str(uuid.uuid4())
+    request = SimpleNamespace(delivery_info={}, retries=0, hostname="w@host")
+    task = SimpleNamespace(name=vision_scan.name, step=ScanStep.VISION, request=request)
+
+    open_attempt(task_id="t-live", task=task, args=[str(scan.id)])
+    open_attempt(task_id="t-gone", task=task, args=[gone])
+
+    assert TaskAttempt.objects.get(task_id="t-live").scan_id == scan.id
+    orphan = TaskAttempt.objects.get(task_id="t-gone")
+    assert orphan.scan_id is None and orphan.step == ScanStep.VISION
