@@ -102,7 +102,8 @@ def create_scan(
     with transaction.atomic():
         scan.save(force_insert=True)
         # the 202 does not wait for the broker: the row is committed, the relay is the net
-        transaction.on_commit(partial(run_after_response, partial(dispatch_pipeline, scan.id)))
+        dispatch = partial(dispatch_pipeline, scan.id, created=scan)
+        transaction.on_commit(partial(run_after_response, dispatch))
     _mirror(scan)
     return scan
 
@@ -126,14 +127,19 @@ def pipeline_chain(scan: Scan):
     return chain(*steps)
 
 
-def dispatch_pipeline(scan_id, *, retry_policy: dict | None = None) -> bool:
+def dispatch_pipeline(
+    scan_id, *, retry_policy: dict | None = None, created: Scan | None = None
+) -> bool:
     """Publish the rest of a scan's chain (vision_scan → rule_match → answer_gen).
 
     The Scan row is the outbox: ``dispatched_at`` stays empty until the broker confirmed the
     publish, and the relay retries what is still owed. A failed publish is logged, not raised
-    (the scan is committed; the relay will deliver it).
+    (the scan is committed; the relay will deliver it). ``created``: the scan this process has
+    just committed, queued and not dispatched by construction, so it is not read again.
     """
-    scan = Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED, dispatched_at=None).first()
+    scan = created or (
+        Scan.objects.filter(pk=scan_id, status=ScanStatus.QUEUED, dispatched_at=None).first()
+    )
     if scan is None:
         return False  # already dispatched, or no longer waiting
     attempted = F("dispatch_attempts") + 1
@@ -369,8 +375,9 @@ def _replace_file(name: str, content: bytes) -> str:
     return default_storage.save(name, ContentFile(content))
 
 
-def ensure_prepared_image(scan: Scan) -> bytes:
-    """The scan's prepared JPEG; prepared (and the original upload deleted) on first use.
+def ensure_prepared_image(scan: Scan, **fields) -> bytes:
+    """The scan's prepared JPEG; prepared (and the original upload deleted) on first use,
+    stored together with ``fields`` (more of the scan's state).
 
     The original may carry GPS coordinates and camera serials; only the prepared copy, with no
     metadata, is kept, shown or sent to a provider.
@@ -399,6 +406,7 @@ def ensure_prepared_image(scan: Scan) -> bytes:
         thumbnail=thumb_name,
         image_sha256=prepared.sha256,
         image_prepared_at=timezone.now(),
+        **fields,
     )
     if saved and original and original != image_name:
         default_storage.delete(original)
@@ -485,16 +493,14 @@ def run_prepare_step(scan_id: str) -> str:
     scan = _load_active(scan_id)
     if scan is None or scan.image_prepared_at:
         return SKIPPED
-    fields = {
+    # one write, with the prepared photo: "processing" and the photo appear together
+    started = {
         "status": ScanStatus.PROCESSING,
         "step": ScanStep.VISION,
         "progress": STEP_PROGRESS[ScanStep.PREPARE][0],
+        "started_at": scan.started_at or timezone.now(),
     }
-    if scan.started_at is None:
-        fields["started_at"] = timezone.now()
-    if not _save_if_active(scan, **fields):
-        return SKIPPED
-    ensure_prepared_image(scan)
+    ensure_prepared_image(scan, **started)
     return SUCCEEDED
 
 
