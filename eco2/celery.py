@@ -92,9 +92,12 @@ app.conf.update(
     result_backend="django-db",
     result_extended=True,
     task_track_started=True,
-    # Workers and Flower see task events; the "sent" event makes queued tasks visible.
+    # Prefork workers send task events for Flower (threads pools cannot: see below). No
+    # "task-sent" events: each would be one more confirmed publish per task, and Flower would
+    # show the AI worker's tasks stuck as sent; queued tasks are visible in the task history
+    # (a PENDING row per publish, scans/task_history.py).
     worker_send_task_events=True,
-    task_send_sent_event=True,
+    task_send_sent_event=False,
     broker_connection_retry_on_startup=True,
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
     worker_hijack_root_logger=False,

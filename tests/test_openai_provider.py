@@ -368,3 +368,19 @@ def test_unclassified_answer_makes_no_api_call(fake):
     assert answer.disposal_steps == []
     assert answer.insufficiencies and "설명" in answer.insufficiencies[0]
     assert answer.provider == "openai"
+
+
+# --- the client -----------------------------------------------------------------------------
+def test_every_step_shares_the_process_client_until_the_settings_change(fake, settings):
+    """Building a client costs ~60 ms of CPU and new connections: steps (one provider
+    instance each) share one per process and settings."""
+    fake.enqueue(ok(pet_bottle()), ok(pet_bottle()))
+    first = OpenAIVisionProvider().client
+    assert first is OpenAIAnswerProvider().client is OpenAIVisionProvider().client
+    classify()
+    classify()
+    assert len(fake.requests) == 2
+
+    settings.OPENAI_TIMEOUT = 3
+    rebuilt = OpenAIVisionProvider().client
+    assert rebuilt is not first and rebuilt.timeout == 3

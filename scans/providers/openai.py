@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -347,24 +348,40 @@ def build_client() -> openai.OpenAI:
         ) from exc
 
 
+_clients: dict[tuple, openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client() -> openai.OpenAI:
+    """The process's client for the current settings, built on first use.
+
+    One per process, not per provider instance (a step builds its provider): building a
+    client costs ~60 ms of CPU (its HTTP client and TLS context), twice per scan, and a new
+    client also opens new connections (bench/io_concurrency.py found both). The sync client
+    is thread-safe, so a threads pool shares it. Keyed by the settings it is built from (tests
+    point it at different fake servers) and by process (a forked child builds its own).
+    """
+    key = (
+        os.getpid(),
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_TIMEOUT,
+    )
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = build_client()
+        return client
+
+
 class _OpenAIProvider:
     name = OPENAI
     refused_message = "The AI model declined this request."
 
-    def __init__(self) -> None:
-        # Built on first use, not at import or construction: settings may change in between
-        # (tests), and a provider that is never called never needs a key. One client per
-        # instance; the sync client is thread-safe, so a threads pool can share it.
-        self._client: openai.OpenAI | None = None
-        self._client_lock = threading.Lock()
-
     @property
     def client(self) -> openai.OpenAI:
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    self._client = build_client()
-        return self._client
+        # built on first use, not at import: a provider that is never called needs no key
+        return shared_client()
 
     def _complete(
         self,
@@ -456,19 +473,25 @@ class OpenAIVisionProvider(_OpenAIProvider):
         "The AI model declined to analyse this photo. Please try a photo that shows only the item."
     )
 
+    def _static_prompt(self) -> tuple[Prompt, dict[str, Any], str]:
+        """The prompt, the taxonomy and the rendered system message, read once per provider
+        instance (one per vision step: cache_namespace and classify share them)."""
+        if getattr(self, "_static", None) is None:
+            prompt = load_prompt("vision")
+            taxonomy = vision_taxonomy()
+            self._static = (prompt, taxonomy, render_vision_prompt(prompt, taxonomy))
+        return self._static
+
     @property
     def cache_namespace(self) -> str:
         """What a cached classification depends on besides the photo and hint: the server,
         the model, the prompt version and the taxonomy in the static prompt."""
-        prompt = load_prompt("vision")
-        system = render_vision_prompt(prompt, vision_taxonomy())
+        prompt, _, system = self._static_prompt()
         server = settings.OPENAI_BASE_URL or "api.openai.com"
         return f"openai|{server}|{settings.OPENAI_VISION_MODEL}|{cache_key(prompt, system)}"
 
     def classify(self, request: VisionRequest) -> Classification:
-        prompt = load_prompt("vision")
-        taxonomy = vision_taxonomy()
-        system = render_vision_prompt(prompt, taxonomy)
+        prompt, taxonomy, system = self._static_prompt()
         schema = vision_schema(taxonomy)
         hint = request.hint.strip()
         image_url = "data:image/jpeg;base64," + base64.b64encode(request.image).decode("ascii")
