@@ -44,7 +44,11 @@ def dead_letter_depth() -> int | None:
     if not broker_has_dead_lettering():
         return None
     with app.connection_for_write() as conn:
-        _, count, _ = DEAD_LETTER_QUEUE(conn.default_channel).queue_declare(passive=True)
+        queue = DEAD_LETTER_QUEUE(conn.default_channel)
+        # declared here too (idempotent): a broker no worker has started on yet, or one reset
+        # meanwhile, has an empty DLQ, not a 404 that would crash redrive_dlq
+        queue.declare()
+        _, count, _ = queue.queue_declare(passive=True)
         return count
 
 

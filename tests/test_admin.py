@@ -1,5 +1,7 @@
 """The admin as staff use it: scan list with filters, scan detail, rule base editing."""
 
+import os
+
 import pytest
 from django.test import Client
 
@@ -184,3 +186,28 @@ def test_regenerate_thumbnails_runs_as_a_canvas_group_on_the_worker(
         time.sleep(0.1)
     with default_storage.open(first.thumbnail.name) as handle:
         assert max(Image.open(handle).size) == 320
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ECO2_TEST_SERVICES"), reason="the DLQ exists on RabbitMQ only"
+)
+def test_redrive_works_on_a_broker_that_has_no_dead_letter_queue_yet(user, photo):
+    """A broker no worker has started on (or one reset) has no scan.ai.dlq: the redrive
+    command reports an empty queue and still resumes the recorded dead letters."""
+    import io
+
+    from django.core.management import call_command
+
+    from eco2.celery import app
+    from scans.broker import DEAD_LETTER_QUEUE
+    from scans.ledger import record_dead_letter
+
+    with app.connection_for_write() as conn:
+        DEAD_LETTER_QUEUE(conn.default_channel).delete()
+    scan = failed_scan(user, photo)
+    record_dead_letter(str(scan.id), "t-3", "scans.tasks.vision_scan", "vision", "x", "why")
+    out = io.StringIO()
+
+    call_command("redrive_dlq", stdout=out)
+
+    assert "0 on scan.ai.dlq" in out.getvalue() and "re-enqueued 1 scan(s)" in out.getvalue()
