@@ -105,6 +105,9 @@ def run_pool(
     reserve = args.image_concurrency + 6  # image worker, worker main processes, this harness
     from django.db import connection
 
+    # --ai-processes N splits a threads/gevent pool's concurrency over N worker processes
+    # (compose: --scale worker-ai=N), so the pool's Python work is not bound to one GIL
+    processes = max(1, args.ai_processes) if pool != "prefork" else 1
     db_pool = 0
     if pool == "threads" and connection.vendor == "postgresql" and args.db_pool:
         # as worker-ai in production: the threads share a connection pool, so the database
@@ -112,7 +115,7 @@ def run_pool(
         db_pool, db_info = db_budget_for(
             pool, min(concurrency, args.db_pool), reserve, args.allow_db_overcommit
         )
-        env = {**env, "DB_POOL_MAX_SIZE": str(db_pool)}
+        env = {**env, "DB_POOL_MAX_SIZE": str(max(1, db_pool // processes))}
         db_info = {**db_info, "db_pool": db_pool}
     else:
         concurrency, db_info = db_budget_for(pool, concurrency, reserve, args.allow_db_overcommit)
@@ -139,11 +142,18 @@ def run_pool(
     common.purge_queues()
     fake.clear()
     model.stats.reset()
-    ai = common.Worker(
-        f"ai-{pool}", queues=common.AI_QUEUE, pool=pool, concurrency=concurrency,
-        env=env, log_dir=var_dir,
-    )  # fmt: skip
-    common.start_workers(ai)
+    ai_workers = [
+        common.Worker(
+            f"ai-{pool}-{index}",
+            queues=common.AI_QUEUE,
+            pool=pool,
+            concurrency=concurrency // processes,
+            env=env,
+            log_dir=var_dir,
+        )
+        for index in range(processes)
+    ]
+    common.start_workers(*ai_workers)
     if image is not None:
         image.wait_ready()  # started by main() beside the first AI worker
     owner = common.bench_user(f"io-{pool}")
@@ -172,7 +182,7 @@ def run_pool(
                 wall_start = time.time()
             if now - last_sample >= 1.0:
                 if wall_start:
-                    sample = ai.memory()
+                    sample = common.memory_mb(pid for worker in ai_workers for pid in worker.pids())
                     if sample["rss_mb"] > memory["rss_mb"]:
                         memory = sample
                 fake.clear()  # calls are counted by model.stats; keep the fake's log small
@@ -184,7 +194,7 @@ def run_pool(
     finally:
         # Stopped before the next pool's worker starts: on the filesystem broker (no acks) a
         # worker still polling while shutting down can take a message from the new one.
-        ai.stop()
+        common.stop_workers(*ai_workers)
     completions = sorted(
         finished.timestamp()
         for finished in Scan.objects.filter(owner=owner, status=ScanStatus.COMPLETED)
@@ -199,6 +209,7 @@ def run_pool(
     return {
         "pool": pool,
         "concurrency": concurrency,
+        "ai_processes": processes,
         "backlog": backlog,
         "scans_per_s": rate,
         "window_completions": counted,
@@ -239,6 +250,12 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=0.1, help="feeder interval, seconds")
     parser.add_argument("--allow-db-overcommit", action="store_true")
     parser.add_argument(
+        "--ai-processes",
+        type=int,
+        default=1,
+        help="threads/gevent: split the concurrency over this many AI worker processes",
+    )
+    parser.add_argument(
         "--db-pool",
         type=int,
         default=32,
@@ -276,7 +293,12 @@ def main() -> int:
     print(
         "  concurrency: "
         + ", ".join(f"{pool} {concurrency[pool]}" for pool in pools)
-        + f"; scan.image: prefork {args.image_concurrency}",
+        + f"; scan.image: prefork {args.image_concurrency}"
+        + (
+            f"; threads/gevent split over {args.ai_processes} AI worker processes"
+            if args.ai_processes > 1
+            else ""
+        ),
         flush=True,
     )
     results: dict[str, dict] = {}
