@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextlib import nullcontext
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from eco2.celery import SCAN_PIPELINE_TASKS
@@ -76,16 +75,14 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
         worker=request.hostname or "",
         queue=delivery.get("routing_key") or "",
     )
-    if attempt.scan_id is None:
-        attempt.save(force_insert=True)
-        return
-    # Every step pays this insert: no existence query first; a scan deleted meanwhile (the
-    # foreign key refuses the row) gets an attempt without its scan. The savepoint is only
-    # needed inside a transaction (in autocommit a refused INSERT leaves the connection usable).
+    # Every step pays this insert: no existence query first. A scan deleted meanwhile makes
+    # the foreign key refuse the row (checked at commit: workers run in autocommit, so at this
+    # statement), and the attempt is kept without its scan.
     try:
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            attempt.save(force_insert=True)
+        attempt.save(force_insert=True)
     except IntegrityError:
+        if attempt.scan_id is None:
+            raise
         attempt.scan_id = None
         attempt.save(force_insert=True)
 
