@@ -145,9 +145,10 @@ def main() -> int:
     common.prepare_database(env)
     common.setup_django(env)
     common.load_rules()
-    model = common.FakeModel(common.rule_categories(), delay=0.0)
-    fake = common.start_fake_openai(model)
+    model = fake = None  # the fake OpenAI server runs for --providers http only
     if args.providers == "http":
+        model = common.FakeModel(common.rule_categories(), delay=0.0)
+        fake = common.start_fake_openai(model)
         worker_env = {**env, **common.openai_env(fake.base_url)}
     else:
         worker_env = {
@@ -175,15 +176,15 @@ def main() -> int:
         common.purge_queues()
         chains = run_chains(args.count, timeout=args.timeout)
         common.purge_queues()
-        fake.clear()  # calls are counted by model.stats; the fake's own log only grows
-        model.stats.reset()
+        if fake is not None:
+            fake.clear()  # calls are counted by model.stats; the fake's own log only grows
+            model.stats.reset()
         scans = run_scans(args.count, label="overhead", size=size, timeout=args.timeout)
-        provider_calls = (
-            dict(model.stats.count) if args.providers == "http" else scans["recorded_calls"]
-        )
+        provider_calls = dict(model.stats.count) if model else scans["recorded_calls"]
     finally:
         common.stop_workers(image, ai)
-        fake.stop()
+        if fake is not None:
+            fake.stop()
 
     ratio = scans["per_s"] / chains["per_s"] if chains["per_s"] else 0.0
     print(f"pipeline_overhead · {common.profile_name(args.smoke)} · {args.count} scans vs chains")

@@ -57,12 +57,10 @@ class AfterResponseMiddleware:
         pending: list[Callable[[], object]] = []
         token = _pending.set(pending)
         try:
+            # a view that raises still returns here: Django turns its exception into a response
             response = self.get_response(request)
-        except BaseException:
+        finally:
             _pending.reset(token)
-            _run_all(pending)  # a view that raised after commit still owes its work
-            raise
-        _pending.reset(token)
         if pending:
             response._resource_closers.append(lambda: _run_all(pending))
         return response
