@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- run_after_response ---------------------------------------------------------------------
+# closing a response sends request_finished, which closes DB connections
+@pytest.mark.django_db
 def test_work_queued_in_a_request_runs_only_once_the_response_is_closed():
     calls = []
 
@@ -49,6 +51,8 @@ def test_outside_a_request_the_work_runs_at_once():
     assert calls == ["now"]
 
 
+# closing a response sends request_finished, which closes DB connections
+@pytest.mark.django_db
 def test_a_failing_piece_of_work_is_logged_and_the_rest_still_runs(caplog):
     calls = []
 
