@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+from amqp.exceptions import ConnectionError as AMQPConnectionError
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
@@ -86,6 +87,10 @@ app.conf.update(
         "interval_start": 0,
         "interval_step": 0.5,
         "interval_max": 2,
+        # A restarting RabbitMQ accepts connections before its vhosts are up and refuses
+        # them with 530 "vhost not found" or 541 "vhost is down": connection errors kombu
+        # does not retry by itself. Retried here like a refused connection.
+        "retry_errors": (AMQPConnectionError,),
     },
     task_default_retry_delay=60,
     task_max_retries=3,

@@ -107,15 +107,25 @@ def retry_attempt(sender=None, request=None, reason=None, **kwargs) -> None:
 @signals.task_failure.connect
 def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwargs) -> None:
     """The task will not run again: close its attempt; a pipeline step is also dead-lettered
-    and its scan failed."""
+    and its scan failed, unless the failure is not the scan's (services.failure_spares_scan)."""
     lost = isinstance(exception, WorkerLostError)
     close_attempt(task_id, AttemptOutcome.WORKER_LOST if lost else AttemptOutcome.FAILED, exception)
     if not _is_pipeline(sender):
         return
     from . import services  # services imports the tasks module, which imports this one
 
-    code, message = services.describe_failure(exception, sender.step)
     scan_id = _scan_id(args)
+    if services.failure_spares_scan(scan_id, sender.step, exception):
+        logger.warning(
+            "scan %s: task %s of step %s failed after its work or in the broker (%r); "
+            "not failing the scan: its message is redelivered, or the sweeper resumes it",
+            scan_id,
+            task_id,
+            sender.step,
+            exception,
+        )
+        return
+    code, message = services.describe_failure(exception, sender.step)
     record_dead_letter(scan_id, task_id, sender.name, sender.step, code, message)
     if scan_id:
         services.fail_scan(scan_id, code=code, message=message)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
+from amqp.exceptions import AMQPError, MessageNacked
 from billiard.exceptions import WorkerLostError
 from celery import chain, chord, group
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
 from eco2.db import release_db_connection
@@ -30,7 +32,6 @@ from .models import (
     TERMINAL_STATUSES,
     AttemptOutcome,
     BatchStatus,
-    Category,
     DeadLetter,
     Scan,
     ScanBatch,
@@ -44,6 +45,7 @@ from .outbox import append_event
 from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, ProviderError, VisionRequest
+from .rulebase_cache import current_rulebase
 from .selectors import match_rules
 
 logger = logging.getLogger(__name__)
@@ -539,9 +541,10 @@ def run_rule_step(scan_id: str) -> str:
     # no separate "matching rules" write: the step is a few milliseconds of reads, so its
     # one write below records step and result together
     rules = None
+    rulebase = current_rulebase()  # in memory: one revision check, no table reads
     if scan.classification.get("outcome") == ScanOutcome.CLASSIFIED:
-        rules = match_rules(scan.classification)
-    category = Category.objects.filter(code=rules["category_code"]).first() if rules else None
+        rules = match_rules(scan.classification, rulebase)
+    category = rulebase.by_code.get(rules["category_code"]) if rules else None
     saved = _save_if_active(
         scan,
         unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
@@ -619,6 +622,32 @@ def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
         "internal_error",
         f"An unexpected error stopped the {label} step ({type(exc).__name__}). Please try again.",
     )
+
+
+def is_broker_error(exc: BaseException) -> bool:
+    """An error of the broker connection, raised by Celery passing a scan on (publishing the
+    next step of its chain, or a step's retry), never by a step's own work."""
+    return isinstance(exc, KombuOperationalError | AMQPError | MessageNacked | ConnectionError)
+
+
+def step_result_stored(scan_id: str | None, step: str) -> bool:
+    """Whether ``step`` of the scan has stored its result (the answer: the scan completed)."""
+    scan = Scan.objects.filter(pk=scan_id).first() if scan_id else None
+    if scan is None:
+        return False
+    if step == ScanStep.ANSWER:
+        return scan.answer is not None or scan.status == ScanStatus.COMPLETED
+    return step not in remaining_steps(scan)
+
+
+def failure_spares_scan(scan_id: str | None, step: str, exc: BaseException) -> bool:
+    """A task failure that is not the scan's: its step's result is stored (what failed came
+    after the step, e.g. publishing the next step while the broker restarted), or the broker
+    refused a publish. The step's message was not acked: RabbitMQ delivers it again when the
+    connection dropped, and the idempotent step skips its work and passes the scan on;
+    otherwise the sweeper resumes the scan from its stored state. Failing the scan here would
+    end a scan that is about to complete."""
+    return is_broker_error(exc) or step_result_stored(scan_id, step)
 
 
 def fail_scan(scan_id: str, *, code: str, message: str) -> bool:

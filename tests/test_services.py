@@ -372,3 +372,63 @@ def test_every_step_attempt_is_in_the_ledger_also_for_a_scan_deleted_meanwhile(u
     assert TaskAttempt.objects.get(task_id="t-live").scan_id == scan.id
     orphan = TaskAttempt.objects.get(task_id="t-gone")
     assert orphan.scan_id is None and orphan.step == ScanStep.VISION
+
+
+# --- failures that are not the scan's (Celery passing it on while the broker restarts) ---------
+def test_a_step_that_failed_after_storing_its_result_leaves_the_scan_going(
+    rulebase, scan, counting_provider
+):
+    """The vision step stored its classification; Celery then could not publish rule_match
+    (the broker was restarting) and reported the task failed. The scan is not failed and not
+    dead-lettered: the redelivered message (or the sweeper) takes it on, without paying again."""
+    from kombu.exceptions import OperationalError
+
+    from scans.ledger import fail_pipeline_task
+    from scans.models import DeadLetter
+    from scans.tasks import rule_match, vision_scan
+
+    services.run_vision_step(scan.id)
+    fail_pipeline_task(
+        sender=vision_scan,
+        task_id="t-vision",
+        exception=OperationalError("[Errno 111] Connection refused"),
+        args=(str(scan.id),),
+    )
+    scan.refresh_from_db()
+    assert (scan.status, scan.error_code) == (ScanStatus.PROCESSING, "")
+    assert not DeadLetter.objects.exists()
+
+    assert services.run_vision_step(scan.id) == "skipped"  # the redelivery: no second call
+    assert counting_provider.calls == 1
+    services.run_rule_step(scan.id)
+    services.run_answer_step(scan.id)
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.COMPLETED
+
+    # a step's own error, before it stored anything, still fails the scan with its reason
+    other = services.create_scan(
+        owner=scan.owner, image=None, image_url="https://example.com/a.jpg"
+    )
+    fail_pipeline_task(
+        sender=rule_match, task_id="t-rule", exception=KeyError("boom"), args=(str(other.id),)
+    )
+    other.refresh_from_db()
+    assert (other.status, other.error_code) == (ScanStatus.FAILED, "internal_error")
+    assert DeadLetter.objects.filter(task_id="t-rule").exists()
+
+
+def test_a_broker_error_before_the_result_does_not_fail_the_scan(rulebase, scan):
+    """A retry that could not be published: the scan waits for its redelivery or the sweeper."""
+    from amqp.exceptions import NotAllowed
+
+    from scans.ledger import fail_pipeline_task
+    from scans.tasks import vision_scan
+
+    fail_pipeline_task(
+        sender=vision_scan,
+        task_id="t-vision",
+        exception=NotAllowed("vhost / not found"),
+        args=(str(scan.id),),
+    )
+    scan.refresh_from_db()
+    assert scan.status == ScanStatus.QUEUED and not scan.error_code

@@ -91,6 +91,14 @@ def upload_many(api: APIClient, count: int, hint: str = "생수병") -> list[str
     return ids
 
 
+def assert_all_completed(scans: list[Scan]) -> None:
+    """Every scan completed; otherwise the failures' codes and messages say why."""
+    failures = sorted(
+        {(s.error_code, s.error_message) for s in scans if s.status != ScanStatus.COMPLETED}
+    )
+    assert not failures, failures
+
+
 def wait_all_terminal(ids: list[str], timeout: float) -> list[Scan]:
     deadline = time.monotonic() + timeout
     while True:

@@ -18,6 +18,7 @@ from ..fakes.openai_server import ok, rate_limited, refusal, server_error, slow,
 from ..fakes.providers import POISON_HINT
 from ..test_pipeline_openai import ANSWER, GUIDANCE, PET_BOTTLE, VISION, hint_of
 from .conftest import (
+    assert_all_completed,
     assert_invariants,
     rabbitmq,
     redis_start,
@@ -59,7 +60,7 @@ def test_1_sigkill_of_the_worker_during_vision_loses_nothing(
     worker_manager.ensure(concurrency=concurrency, **openai_env)
 
     scans = wait_all_terminal(ids, timeout=120)
-    assert all(scan.status == ScanStatus.COMPLETED for scan in scans), {s.error_code for s in scans}
+    assert_all_completed(scans)
     assert len(fake_openai.requests_for_schema(VISION)) <= len(ids) + in_flight
     assert_invariants(ids)
 
@@ -77,7 +78,7 @@ def test_2_rabbitmq_restart_mid_run(worker_manager, fake_openai, openai_env, api
         rabbitmq("start_app")
 
     scans = wait_all_terminal(ids, timeout=150)
-    assert all(scan.status == ScanStatus.COMPLETED for scan in scans), {s.error_code for s in scans}
+    assert_all_completed(scans)
     assert_invariants(ids)
 
 
