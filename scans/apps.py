@@ -6,4 +6,5 @@ class ScansConfig(AppConfig):
     verbose_name = "Scans"
 
     def ready(self) -> None:
-        from . import ledger, task_history  # noqa: F401 - connect the Celery signal handlers
+        # connect the Celery signal handlers, and the rule base's revision signals
+        from . import ledger, rulebase_cache, task_history  # noqa: F401

@@ -18,7 +18,6 @@ A category wins only by a clear gap over the runner-up; otherwise the outcome is
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -346,35 +345,31 @@ _index_lock = threading.Lock()
 _index: tuple[str, RuleIndex] | None = None
 
 
-def _rulebase_aliases() -> tuple[list[Alias], list[str]]:
-    from .models import Category, Exclusion, Item, SituationTag
-
+def _rulebase_aliases(rulebase) -> tuple[list[Alias], list[str]]:
     aliases: list[Alias] = []
-    for cat in Category.objects.all():
+    for cat in rulebase.categories:
         for text in {cat.middle_ko, cat.middle_en}:
             aliases.append(Alias(text, cat.code, cat.middle_ko, "category"))
-    for item in Item.objects.select_related("category"):
+    for item in rulebase.items:
         for text in dict.fromkeys([item.name_ko, item.name_en, *item.aliases]):
             aliases.append(Alias(text, item.category.code, item.name_ko, "item"))
-    for excl in Exclusion.objects.select_related("goes_to"):
+    for excl in rulebase.exclusions:
         for text in dict.fromkeys([excl.name_ko, excl.name_en, *excl.aliases]):
             aliases.append(Alias(text, excl.goes_to.code, excl.name_ko, "exclusion"))
-    situations = sorted({t for tag in SituationTag.objects.all() for t in tag.triggers})
+    situations = sorted({t for tag in rulebase.tags for t in tag.triggers})
     return aliases, situations
 
 
 def get_rule_index() -> RuleIndex:
-    """The index for the rule base as it is now; rebuilt only when an alias changed."""
+    """The index for the rule base as it is now; rebuilt only when the rule base changed
+    (its revision token, scans.rulebase_cache)."""
     global _index
-    aliases, situations = _rulebase_aliases()
-    signature = hashlib.sha256(
-        "\n".join(
-            [*(f"{a.category_code}\t{a.item}\t{a.text}" for a in aliases), *situations]
-        ).encode()
-    ).hexdigest()
+    from .rulebase_cache import current_rulebase
+
+    rulebase = current_rulebase()
     with _index_lock:
-        if _index is None or _index[0] != signature:
-            _index = (signature, RuleIndex(aliases, situations))
+        if _index is None or _index[0] != rulebase.token:
+            _index = (rulebase.token, RuleIndex(*_rulebase_aliases(rulebase)))
         return _index[1]
 
 

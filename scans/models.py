@@ -144,6 +144,20 @@ class Exclusion(models.Model):
         return f"{self.name_ko} → {self.goes_to.code}"
 
 
+class RuleBaseRevision(models.Model):
+    """One row whose token changes with every change to the rule base.
+
+    Processes keep the rule base in memory (scans.rulebase_cache) and compare this token,
+    one indexed read, instead of reading five tables per scan.
+    """
+
+    token = models.CharField(max_length=32)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"rule base revision {self.token} ({self.changed_at:%Y-%m-%d %H:%M:%S})"
+
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 
 

@@ -9,6 +9,7 @@ import yaml
 from django.db import transaction
 
 from .models import Category, DisposalStep, Exclusion, Item, SituationTag
+from .rulebase_cache import one_revision
 
 DEFAULT_RULEBASE = Path(__file__).parent / "data" / "rulebase.yaml"
 
@@ -49,8 +50,16 @@ def validate_rulebase(data: dict[str, Any]) -> None:
 
 @transaction.atomic
 def load_rulebase(data: dict[str, Any]) -> dict[str, int]:
-    """Replace the rule base with ``data``. Scans keep their stored rule snapshots."""
+    """Replace the rule base with ``data``. Scans keep their stored rule snapshots.
+
+    The whole load makes one new revision: processes re-read the rule base once.
+    """
     validate_rulebase(data)
+    with one_revision():
+        return _replace_rulebase(data)
+
+
+def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
     DisposalStep.objects.all().delete()
     Exclusion.objects.all().delete()
     Item.objects.all().delete()

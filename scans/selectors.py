@@ -7,7 +7,8 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from .matching import compact, match_hint
-from .models import Category, DisposalStep, Exclusion, Item, Scan, SituationTag
+from .models import Category, Item, Scan
+from .rulebase_cache import RuleBase, current_rulebase
 
 
 def scans_visible_to(user) -> QuerySet[Scan]:
@@ -43,35 +44,34 @@ def get_taxonomy() -> list[dict[str, Any]]:
 
 
 def situation_tag_table() -> list[tuple[str, list[str], list[str]]]:
-    return [(t.code, t.triggers, t.negations) for t in SituationTag.objects.all()]
+    return [(t.code, t.triggers, t.negations) for t in current_rulebase().tags]
 
 
-def resolve_category(classification: dict[str, Any]) -> tuple[Category | None, str]:
+def resolve_category(
+    classification: dict[str, Any], rulebase: RuleBase | None = None
+) -> tuple[Category | None, str]:
     """Find the category a classification names, tolerating spelling drift.
 
     Returns the category and how it was found. A provider's ``category_code`` is trusted only
     if it exists; then the middle and major names (normalized, Korean or English), then the
     minor category as an item name, then the text matcher over the names given.
     """
+    rulebase = rulebase or current_rulebase()
     code = classification.get("category_code")
-    if code:
-        category = Category.objects.filter(code=code).first()
-        if category:
-            return category, "code"
+    if code and code in rulebase.by_code:
+        return rulebase.by_code[code], "code"
     middle = compact(classification.get("middle_category") or "")
     major = compact(classification.get("major_category") or "")
     if middle or major:
-        for category in Category.objects.all():
+        for category in rulebase.categories:
             names = {compact(category.middle_ko), compact(category.middle_en)}
             if middle and middle in names:
                 return category, "middle_name"
             if not middle and major in names:
                 return category, "major_name"
     minor = classification.get("minor_category") or ""
-    if minor:
-        item = Item.objects.select_related("category").filter(name_ko=minor).first()
-        if item:
-            return item.category, "item"
+    if minor and minor in rulebase.first_item_named:
+        return rulebase.first_item_named[minor].category, "item"
     text = " ".join(
         filter(
             None,
@@ -80,23 +80,25 @@ def resolve_category(classification: dict[str, Any]) -> tuple[Category | None, s
     )
     if text:
         found = match_hint(text)
-        if found.outcome == "classified":
-            return Category.objects.get(code=found.category_code), f"text_{found.method}"
+        if found.outcome == "classified" and found.category_code in rulebase.by_code:
+            return rulebase.by_code[found.category_code], f"text_{found.method}"
     return None, "none"
 
 
-def match_rules(classification: dict[str, Any]) -> dict[str, Any] | None:
+def match_rules(
+    classification: dict[str, Any], rulebase: RuleBase | None = None
+) -> dict[str, Any] | None:
     """The disposal rules for a classification, as a JSON snapshot stored on the scan.
 
     Only steps that apply (common steps, plus conditional steps whose tag is present) are
-    included, with every exclusion of the category.
+    included, with every exclusion of the category. Read from the in-memory rule base
+    (scans.rulebase_cache): one revision check, no table reads.
     """
-    category, matched_by = resolve_category(classification)
+    rulebase = rulebase or current_rulebase()
+    category, matched_by = resolve_category(classification, rulebase)
     if category is None:
         return None
     tags = set(classification.get("situation_tags") or [])
-    steps = DisposalStep.objects.filter(category=category).select_related("tag")
-    exclusions = Exclusion.objects.filter(category=category).select_related("goes_to")
     return {
         "category_code": category.code,
         "kind": category.kind,
@@ -109,7 +111,7 @@ def match_rules(classification: dict[str, Any]) -> dict[str, Any] | None:
         "matched_by": matched_by,
         "steps": [
             {"ko": s.text_ko, "en": s.text_en, "tag": s.tag.code if s.tag else None}
-            for s in steps
+            for s in rulebase.steps_of(category)
             if s.tag is None or s.tag.code in tags
         ],
         "exclusions": [
@@ -121,11 +123,12 @@ def match_rules(classification: dict[str, Any]) -> dict[str, Any] | None:
                 "note_ko": e.note_ko,
                 "note_en": e.note_en,
             }
-            for e in exclusions
+            for e in rulebase.exclusions_of(category)
         ],
         "fixes": [
             {"tag": t.code, "ko": t.fix_ko, "en": t.fix_en}
-            for t in SituationTag.objects.filter(code__in=tags).exclude(fix_ko="")
+            for t in rulebase.tags
+            if t.code in tags and t.fix_ko
         ],
     }
 
@@ -138,9 +141,10 @@ def vision_taxonomy(items_per_category: int = 8) -> dict[str, Any]:
     base lists the most common items first), tags by group and code. Only a few item names are
     given per category: they anchor what the category means without paying for every alias.
     """
-    categories = Category.objects.order_by("position", "code").prefetch_related(
-        Prefetch("items", queryset=Item.objects.order_by("pk"))
-    )
+    rulebase = current_rulebase()
+    items_by_category: dict[int, list[Item]] = {}
+    for item in sorted(rulebase.items, key=lambda item: item.pk):
+        items_by_category.setdefault(item.category_id, []).append(item)
     return {
         "categories": [
             {
@@ -149,12 +153,13 @@ def vision_taxonomy(items_per_category: int = 8) -> dict[str, Any]:
                 "major_en": category.major_en,
                 "middle_ko": category.middle_ko,
                 "middle_en": category.middle_en,
-                "items": [item.name_ko for item in category.items.all()[:items_per_category]],
+                "items": [item.name_ko for item in items_by_category.get(category.pk, [])][
+                    :items_per_category
+                ],
             }
-            for category in categories
+            for category in rulebase.categories
         ],
         "situation_tags": [
-            {"code": tag.code, "ko": tag.name_ko, "en": tag.name_en}
-            for tag in SituationTag.objects.order_by("group", "code")
+            {"code": tag.code, "ko": tag.name_ko, "en": tag.name_en} for tag in rulebase.tags
         ],
     }

@@ -131,3 +131,49 @@ def test_matched_rules_carry_steps_fixes_and_exclusions(rulebase):
     without_tag = match_rules({"category_code": "pet_clear", "situation_tags": []})
     assert not without_tag["fixes"]
     assert len(without_tag["steps"]) <= len(rules["steps"])
+
+
+# --- the rule base in memory (scans.rulebase_cache) -------------------------------------------
+def test_matching_reads_the_rule_base_once_then_only_its_revision(
+    rulebase, django_assert_num_queries
+):
+    classification = {"category_code": "pet_clear", "situation_tags": ["label_attached"]}
+    first = match_rules(classification)  # reads the tables once
+
+    with django_assert_num_queries(1):  # the revision check, nothing else
+        again = match_rules(classification)
+    assert again == first
+
+
+def test_an_edit_of_the_rule_base_applies_to_the_next_match(rulebase):
+    from scans.models import Category, DisposalStep
+
+    before = match_rules({"category_code": "pet_clear"})
+    pet = Category.objects.get(code="pet_clear")
+    DisposalStep.objects.create(
+        category=pet, position=99, text_ko="뚜껑을 닫아 주세요", text_en="Cap it"
+    )
+    pet.summary_ko = "요약이 바뀌었습니다"
+    pet.save()  # as the admin saves
+
+    after = match_rules({"category_code": "pet_clear"})
+    assert after["steps"][-1] == {"ko": "뚜껑을 닫아 주세요", "en": "Cap it", "tag": None}
+    assert len(after["steps"]) == len(before["steps"]) + 1
+    assert after["summary_ko"] == "요약이 바뀌었습니다"
+
+    pet.delete()
+    assert resolve_category({"category_code": "pet_clear"}) == (None, "none")
+
+
+def test_loading_the_rule_base_gives_it_a_new_revision(rulebase, rulebase_data):
+    import copy
+
+    from scans.rulebase import load_rulebase
+    from scans.rulebase_cache import rulebase_token
+
+    before = rulebase_token()
+    load_rulebase(copy.deepcopy(rulebase_data))
+    after = rulebase_token()
+
+    assert after and after != before
+    assert match_rules({"category_code": "pet_clear"})["category_code"] == "pet_clear"

@@ -1,0 +1,130 @@
+"""The rule base, held in memory per process and refreshed when its revision changes.
+
+Every scan resolves a category and reads its steps, exclusions and tag fixes; the vision
+prompt renders the taxonomy; the offline matcher indexes every alias. The rule base changes
+rarely (``manage.py load_rulebase``, an edit in the admin), so instead of five queries per
+scan a process keeps one immutable snapshot and compares a revision token (one indexed read)
+before using it. Any ORM write to a rule-base model changes the token in the same
+transaction (signals below); ``load_rulebase`` changes it once for the whole load. Writes that
+bypass the ORM (raw SQL) are not seen until the next ORM change or ``load_rulebase``.
+
+The token is random, not a counter: a test database flushed and loaded again must not look
+unchanged to a worker that cached the first load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.db.models.signals import post_delete, post_save
+from django.utils import timezone
+
+from .models import Category, DisposalStep, Exclusion, Item, RuleBaseRevision, SituationTag
+
+RULEBASE_MODELS = (Category, SituationTag, DisposalStep, Item, Exclusion)
+
+
+@dataclass(frozen=True)
+class RuleBase:
+    """An immutable snapshot of the rule base. Its model instances are shared between
+    threads: read them, never change or save them."""
+
+    token: str
+    categories: tuple[Category, ...]  # the rule base's order (position, code)
+    tags: tuple[SituationTag, ...]  # (group, code)
+    items: tuple[Item, ...]  # (category, name_ko), with their category
+    exclusions: tuple[Exclusion, ...]  # (category, name_ko), with goes_to
+    steps: tuple[DisposalStep, ...]  # (category, position), with their tag
+    by_code: dict[str, Category] = field(init=False)
+    first_item_named: dict[str, Item] = field(init=False)
+
+    def __post_init__(self) -> None:
+        first: dict[str, Item] = {}
+        for item in self.items:
+            first.setdefault(item.name_ko, item)
+        object.__setattr__(self, "by_code", {c.code: c for c in self.categories})
+        object.__setattr__(self, "first_item_named", first)
+
+    def steps_of(self, category: Category) -> list[DisposalStep]:
+        return [s for s in self.steps if s.category_id == category.pk]
+
+    def exclusions_of(self, category: Category) -> list[Exclusion]:
+        return [e for e in self.exclusions if e.category_id == category.pk]
+
+
+_lock = threading.Lock()
+_snapshot: RuleBase | None = None
+_suppressed = threading.local()
+
+
+def rulebase_token() -> str:
+    """The current revision token ("" before the rule base was ever changed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT token FROM {RuleBaseRevision._meta.db_table} WHERE id = 1")
+        row = cursor.fetchone()
+    return row[0] if row else ""
+
+
+def _read(token: str) -> RuleBase:
+    return RuleBase(
+        token=token,
+        categories=tuple(Category.objects.all()),
+        tags=tuple(SituationTag.objects.all()),
+        items=tuple(Item.objects.select_related("category")),
+        exclusions=tuple(Exclusion.objects.select_related("goes_to")),
+        steps=tuple(DisposalStep.objects.select_related("tag")),
+    )
+
+
+def current_rulebase() -> RuleBase:
+    """The rule base as committed now: the cached snapshot, or a fresh one if it changed."""
+    global _snapshot
+    # the token is read before the tables: a snapshot is never older than its token
+    token = rulebase_token()
+    snapshot = _snapshot
+    if snapshot is not None and snapshot.token == token:
+        return snapshot
+    with _lock:  # one thread reads the tables; the others wait for its snapshot
+        if _snapshot is None or _snapshot.token != token:
+            _snapshot = _read(token)
+        return _snapshot
+
+
+def bump_rulebase_revision() -> str:
+    """Give the rule base a new token, in the caller's transaction."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    if not RuleBaseRevision.objects.filter(pk=1).update(token=token, changed_at=now):
+        RuleBaseRevision.objects.update_or_create(
+            pk=1, defaults={"token": token, "changed_at": now}
+        )
+    return token
+
+
+@contextlib.contextmanager
+def one_revision() -> Iterator[None]:
+    """Many rule-base writes (a whole load) make one new token, at the end."""
+    _suppressed.active = getattr(_suppressed, "active", 0) + 1
+    try:
+        yield
+    finally:
+        _suppressed.active -= 1
+    if not _suppressed.active:
+        bump_rulebase_revision()
+
+
+def _rulebase_changed(sender, **kwargs) -> None:
+    if not getattr(_suppressed, "active", 0):
+        bump_rulebase_revision()
+
+
+for _model in RULEBASE_MODELS:
+    post_save.connect(_rulebase_changed, sender=_model, dispatch_uid=f"rulebase-{_model.__name__}")
+    post_delete.connect(
+        _rulebase_changed, sender=_model, dispatch_uid=f"rulebase-del-{_model.__name__}"
+    )
