@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
@@ -33,31 +34,38 @@ def _is_pipeline(task) -> bool:
     return getattr(task, "name", None) in SCAN_PIPELINE_TASKS
 
 
+# The attempts this process opened and has not closed yet: task id → (row id, started_at).
+# A task's prerun and postrun run in the same process (and thread), so closing it is one
+# UPDATE by primary key; a close reported by another process (the worker's main process when
+# a pool process died) looks the attempt up instead.
+_open_attempts: dict[str, tuple[int, datetime]] = {}
+_MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
+
+
 def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) -> None:
     """Finish the latest open attempt of ``task_id`` with ``outcome``."""
-    attempt = (
-        TaskAttempt.objects.filter(task_id=task_id, outcome=AttemptOutcome.STARTED)
-        .order_by("-id")
-        .first()
-    )
-    if attempt is None:
-        return
+    handle = _open_attempts.pop(task_id, None)
+    if handle is None:
+        attempt = (
+            TaskAttempt.objects.filter(task_id=task_id, outcome=AttemptOutcome.STARTED)
+            .order_by("-id")
+            .values_list("pk", "started_at")
+            .first()
+        )
+        if attempt is None:
+            return
+        handle = attempt
+    pk, started_at = handle
     now = timezone.now()
-    attempt.outcome = outcome
-    attempt.finished_at = now
-    attempt.duration_ms = int((now - attempt.started_at).total_seconds() * 1000)
+    fields = {
+        "outcome": outcome,
+        "finished_at": now,
+        "duration_ms": int((now - started_at).total_seconds() * 1000),
+    }
     if exc is not None:
-        attempt.exception_class = type(exc).__name__
-        attempt.exception_message = str(exc)[:2000]
-    attempt.save(
-        update_fields=[
-            "outcome",
-            "finished_at",
-            "duration_ms",
-            "exception_class",
-            "exception_message",
-        ]
-    )
+        fields["exception_class"] = type(exc).__name__
+        fields["exception_message"] = str(exc)[:2000]
+    TaskAttempt.objects.filter(pk=pk, outcome=AttemptOutcome.STARTED).update(**fields)
 
 
 @signals.task_prerun.connect
@@ -85,6 +93,9 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
             raise
         attempt.scan_id = None
         attempt.save(force_insert=True)
+    if len(_open_attempts) >= _MAX_OPEN_ATTEMPTS:
+        _open_attempts.clear()  # the lookup in close_attempt still finds them
+    _open_attempts[task_id] = (attempt.pk, attempt.started_at)
 
 
 @signals.task_postrun.connect
