@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
@@ -28,6 +30,8 @@ EVENTS_EXCHANGE = Exchange("eco2.events", type="topic", durable=True)
 EVENT_SCHEMA_VERSION = 1
 # the prompt publish right after a scan ends must not hold a worker when the broker is away;
 # the relay (beat) publishes later with the worker-side policy
+# the relay (beat) leaves fresh events to their prompt publish (publish_event_now)
+RELAY_GRACE = timedelta(seconds=10)
 PROMPT_PUBLISH_RETRY_POLICY = {
     "max_retries": 1,
     "interval_start": 0,
@@ -59,9 +63,7 @@ def event_payload(scan: Scan) -> dict[str, Any]:
 def append_event(scan: Scan, event_type: ScanEventType) -> ScanEvent:
     """Store the event; call inside the transaction that gives the scan its final state."""
     event = ScanEvent.objects.create(type=event_type, scan=scan, payload=event_payload(scan))
-    transaction.on_commit(
-        lambda: publish_pending_events(ids=[event.id], retry_policy=PROMPT_PUBLISH_RETRY_POLICY)
-    )
+    transaction.on_commit(partial(publish_event_now, event))
     return event
 
 
@@ -75,8 +77,47 @@ def message_for(event: ScanEvent) -> dict[str, Any]:
     }
 
 
-def publish_pending_events(*, ids=None, limit: int = 200, retry_policy: dict | None = None) -> int:
-    """Publish unpublished events (all, or just ``ids``); return how many were published.
+def _publish(producer, event: ScanEvent, retry_policy: dict) -> None:
+    producer.publish(
+        message_for(event),
+        exchange=EVENTS_EXCHANGE,
+        routing_key=event.routing_key,
+        declare=[EVENTS_EXCHANGE],
+        serializer="json",
+        delivery_mode=2,
+        message_id=str(event.id),
+        type=event.type,
+        retry=True,
+        retry_policy=retry_policy,
+    )
+
+
+def publish_event_now(event: ScanEvent) -> bool:
+    """Publish an event right after the transaction that stored it; False if not sent.
+
+    One publish and one UPDATE, without the relay's lock: the relay leaves events younger
+    than RELAY_GRACE to this. Should the relay still take one (this publish took longer than
+    the grace), it goes out twice with the same id, as the at-least-once contract allows.
+    """
+    try:
+        with app.producer_or_acquire() as producer:
+            _publish(producer, event, PROMPT_PUBLISH_RETRY_POLICY)
+    except Exception as exc:  # broker errors come in many types; the event stays owed
+        logger.warning("event %s not published yet (%s); the relay will retry", event.id, exc)
+        return False
+    ScanEvent.objects.filter(pk=event.pk, published_at=None).update(published_at=timezone.now())
+    return True
+
+
+def publish_pending_events(
+    *,
+    ids=None,
+    limit: int = 200,
+    retry_policy: dict | None = None,
+    min_age: timedelta | None = None,
+) -> int:
+    """Publish unpublished events (all, or just ``ids``, or those older than ``min_age``);
+    return how many were published.
 
     Rows are locked (SKIP LOCKED on PostgreSQL) so two relays do not publish the same batch;
     a failure leaves the rest for the next run.
@@ -91,23 +132,14 @@ def publish_pending_events(*, ids=None, limit: int = 200, retry_policy: dict | N
             pending = ScanEvent.objects.filter(published_at=None).order_by("occurred_at")
             if ids is not None:
                 pending = pending.filter(id__in=ids)
+            if min_age is not None:
+                pending = pending.filter(occurred_at__lt=timezone.now() - min_age)
             events = list(pending.select_for_update(skip_locked=True)[:limit])
             if not events:
                 return 0
             with app.producer_or_acquire() as producer:
                 for event in events:
-                    producer.publish(
-                        message_for(event),
-                        exchange=EVENTS_EXCHANGE,
-                        routing_key=event.routing_key,
-                        declare=[EVENTS_EXCHANGE],
-                        serializer="json",
-                        delivery_mode=2,
-                        message_id=str(event.id),
-                        type=event.type,
-                        retry=True,
-                        retry_policy=retry_policy or app.conf.task_publish_retry_policy,
-                    )
+                    _publish(producer, event, retry_policy or app.conf.task_publish_retry_policy)
                     published += 1
             ScanEvent.objects.filter(pk__in=[e.pk for e in events]).update(
                 published_at=timezone.now()

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import reports, services
 from .models import ScanStep
-from .outbox import publish_pending_events
+from .outbox import RELAY_GRACE, publish_pending_events
 from .providers.base import TransientProviderError
 
 MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
@@ -129,7 +129,7 @@ def relay_pending_dispatches() -> int:
 @shared_task(name="scans.tasks.publish_events")
 def publish_events() -> int:
     """The outbox relay for ScanCompleted / ScanFailed events (beat)."""
-    return publish_pending_events()
+    return publish_pending_events(min_age=RELAY_GRACE)
 
 
 @shared_task(name="scans.tasks.send_daily_digest")

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.models import F
 from django.test import Client
 from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
@@ -135,6 +136,24 @@ def test_a_relay_that_dies_mid_batch_publishes_again_at_least_once(
     assert delivered.count(sent[0]) == 2, (
         "the first event came twice, with the same id: dedupe by it"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_leaves_fresh_events_to_their_prompt_publish(user, photo, event_consumer):
+    from datetime import timedelta
+
+    from scans.tasks import publish_events
+
+    scan = services.create_scan(owner=user, image=photo())
+    services.fail_scan(scan.id, code="x", message="y")
+    assert len(event_consumer()) == 1, "published once, right after the commit"
+    assert ScanEvent.objects.get().published_at is not None
+
+    ScanEvent.objects.update(published_at=None)  # as if the prompt publish had failed
+    assert publish_events() == 0, "younger than the grace: the prompt publish may still run"
+    ScanEvent.objects.update(occurred_at=F("occurred_at") - timedelta(seconds=11))
+    assert publish_events() == 1
+    assert len(event_consumer()) == 1
 
 
 # --- task history and control ---------------------------------------------------------------
