@@ -12,10 +12,11 @@ import ast
 import json
 import logging
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 from celery import signals, states
-from django.db import DatabaseError
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django_celery_results.models import TaskResult
 
 from eco2.celery import app
@@ -52,9 +53,13 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
         status=states.PENDING,
     )
     try:
-        # one INSERT … ON CONFLICT DO NOTHING: every publish pays this, and a row the worker
-        # already wrote (a fast task) or an earlier publish of the same id must stay as it is
-        TaskResult.objects.bulk_create([row], ignore_conflicts=True)
+        # One INSERT (every publish pays this; bulk_create would wrap it in BEGIN/COMMIT). A
+        # row the worker already wrote (a fast task) or an earlier publish of the same id
+        # stays as it is: the duplicate is refused, in a savepoint inside a transaction.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            row.save(force_insert=True)
+    except IntegrityError:
+        pass
     except DatabaseError:  # history must never break sending
         logger.warning("no queued row for task %s", headers.get("id"), exc_info=True)
 
