@@ -41,6 +41,10 @@ class ScanStepTask(Task):
     retry_on_worker_lost = True
     default_retry_delay = 2  # seconds before a step whose worker died is tried again
     max_retries = MAX_STEP_RETRIES
+    # No STARTED write to the result backend (two queries per step): the attempt ledger
+    # (scans.ledger) already records every start, with its worker, queue and attempt number,
+    # and the Scan row shows the owner the running step. Other tasks keep task_track_started.
+    track_started = False
 
     def run_step(self, service: Callable[[str], str], scan_id: str) -> dict:
         try:
