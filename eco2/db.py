@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db import connection
+from contextlib import nullcontext
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Model
 
 
 def release_db_connection() -> None:
@@ -15,3 +18,17 @@ def release_db_connection() -> None:
     """
     if not connection.in_atomic_block:
         connection.close()
+
+
+def insert_unless_exists(instance: Model) -> bool:
+    """INSERT ``instance``; False if a unique constraint refused it (the row exists).
+
+    One statement in autocommit (how workers and after-response work run); inside a
+    transaction the INSERT gets a savepoint, so a refused row does not break the transaction.
+    """
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            instance.save(force_insert=True)
+    except IntegrityError:
+        return False
+    return True

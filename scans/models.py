@@ -316,6 +316,22 @@ class VisionCacheEntry(models.Model):
         return f"{self.provider} {self.image_sha256[:12]} ({self.hits} hits)"
 
 
+class VisionCallLease(models.Model):
+    """ "This photo is being recognised": held while one scan pays for a cache key.
+
+    A second scan of the same photo, hint and model waits for the first one's cache entry
+    instead of paying for the same call (services.classify_once). A lease outlives a crashed
+    holder only until ``expires_at``.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    scan_id = models.UUIDField()
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key[:12]} by {self.scan_id} until {self.expires_at:%H:%M:%S}"
+
+
 class AttemptOutcome(models.TextChoices):
     STARTED = "started", _("Started")  # still running, or the worker died before it finished
     SUCCEEDED = "succeeded", _("Succeeded")  # the step did its work and stored its result

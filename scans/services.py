@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -25,7 +26,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
-from eco2.db import release_db_connection
+from eco2.db import insert_unless_exists, release_db_connection
 
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
@@ -40,6 +41,7 @@ from .models import (
     ScanStatus,
     ScanStep,
     VisionCacheEntry,
+    VisionCallLease,
 )
 from .outbox import append_event
 from .progress import mirror_progress
@@ -458,32 +460,95 @@ def _usage_fields(scan: Scan, step: str, usage: dict | None) -> dict:
     }
 
 
+# Concurrent misses of one cache key: the first scan pays, the others wait for its entry.
+VISION_LEASE = timedelta(seconds=60)  # the vision step's soft time limit: no call lasts longer
+VISION_WAIT_MAX = 20.0  # then a waiter pays itself: better a second call than a failed scan
+VISION_WAIT_POLL = 0.25
+
+
+def _cached_classification(key: str) -> dict | None:
+    entry = VisionCacheEntry.objects.filter(key=key).first()
+    if entry is None:
+        return None
+    VisionCacheEntry.objects.filter(pk=entry.pk).update(
+        hits=F("hits") + 1, last_hit_at=timezone.now()
+    )
+    return entry.classification
+
+
+def _claim_vision_call(key: str, scan_id) -> bool:
+    """Take the lease on ``key`` (or a lapsed one); False while another scan holds it."""
+    now = timezone.now()
+    if insert_unless_exists(
+        VisionCallLease(key=key, scan_id=scan_id, expires_at=now + VISION_LEASE)
+    ):
+        return True
+    # the holder crashed or its lease lapsed: the conditional UPDATE lets one waiter in
+    return bool(
+        VisionCallLease.objects.filter(key=key, expires_at__lt=now).update(
+            scan_id=scan_id, expires_at=now + VISION_LEASE
+        )
+    )
+
+
+def _await_or_claim(key: str, scan_id) -> tuple[dict | None, bool]:
+    """The cached classification once another scan stored it, or the lease to pay for it.
+
+    Returns (classification, False) on a hit, (None, True) with the lease, (None, False) when
+    the wait ran out (the caller pays without a lease).
+    """
+    deadline = time.monotonic() + VISION_WAIT_MAX
+    while True:
+        if _claim_vision_call(key, scan_id):
+            # an entry stored between our lookup and the claim: no call needed
+            cached = _cached_classification(key)
+            if cached is not None:
+                VisionCallLease.objects.filter(key=key, scan_id=scan_id).delete()
+            return cached, cached is None
+        if time.monotonic() >= deadline:
+            logger.warning("vision cache key %s: waited %ss for another scan", key, VISION_WAIT_MAX)
+            return None, False
+        release_db_connection()  # a pool connection is not held through the wait
+        time.sleep(VISION_WAIT_POLL)
+        cached = _cached_classification(key)
+        if cached is not None:
+            return cached, False
+
+
 def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
-    """Classification, provider name, usage of a paid call (None if free or cached), cache hit."""
+    """Classification, provider name, usage of a paid call (None if free or cached), cache hit.
+
+    With a cache (providers that have a ``cache_namespace``), one call per key: concurrent
+    scans of the same photo wait for the first one's entry instead of paying again.
+    """
     provider = get_vision_provider()
     namespace = getattr(provider, "cache_namespace", None)
     key = vision_cache_key(namespace, scan.image_sha256, scan.hint) if namespace else None
+    leased = False
     if key:
-        entry = VisionCacheEntry.objects.filter(key=key).first()
-        if entry:
-            VisionCacheEntry.objects.filter(pk=entry.pk).update(
-                hits=F("hits") + 1, last_hit_at=timezone.now()
+        cached = _cached_classification(key)
+        if cached is None:
+            cached, leased = _await_or_claim(key, scan.pk)
+        if cached is not None:
+            return cached, provider.name, None, True
+    try:
+        release_db_connection()  # the call may take seconds; reconnect for the writes after it
+        result = provider.classify(VisionRequest(image=image, hint=scan.hint))
+        classification = result.to_dict()
+        usage = classification.pop("usage", None)
+        if key and result.outcome == ScanOutcome.CLASSIFIED:
+            # two scans of the same photo racing: the first entry wins, the second is no error
+            VisionCacheEntry.objects.get_or_create(
+                key=key,
+                defaults={
+                    "provider": namespace,
+                    "image_sha256": scan.image_sha256,
+                    "classification": classification,
+                },
             )
-            return entry.classification, provider.name, None, True
-    release_db_connection()  # the call may take seconds; reconnect for the writes after it
-    result = provider.classify(VisionRequest(image=image, hint=scan.hint))
-    classification = result.to_dict()
-    usage = classification.pop("usage", None)
-    if key and result.outcome == ScanOutcome.CLASSIFIED:
-        # two scans of the same photo racing: the first entry wins, the second is no error
-        VisionCacheEntry.objects.get_or_create(
-            key=key,
-            defaults={
-                "provider": namespace,
-                "image_sha256": scan.image_sha256,
-                "classification": classification,
-            },
-        )
+    finally:
+        if leased:  # also when the call failed: a waiter takes over at once, not at expiry
+            VisionCallLease.objects.filter(key=key, scan_id=scan.pk).delete()
     return classification, provider.name, usage, False
 
 

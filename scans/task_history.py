@@ -12,14 +12,14 @@ import ast
 import json
 import logging
 import uuid
-from contextlib import nullcontext
 from typing import Any
 
 from celery import signals, states
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError
 from django_celery_results.models import TaskResult
 
 from eco2.celery import app
+from eco2.db import insert_unless_exists
 
 from .models import TaskRerun
 
@@ -55,11 +55,8 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
     try:
         # One INSERT (every publish pays this; bulk_create would wrap it in BEGIN/COMMIT). A
         # row the worker already wrote (a fast task) or an earlier publish of the same id
-        # stays as it is: the duplicate is refused, in a savepoint inside a transaction.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            row.save(force_insert=True)
-    except IntegrityError:
-        pass
+        # stays as it is.
+        insert_unless_exists(row)
     except DatabaseError:  # history must never break sending
         logger.warning("no queued row for task %s", headers.get("id"), exc_info=True)
 

@@ -1,5 +1,6 @@
 """The scan services called directly: step order, idempotency, one terminal state, the sweeper."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -264,6 +265,79 @@ def test_the_same_photo_and_hint_never_pay_twice(rulebase, user, photo, paid_pro
         ).hits
         == 1
     )
+
+
+def _prepared_key(scan, provider) -> str:
+    services.run_prepare_step(scan.id)
+    scan.refresh_from_db()
+    return services.vision_cache_key(provider.cache_namespace, scan.image_sha256, scan.hint)
+
+
+def test_a_scan_of_a_photo_being_recognised_waits_for_that_result(
+    rulebase, user, photo, paid_provider, monkeypatch
+):
+    """Two scans of one photo at once: the second does not pay, it takes the first's entry."""
+    from scans.models import VisionCallLease
+
+    first = services.create_scan(owner=user, image=photo(), hint="콜라 캔")
+    second = services.create_scan(owner=user, image=photo(), hint="콜라 캔")
+    key = _prepared_key(second, paid_provider)
+    VisionCallLease.objects.create(  # the first scan's call is in flight
+        key=key, scan_id=first.id, expires_at=timezone.now() + timedelta(seconds=60)
+    )
+
+    def first_finishes(seconds):  # while the second waits, the first stores its result
+        VisionCacheEntry.objects.create(
+            key=key,
+            provider=paid_provider.cache_namespace,
+            image_sha256=second.image_sha256,
+            classification={"outcome": "classified", "category_code": "metal"},
+        )
+        VisionCallLease.objects.filter(key=key).delete()
+
+    monkeypatch.setattr(services.time, "sleep", first_finishes)
+    services.run_vision_step(second.id)
+
+    second.refresh_from_db()
+    assert paid_provider.calls == 0
+    assert second.vision_cache_hit and second.classification["category_code"] == "metal"
+
+
+def test_a_lapsed_lease_is_taken_over_and_released_after_the_call(
+    rulebase, user, photo, paid_provider
+):
+    """A holder that crashed mid-call blocks nobody past its lease."""
+    from scans.models import VisionCallLease
+
+    scan = services.create_scan(owner=user, image=photo(), hint="콜라 캔")
+    key = _prepared_key(scan, paid_provider)
+    VisionCallLease.objects.create(
+        key=key, scan_id=uuid.uuid4(), expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    services.run_vision_step(scan.id)
+
+    assert paid_provider.calls == 1
+    assert not VisionCallLease.objects.exists()
+    assert VisionCacheEntry.objects.filter(key=key).exists()
+
+
+def test_a_failed_call_releases_its_lease_at_once(
+    rulebase, user, photo, paid_provider, monkeypatch
+):
+    """The next scan of that photo (or the retry) does not wait for the lease to lapse."""
+    from scans.models import VisionCallLease
+    from scans.providers.base import TransientProviderError
+
+    scan = services.create_scan(owner=user, image=photo(), hint="콜라 캔")
+
+    def rate_limited(self, request):
+        raise TransientProviderError("Too many requests", code="rate_limited", retry_after=1)
+
+    monkeypatch.setattr(PaidVisionProvider, "classify", rate_limited)
+    with pytest.raises(TransientProviderError):
+        services.run_vision_step(scan.id)
+    assert not VisionCallLease.objects.exists()
 
 
 def test_free_providers_are_not_cached(rulebase, user, photo, counting_provider):
