@@ -19,7 +19,11 @@ from django.test import RequestFactory
 
 from eco2 import server
 from eco2.after_response import AfterResponseMiddleware, run_after_response
-from eco2.celery import _no_task_events_on_threaded_pools, pool_name
+from eco2.celery import (
+    _no_task_events_on_threaded_pools,
+    _quick_gil_handoff_on_threads_pools,
+    pool_name,
+)
 from eco2.redis_pool import ProcessConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,3 +218,18 @@ def test_without_publisher_confirms_threaded_pools_keep_task_events():
     conf = _conf(confirms=False)  # the embedded filesystem broker
     _no_task_events_on_threaded_pools(sender="w@host", conf=conf, options={"pool_cls": "threads"})
     assert conf.worker_send_task_events is True
+
+
+@pytest.mark.parametrize(("pool", "expected"), [("threads", 0.001), ("prefork", None)])
+def test_a_threads_pool_hands_the_gil_over_sooner(pool, expected, settings):
+    from celery.concurrency import get_implementation
+
+    default = sys.getswitchinterval()
+    settings.WORKER_THREADS_SWITCH_INTERVAL = 0.001
+    try:
+        _quick_gil_handoff_on_threads_pools(
+            sender="w@host", conf=_conf(confirms=True), options={"pool": get_implementation(pool)}
+        )
+        assert sys.getswitchinterval() == pytest.approx(expected or default)
+    finally:
+        sys.setswitchinterval(default)
