@@ -20,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -483,11 +483,12 @@ def _claim_vision_call(key: str, scan_id) -> bool:
         VisionCallLease(key=key, scan_id=scan_id, expires_at=now + VISION_LEASE)
     ):
         return True
-    # the holder crashed or its lease lapsed: the conditional UPDATE lets one waiter in
+    # the holder's lease lapsed (it crashed), or the holder is this scan (a redelivery after
+    # its worker died mid-call): the conditional UPDATE lets exactly one waiter in
     return bool(
-        VisionCallLease.objects.filter(key=key, expires_at__lt=now).update(
-            scan_id=scan_id, expires_at=now + VISION_LEASE
-        )
+        VisionCallLease.objects.filter(key=key)
+        .filter(Q(expires_at__lt=now) | Q(scan_id=scan_id))
+        .update(scan_id=scan_id, expires_at=now + VISION_LEASE)
     )
 
 

@@ -322,6 +322,23 @@ def test_a_lapsed_lease_is_taken_over_and_released_after_the_call(
     assert VisionCacheEntry.objects.filter(key=key).exists()
 
 
+def test_a_redelivered_scan_does_not_wait_for_its_own_lease(
+    rulebase, user, photo, paid_provider, monkeypatch
+):
+    """Its worker died mid-call: the lease still names this scan, which may call at once."""
+    from scans.models import VisionCallLease
+
+    scan = services.create_scan(owner=user, image=photo(), hint="콜라 캔")
+    key = _prepared_key(scan, paid_provider)
+    VisionCallLease.objects.create(
+        key=key, scan_id=scan.id, expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    monkeypatch.setattr(services.time, "sleep", lambda seconds: pytest.fail("waited for itself"))
+
+    services.run_vision_step(scan.id)
+    assert paid_provider.calls == 1
+
+
 def test_a_failed_call_releases_its_lease_at_once(
     rulebase, user, photo, paid_provider, monkeypatch
 ):
