@@ -133,7 +133,9 @@ def match_rules(
     }
 
 
-def vision_taxonomy(items_per_category: int = 8) -> dict[str, Any]:
+def vision_taxonomy(
+    items_per_category: int = 8, rulebase: RuleBase | None = None
+) -> dict[str, Any]:
     """The taxonomy a vision prompt and its JSON schema are built from, in a fixed order.
 
     Prompts are cached by prefix, so the same rule base must always render the same bytes:
@@ -141,7 +143,7 @@ def vision_taxonomy(items_per_category: int = 8) -> dict[str, Any]:
     base lists the most common items first), tags by group and code. Only a few item names are
     given per category: they anchor what the category means without paying for every alias.
     """
-    rulebase = current_rulebase()
+    rulebase = rulebase or current_rulebase()
     items_by_category: dict[int, list[Item]] = {}
     for item in sorted(rulebase.items, key=lambda item: item.pk):
         items_by_category.setdefault(item.category_id, []).append(item)

@@ -158,6 +158,27 @@ def test_schema_is_strict_and_its_enums_come_from_the_rule_base(fake):
     assert props["minor_category"]["type"] == ["string", "null"]
 
 
+def test_a_category_added_to_the_rule_base_reaches_the_next_call_and_its_cache_key(fake):
+    """The provider lives as long as the worker process; the rule base can change under it."""
+    provider = OpenAIVisionProvider()
+    fake.enqueue(ok(pet_bottle()), ok(pet_bottle()))
+    provider.classify(VisionRequest(image=jpeg(), hint="페트병"))
+    namespace_before = provider.cache_namespace
+
+    Category.objects.create(
+        code="textile_shoes", kind="recyclable", major_ko="재활용폐기물", major_en="Recyclables",
+        middle_ko="신발", middle_en="Shoes", position=99,
+    )  # fmt: skip
+    provider.classify(VisionRequest(image=jpeg(), hint="페트병"))
+
+    before, after = fake.requests_for_schema(VISION_SCHEMA_NAME)
+    enum = after.body["response_format"]["json_schema"]["schema"]["properties"]["category_code"]
+    assert "textile_shoes" in enum["enum"]
+    assert "textile_shoes" not in before.body["messages"][0]["content"]
+    assert "textile_shoes" in after.body["messages"][0]["content"]
+    assert provider.cache_namespace != namespace_before, "old cache entries no longer match"
+
+
 def test_the_api_key_goes_in_the_authorization_header(fake):
     fake.enqueue(ok(pet_bottle()))
     classify()

@@ -39,6 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from eco2.db import release_db_connection
 
 from ..models import SituationTag
+from ..rulebase_cache import current_rulebase
 from ..selectors import vision_taxonomy
 from .base import (
     Answer,
@@ -474,13 +475,17 @@ class OpenAIVisionProvider(_OpenAIProvider):
     )
 
     def _static_prompt(self) -> tuple[Prompt, dict[str, Any], str]:
-        """The prompt, the taxonomy and the rendered system message, read once per provider
-        instance (one per vision step: cache_namespace and classify share them)."""
-        if getattr(self, "_static", None) is None:
+        """The prompt, the taxonomy and the rendered system message, rendered again only when
+        the rule base changed (its revision token): the provider lives as long as the process,
+        and a category added in the admin must reach the next vision call and its cache key."""
+        rulebase = current_rulebase()
+        static = getattr(self, "_static", None)
+        if static is None or static[0] != rulebase.token:
             prompt = load_prompt("vision")
-            taxonomy = vision_taxonomy()
-            self._static = (prompt, taxonomy, render_vision_prompt(prompt, taxonomy))
-        return self._static
+            taxonomy = vision_taxonomy(rulebase=rulebase)
+            static = (rulebase.token, prompt, taxonomy, render_vision_prompt(prompt, taxonomy))
+            self._static = static
+        return static[1], static[2], static[3]
 
     @property
     def cache_namespace(self) -> str:
