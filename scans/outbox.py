@@ -110,14 +110,10 @@ def publish_event_now(event: ScanEvent) -> bool:
 
 
 def publish_pending_events(
-    *,
-    ids=None,
-    limit: int = 200,
-    retry_policy: dict | None = None,
-    min_age: timedelta | None = None,
+    *, limit: int = 200, retry_policy: dict | None = None, min_age: timedelta | None = None
 ) -> int:
-    """Publish unpublished events (all, or just ``ids``, or those older than ``min_age``);
-    return how many were published.
+    """Publish unpublished events (all, or those older than ``min_age``); return how many
+    were published.
 
     Rows are locked (SKIP LOCKED on PostgreSQL) so two relays do not publish the same batch;
     a failure leaves the rest for the next run.
@@ -130,8 +126,6 @@ def publish_pending_events(
     try:
         with transaction.atomic() if locking else contextlib.nullcontext():
             pending = ScanEvent.objects.filter(published_at=None).order_by("occurred_at")
-            if ids is not None:
-                pending = pending.filter(id__in=ids)
             if min_age is not None:
                 pending = pending.filter(occurred_at__lt=timezone.now() - min_age)
             events = list(pending.select_for_update(skip_locked=True)[:limit])
