@@ -30,7 +30,11 @@ class SendEmailTask(Task):
     autoretry_for=(smtplib.SMTPException, ConnectionError, OSError),
     retry_backoff=True,  # 1, 2, 4 … s
     retry_backoff_max=60,  # the resend sweep treats a row untouched for 60 s as lost
-    retry_jitter=True,
+    # No jitter: Celery's full jitter draws 0 s half the time on the first retry, retrying at
+    # once a server that just said "try again later"; and a 0 s retry can finish on another
+    # pool process before this one has stored RETRY, leaving the task history at RETRY after
+    # the mail went out (seen in CI). Mails are few: no herd to spread.
+    retry_jitter=False,
     retry_kwargs={"max_retries": services.MAX_SEND_RETRIES},
     # EMAIL_TIMEOUT (10 s) bounds each SMTP step; this only catches a send that hangs anyway.
     # The killed send is left 'sending' and recovered by the sweep after SENDING_LEASE.

@@ -285,7 +285,7 @@ def test_send_email_retries_with_backoff_on_the_notification_queue():
     assert set(send_email.autoretry_for) == {smtplib.SMTPException, ConnectionError, OSError}
     assert send_email.retry_backoff is True
     assert send_email.retry_backoff_max == 60
-    assert send_email.retry_jitter is True
+    assert send_email.retry_jitter is False  # 1, 2, 4 … s: never an immediate retry
     assert send_email.retry_kwargs == {"max_retries": 5}
     assert app.amqp.router.route({}, send_email.name)["queue"].name == "notification"
 
