@@ -156,16 +156,19 @@ def main() -> int:
             "SCAN_VISION_PROVIDER": "bench.providers.ZeroLatencyVisionProvider",
             "SCAN_ANSWER_PROVIDER": "bench.providers.ZeroLatencyAnswerProvider",
         }
+    ai_env = worker_env
     if args.pool in ("threads", "gevent") and not args.smoke:
-        # as worker-ai in production: the threads share a small connection pool
-        worker_env.setdefault("DB_POOL_MAX_SIZE", str(min(args.concurrency, 16)))
+        # as worker-ai in production: the threads share a small connection pool. Not the
+        # prefork image worker (as worker-default): Celery closes a prefork child's pool
+        # around every task, so each task would open a pool and a connection
+        ai_env = {**worker_env, "DB_POOL_MAX_SIZE": str(min(args.concurrency, 16))}
     image = common.Worker(
         "image", queues=common.IMAGE_QUEUE, pool="prefork",
         concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir,
     )  # fmt: skip
     ai = common.Worker(
         "ai", queues=common.AI_QUEUE, pool=args.pool,
-        concurrency=args.concurrency, env=worker_env, log_dir=var_dir,
+        concurrency=args.concurrency, env=ai_env, log_dir=var_dir,
     )  # fmt: skip
     try:
         common.start_workers(image, ai)

@@ -108,6 +108,12 @@ app.conf.update(
     beat_scheduler="django_celery_beat.schedulers:DatabaseScheduler",
     worker_hijack_root_logger=False,
 )
+# Celery's Django fixup closes every database connection before and after each task whatever
+# CONN_MAX_AGE says (celery/fixups/django.py, 5.7), unless DB_REUSE_MAX is set: then it closes
+# them every DB_REUSE_MAX tasks only. Set high, so that Django's own per-request rule decides
+# instead (_close_old_db_connections below): a pooled or CONN_MAX_AGE=0 connection is still
+# handed back after every task, a prefork child keeps its one (WORKER_CONN_MAX_AGE).
+app.conf.update(CELERY_DB_REUSE_MAX=1_000_000)
 
 app.autodiscover_tasks()
 
@@ -173,6 +179,55 @@ def _quick_gil_handoff_on_threads_pools(sender=None, conf=None, options=None, **
     interval = settings.WORKER_THREADS_SWITCH_INTERVAL
     if pool == "threads" and interval:
         sys.setswitchinterval(interval)
+
+
+def _close_old_db_connections(sender=None, **kwargs) -> None:
+    """Before and after every task, what Django does around every request.
+
+    close_old_connections(): a connection is closed (or handed back to its pool) when
+    CONN_MAX_AGE says so, when an error left it unusable, or when the task changed its
+    autocommit; otherwise it is kept, and checked once before its next use
+    (CONN_HEALTH_CHECKS). An eager task runs inside its caller's request or transaction, whose
+    connection is not the task's to close.
+    """
+    from django.db import close_old_connections
+
+    if sender is not None and not getattr(sender.request, "is_eager", False):
+        close_old_connections()
+
+
+signals.task_prerun.connect(_close_old_db_connections)
+
+
+@signals.worker_init.connect
+def _close_old_db_connections_after_tasks(**kwargs) -> None:
+    # Receivers run in the order they were connected, and the attempt ledger writes in a
+    # task_postrun receiver of its own (scans/ledger.py): connected here, once the worker has
+    # imported every task module, this one runs last. Run earlier, the ledger's write took a
+    # pooled connection back out and its thread held it until its next task (a threads pool
+    # of 32 ran out of 16 connections).
+    signals.task_postrun.connect(_close_old_db_connections, dispatch_uid="eco2.close_old_db")
+
+
+@signals.worker_process_init.connect
+def _persistent_db_connection_in_prefork_children(**kwargs) -> None:
+    """A prefork child keeps its database connection between tasks (WORKER_CONN_MAX_AGE).
+
+    CONN_MAX_AGE stays 0 for the web (under ASGI every request runs in a new thread, and each
+    would keep a connection), and each task of a prefork child then opened a new PostgreSQL
+    connection (a backend fork and the session set-up) and closed it: a quarter of the photo
+    worker's CPU in bench/pipeline_overhead.py. A child runs one task at a time, so one
+    persistent connection per child is the right shape. Only prefork children send this
+    signal, and a process with a connection pool (DB_POOL_MAX_SIZE) keeps the pool's rule.
+    """
+    from django.conf import settings
+    from django.db import connections
+
+    max_age = settings.WORKER_CONN_MAX_AGE
+    for connection in connections.all():
+        pooled = connection.settings_dict.get("OPTIONS", {}).get("pool")
+        if max_age and not pooled and connection.settings_dict.get("CONN_MAX_AGE") == 0:
+            connection.settings_dict["CONN_MAX_AGE"] = max_age
 
 
 @signals.worker_ready.connect

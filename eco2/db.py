@@ -14,9 +14,11 @@ def release_db_connection() -> None:
     On a threads pool each task in flight would otherwise hold a connection for the whole
     call: 128 concurrent AI steps would need 128 PostgreSQL connections. With the connection
     pool (DB_POOL_MAX_SIZE) the connection goes back to the pool; without it, reconnecting
-    for the writes afterwards costs a few milliseconds. Inside a transaction it stays.
+    for the writes afterwards costs a few milliseconds. Inside a transaction it stays, and so
+    does a persistent connection (CONN_MAX_AGE > 0, as a prefork child's, eco2/celery.py): it
+    is this process's own, and nothing else waits for it.
     """
-    if not connection.in_atomic_block:
+    if not connection.in_atomic_block and connection.settings_dict.get("CONN_MAX_AGE") == 0:
         connection.close()
 
 

@@ -346,14 +346,19 @@ SCAN_MATCH_MIN_GAP = env.float("SCAN_MATCH_MIN_GAP", default=0.04)
 SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # Retry backoff of a step: 1, 2, 4 … seconds with jitter, capped here (and never sooner than
 # the provider's Retry-After).
-# Seconds between GIL hand-overs in a threads-pool worker (sys.setswitchinterval; Python's
-# default is 0.005). 0 keeps Python's default. See eco2/celery.py.
-WORKER_THREADS_SWITCH_INTERVAL = env.float("WORKER_THREADS_SWITCH_INTERVAL", default=0.001)
 SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
 # A scan with no progress for this long is picked up by the sweeper (beat, every minute)…
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)
 # …and re-enqueued from its current step this many times before it is failed as stalled.
 SCAN_MAX_REQUEUES = env.int("SCAN_MAX_REQUEUES", default=2)
+
+# --- Workers (see eco2/celery.py) ----------------------------------------------------------
+# Seconds between GIL hand-overs in a threads-pool worker (sys.setswitchinterval; Python's
+# default is 0.005). 0 keeps Python's default.
+WORKER_THREADS_SWITCH_INTERVAL = env.float("WORKER_THREADS_SWITCH_INTERVAL", default=0.001)
+# Seconds a prefork worker's child keeps its database connection between tasks (its own
+# CONN_MAX_AGE; the web keeps CONN_MAX_AGE). 0: a new connection for every task.
+WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
 
 # --- E-mail (notifications) ----------------------------------------------------------------
 # EMAIL_URL in django-environ's form: consolemail:// (the default: `make run` prints mails on

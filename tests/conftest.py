@@ -215,12 +215,12 @@ class WorkerManager:
         self.config: tuple = ()
         self.starts = 0
 
-    def ensure(self, concurrency: int = 2, **env: str) -> WorkerProcess:
-        config = (concurrency, *sorted(env.items()))
+    def ensure(self, concurrency: int = 2, pool: str = "prefork", **env: str) -> WorkerProcess:
+        config = (concurrency, pool, *sorted(env.items()))
         if self.current and self.config == config and self.current.process.poll() is None:
             return self.current
         self.stop()
-        self.current, self.config = self._start(env, concurrency), config
+        self.current, self.config = self._start(env, concurrency, pool), config
         return self.current
 
     def kill(self) -> None:
@@ -232,7 +232,7 @@ class WorkerManager:
             self.current.process.wait()
             self.current = None
 
-    def _start(self, overrides: dict[str, str], concurrency: int) -> WorkerProcess:
+    def _start(self, overrides: dict[str, str], concurrency: int, pool: str) -> WorkerProcess:
         self.starts += 1
         log_path = self.log_dir / f"worker-{self.starts}.log"
         defaults = {
@@ -242,7 +242,7 @@ class WorkerManager:
         env = subprocess_env(**{**defaults, **overrides})
         command = [
             sys.executable, "-m", "celery", "-A", "eco2", "worker",
-            "--loglevel=INFO", "--pool=prefork", f"--concurrency={concurrency}",
+            "--loglevel=INFO", f"--pool={pool}", f"--concurrency={concurrency}",
             "--queues=scan.image,scan.ai.pipeline,notification,default",
             f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
             "--without-gossip", "--without-mingle",
