@@ -37,6 +37,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from django.conf import settings
 
+from .errors import CodedError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
@@ -47,16 +49,10 @@ CHUNK = 64 * 1024
 
 
 # --- errors -----------------------------------------------------------------------------------
-class FetchError(Exception):
-    """The photo could not be fetched; ``code`` is stable, ``message`` is for the user."""
+class FetchError(CodedError):
+    """The photo could not be fetched."""
 
     code = "image_url_unreachable"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
 
 
 class URLRefused(FetchError):

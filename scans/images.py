@@ -15,18 +15,17 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import CodedError
+
 # Formats are sniffed from the content, never from the file name; everything else (EPS, PSD,
 # TIFF, PDF …) never reaches a Pillow decoder.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
 
-class UnusablePhoto(ValueError):
-    """The file cannot be used as a photo; ``code`` is stable, ``message`` is for the user."""
+class UnusablePhoto(CodedError, ValueError):
+    """The file cannot be used as a photo."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    code = "corrupt"
 
 
 def _has_allowed_signature(head: bytes) -> bool:
@@ -56,18 +55,18 @@ def open_photo(source) -> Iterator[Image.Image]:
     except UnusablePhoto:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UnusablePhoto("too_many_pixels", _("The photo has too many pixels.")) from exc
+        raise UnusablePhoto(_("The photo has too many pixels."), code="too_many_pixels") from exc
     except UnidentifiedImageError as exc:
         if not _has_allowed_signature(head):
             raise UnusablePhoto(
-                "unsupported_format", _("This is not a JPEG, PNG, WebP or GIF photo.")
+                _("This is not a JPEG, PNG, WebP or GIF photo."), code="unsupported_format"
             ) from exc
         raise UnusablePhoto(
-            "corrupt", _("The photo is damaged or truncated and cannot be read.")
+            _("The photo is damaged or truncated and cannot be read."), code="corrupt"
         ) from exc
     except Exception as exc:  # Pillow raises many types for truncated or corrupt data
         raise UnusablePhoto(
-            "corrupt", _("The photo is damaged or truncated and cannot be read.")
+            _("The photo is damaged or truncated and cannot be read."), code="corrupt"
         ) from exc
     finally:
         source.seek(0)

@@ -28,6 +28,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
 
+from .errors import CodedError
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
     TERMINAL_STATUSES,
@@ -46,7 +47,7 @@ from .models import (
 from .outbox import append_event
 from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
-from .providers.base import AnswerRequest, ProviderError, VisionRequest
+from .providers.base import AnswerRequest, VisionRequest
 from .rulebase_cache import current_rulebase
 from .selectors import match_rules
 
@@ -62,18 +63,10 @@ STEP_PROGRESS = {
 ACTIVE_STATUSES = (ScanStatus.QUEUED, ScanStatus.PROCESSING)
 
 
-class ScanStepError(Exception):
-    """A step cannot go on; ``code`` is stable, ``message`` is for the user."""
+class ScanStepError(CodedError):
+    """A step cannot go on."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self):
-        # Celery pickles a task's exception before the failure handler sees it; without this
-        # it arrives as UnpickleableExceptionWrapper and the scan fails as "internal_error"
-        return (type(self), (self.code, self.message))
+    code = "scan_step_failed"
 
 
 # --- creating and dispatching ---------------------------------------------------------------
@@ -397,9 +390,11 @@ def ensure_prepared_image(scan: Scan, **fields) -> bytes:
             with scan.image.open("rb") as source:
                 prepared = prepare_image(source)
     except FileNotFoundError as exc:
-        raise ScanStepError("image_missing", "The uploaded photo is no longer available.") from exc
+        raise ScanStepError(
+            "The uploaded photo is no longer available.", code="image_missing"
+        ) from exc
     except UnusablePhoto as exc:
-        raise ScanStepError(exc.code, exc.message) from exc
+        raise ScanStepError(exc.message, code=exc.code) from exc
     original = scan.image.name
     image_name, thumb_name = _prepared_names(scan)
     image_name = _replace_file(image_name, prepared.jpeg)
@@ -424,7 +419,7 @@ def _fetch_photo(url: str) -> io.BytesIO:
     try:
         fetched = fetch_image(url)
     except FetchError as exc:
-        raise ScanStepError(exc.code, exc.message) from exc
+        raise ScanStepError(exc.message, code=exc.code) from exc
     source = io.BytesIO(fetched.content)
     check_photo(source)  # the upload's check: allow-listed format, not a bomb, readable
     return source
@@ -603,7 +598,9 @@ def run_rule_step(scan_id: str) -> str:
     if scan.progress >= STEP_PROGRESS[ScanStep.RULE][1]:
         return SKIPPED  # already matched
     if scan.classification is None:
-        raise ScanStepError("vision_missing", "The item was not recognised before rule matching.")
+        raise ScanStepError(
+            "The item was not recognised before rule matching.", code="vision_missing"
+        )
     # no separate "matching rules" write: the step is a few milliseconds of reads, so its
     # one write below records step and result together
     rules = None
@@ -630,7 +627,9 @@ def run_answer_step(scan_id: str) -> str:
     if scan is None:
         return SKIPPED
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
-        raise ScanStepError("rules_missing", "Disposal rules were not looked up before the answer.")
+        raise ScanStepError(
+            "Disposal rules were not looked up before the answer.", code="rules_missing"
+        )
     answer_fields: dict = {}
     if scan.answer is None:
         if not _begin(scan, ScanStep.ANSWER):
@@ -674,7 +673,7 @@ STEP_LABELS = {
 def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
     """A stable error code and a message a user can read, for an exception in ``step``."""
     label = STEP_LABELS.get(step, step)
-    if isinstance(exc, ScanStepError | ProviderError):
+    if isinstance(exc, CodedError):
         return exc.code, exc.message
     if isinstance(exc, WorkerLostError):
         return (

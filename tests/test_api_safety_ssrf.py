@@ -470,10 +470,28 @@ def test_a_name_resolving_inside_fails_the_scan_with_image_url_refused(
 
 def test_step_errors_keep_their_code_through_celerys_pickling():
     """Celery pickles a failed task's exception before the failure handler sees it."""
-    error = pickle.loads(pickle.dumps(services.ScanStepError("image_url_refused", "refused")))
-    assert (error.code, error.message) == ("image_url_refused", "refused")
+    from scans.images import UnusablePhoto
+    from scans.providers.base import ProviderError, TransientProviderError
+
+    error = pickle.loads(pickle.dumps(services.ScanStepError("refused", code="image_url_refused")))
+    assert (type(error), error.code, error.message) == (
+        services.ScanStepError,
+        "image_url_refused",
+        "refused",
+    )
     error = pickle.loads(pickle.dumps(fetch.FetchTooLarge("too big")))
-    assert (error.code, error.message) == ("image_url_too_large", "too big")
+    assert (type(error), error.code, error.message) == (
+        fetch.FetchTooLarge,
+        "image_url_too_large",
+        "too big",
+    )
+    error = pickle.loads(pickle.dumps(UnusablePhoto("damaged", code="corrupt")))
+    assert (error.code, error.message, str(error)) == ("corrupt", "damaged", "damaged")
+    assert isinstance(error, ValueError)
+    error = pickle.loads(pickle.dumps(ProviderError("refused", code="provider_refused")))
+    assert (error.code, error.message, error.retryable) == ("provider_refused", "refused", False)
+    error = pickle.loads(pickle.dumps(TransientProviderError("slow down", retry_after=7.0)))
+    assert (error.code, error.retry_after, error.retryable) == ("provider_unavailable", 7.0, True)
 
 
 @pytest.mark.django_db

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from scans import services
 from scans.models import Scan, ScanStatus, ScanStep, VisionCacheEntry
-from scans.providers.base import Classification, Usage
+from scans.providers.base import Classification, ProviderError, Usage
 
 pytestmark = pytest.mark.django_db
 
@@ -109,7 +109,8 @@ def test_steps_of_a_failed_scan_do_nothing(rulebase, scan, counting_provider):
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (services.ScanStepError("image_missing", "gone"), "image_missing"),
+        (services.ScanStepError("gone", code="image_missing"), "image_missing"),
+        (ProviderError("refused", code="provider_refused"), "provider_refused"),
         (SoftTimeLimitExceeded(), "step_timeout"),
         (KeyError("boom"), "internal_error"),
     ],

@@ -10,18 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..errors import CodedError
 
-class ProviderError(Exception):
-    """A provider could not produce a result. ``code`` is stable, ``message`` is for users."""
+
+class ProviderError(CodedError):
+    """A provider could not produce a result."""
 
     code = "provider_error"
     retryable = False
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
 
 
 class TransientProviderError(ProviderError):
