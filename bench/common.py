@@ -579,12 +579,20 @@ def failure_samples(owner, limit: int = 3) -> list[str]:
     return [f"{code}: {message}" for code, message in rows]
 
 
-def finish(var_dir: str, *, smoke: bool, ok: bool) -> None:
-    """Remove a smoke run's folder when it went well; otherwise say where the logs are."""
+def finish(var_dir: str, *, smoke: bool, ok: bool, tail_lines: int = 25) -> None:
+    """Remove a smoke run's folder when it went well; otherwise say where the logs are, and
+    print the end of each worker log (CI keeps only the output, not the folder)."""
     if smoke and ok:
         shutil.rmtree(var_dir, ignore_errors=True)
-    else:
-        print(f"  worker logs and uploads: {var_dir}")
+        return
+    print(f"  worker logs and uploads: {var_dir}")
+    if ok:
+        return
+    for log in sorted(Path(var_dir).glob("worker-*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        print(f"  --- the last {min(tail_lines, len(lines))} of {len(lines)} lines of {log.name}")
+        for line in lines[-tail_lines:]:
+            print(f"    {line[:300]}")
 
 
 def result_line(payload: dict) -> str:

@@ -44,9 +44,9 @@ def run_scans(count: int, *, label: str, size: tuple[int, int], timeout: float) 
     """Create ``count`` scans in one transaction; their chains are published on commit."""
     from django.core.files.uploadedfile import SimpleUploadedFile
     from django.db import transaction
-    from django.db.models import Max
+    from django.db.models import Count, Max
 
-    from scans.models import Scan
+    from scans.models import TERMINAL_STATUSES, Scan
     from scans.services import create_scan
 
     owner = common.bench_user(label)
@@ -74,6 +74,14 @@ def run_scans(count: int, *, label: str, size: tuple[int, int], timeout: float) 
         "seconds": seconds,
         "per_s": outcomes.get("completed", 0) / seconds if seconds > 0 else 0.0,
         "failure_samples": common.failure_samples(owner),
+        # where the scans that did not end stopped: (status, step) → count
+        "unfinished": {
+            f"{row['status']}/{row['step']}": row["n"]
+            for row in Scan.objects.filter(owner=owner)
+            .exclude(status__in=TERMINAL_STATUSES)
+            .values("status", "step")
+            .annotate(n=Count("id"))
+        },
         # calls the providers answered, as the scans recorded them (usage per step)
         "recorded_calls": {
             step: Scan.objects.filter(owner=owner, usage__has_key=step).count()
@@ -218,6 +226,8 @@ def main() -> int:
         )
     if scans.get("failure_samples"):
         print(f"  scan failures: {scans['failure_samples']}")
+    if scans.get("unfinished"):
+        print(f"  scans not ended (status/step: count): {scans['unfinished']}")
     verdict = "PASS" if ratio >= 0.5 else "FAIL"
     if args.smoke:
         verdict += " (smoke: a handful of tasks, not judged)"

@@ -17,7 +17,7 @@ def run_bench(script: str) -> dict:
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     result_line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(result_line.removeprefix("RESULT "))
 

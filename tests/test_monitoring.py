@@ -122,6 +122,15 @@ def test_app_gauges_reflect_the_database(token, user, settings):
         scan=failed, task_id="t2", task_name="x", reason_code="boom", redriven_at=timezone.now()
     )
 
+    if SERVICES_MODE:
+        # a queue is on the broker once something declared it (a worker at start); on a fresh
+        # RabbitMQ where no worker ran yet it is missing from the gauge, as documented
+        from eco2.celery import app
+
+        with app.connection_for_write() as conn:
+            for queue in app.conf.task_queues:
+                queue(conn.default_channel).declare()
+
     text = scrape()
 
     assert value(text, "eco2_scans", status="completed") == 2
