@@ -182,8 +182,15 @@ def main() -> int:
         common.start_workers(image, ai)
         if args.warmup:
             common.purge_queues()
-            run_scans(args.warmup, label="overhead-warmup", size=size, timeout=args.timeout)
-            run_chains(args.warmup, timeout=args.timeout)
+            warm = {
+                "scans": run_scans(
+                    args.warmup, label="overhead-warmup", size=size, timeout=args.timeout
+                ),
+                "chains": run_chains(args.warmup, timeout=args.timeout),
+            }
+            for name, phase in warm.items():
+                if phase["timed_out"]:  # said at once: the timed phases will not do better
+                    print(f"  warm-up {name} timed out: {phase}", flush=True)
         common.purge_queues()
         chains = run_chains(args.count, timeout=args.timeout)
         common.purge_queues()
