@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import importlib.util
+import os
 import sys
 import tempfile
 import time
@@ -252,8 +253,9 @@ def main() -> int:
     parser.add_argument(
         "--ai-processes",
         type=int,
-        default=1,
-        help="threads/gevent: split the concurrency over this many AI worker processes",
+        default=None,
+        help="threads/gevent: split the concurrency over this many AI worker processes "
+        "(default: one per core, as compose's worker-ai replicas; smoke: 1)",
     )
     parser.add_argument(
         "--db-pool",
@@ -266,6 +268,9 @@ def main() -> int:
         # gevent runs one greenlet on SQLite (see db_budget_for)
         args.delay, args.prefork, args.threads, args.gevent = 0.2, 2, 4, 1
         args.warmup, args.seconds, args.drain_timeout, args.image_concurrency = 1.5, 1.5, 30.0, 1
+    if args.ai_processes is None:
+        # a threads or gevent process runs at most one core of Python: one per core
+        args.ai_processes = 1 if args.smoke else (os.cpu_count() or 1)
     concurrency = {"prefork": args.prefork, "threads": args.threads, "gevent": args.gevent}
     pools = [pool.strip() for pool in args.pools.split(",") if pool.strip()]
     unknown = set(pools) - set(POOLS)

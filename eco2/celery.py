@@ -97,6 +97,11 @@ app.conf.update(
     task_max_retries=3,
     result_backend="django-db",
     result_extended=True,
+    # One result backend per process instead of one per thread: the django-db backend keeps no
+    # per-thread state (Django gives each thread its own connection). Under ASGI every request
+    # runs in a new thread, so each upload built a backend for the AsyncResult of its publish,
+    # and every pool thread of an AI worker kept one of its own.
+    result_backend_thread_safe=True,
     task_track_started=True,
     # Prefork workers send task events for Flower (threads pools cannot: see below). No
     # "task-sent" events: each would be one more confirmed publish per task, and Flower would
