@@ -389,8 +389,8 @@ def test_digest_and_dead_letter_warning_reach_staff_once(
     user, photo, django_capture_on_commit_callbacks
 ):
     from notifications.models import Notification
-    from scans.ledger import record_dead_letter
     from scans.broker import drain_dead_letters
+    from scans.ledger import record_dead_letter
     from scans.tasks import check_dead_letters, send_daily_digest
 
     drain_dead_letters()  # messages an earlier run left in scan.ai.dlq would warn already
