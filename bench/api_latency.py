@@ -178,7 +178,7 @@ def main() -> int:
     token = prepare(env)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "eco2.server", "eco2.asgi:application", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", "eco2.asgi:application", "--port", str(port),
          "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
         cwd=ROOT, env=env,
     )  # fmt: skip

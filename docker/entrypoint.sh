@@ -2,7 +2,7 @@
 # Eco² image entrypoint: one image, every role. The first argument names the role; anything
 # else is run as given (e.g. `python manage.py createsuperuser`, `sh`).
 #
-#   web            uvicorn ASGI server (python -m eco2.server) on $PORT (8000); extra args go to it
+#   web            uvicorn ASGI server on $PORT (8000); extra args go to it
 #   worker ARGS    celery worker; ARGS choose queues, pool and concurrency, e.g.
 #                  worker --queues=scan.ai.pipeline --pool=threads --concurrency=32
 #   beat           celery beat (django-celery-beat's DatabaseScheduler); run exactly ONE
@@ -22,10 +22,9 @@ case "$role" in
     # (uvicorn reads that variable; default 127.0.0.1). --timeout-graceful-shutdown: open
     # Server-Sent Events streams never end by themselves, so a stop would otherwise wait for
     # the SIGKILL; browsers reconnect and polling takes over.
-    # python -m eco2.server is uvicorn's CLI with its keep-alive TCP_NODELAY fix (eco2/server.py).
     # DB_POOL_MAX_SIZE: each web process shares a few PostgreSQL connections among requests.
     export DB_POOL_MAX_SIZE="${DB_POOL_MAX_SIZE:-8}"
-    exec python -m eco2.server eco2.asgi:application \
+    exec uvicorn eco2.asgi:application \
       --host 0.0.0.0 --port "${PORT:-8000}" \
       --workers "${WEB_CONCURRENCY:-2}" \
       --proxy-headers \

@@ -645,7 +645,7 @@ def test_no_env_file_reaches_the_image():
 # --- docker/entrypoint.sh (run with stand-ins for python and celery) -----------------------
 @pytest.fixture
 def fake_bin(tmp_path):
-    for tool in ("python", "celery"):
+    for tool in ("python", "celery", "uvicorn"):
         script = tmp_path / tool
         script.write_text(f'#!/bin/sh\necho "{tool} $* REMAP_SIGTERM=${{REMAP_SIGTERM:-}}"\n')
         script.chmod(0o755)
@@ -671,7 +671,7 @@ def test_entrypoint_is_executable_and_valid_sh():
 
 def test_entrypoint_web_role_serves_the_asgi_app(fake_bin, tmp_path):
     out = run_entrypoint(fake_bin, tmp_path, "web")
-    assert out.startswith("python -m eco2.server eco2.asgi:application --host 0.0.0.0 --port 8000")
+    assert out.startswith("uvicorn eco2.asgi:application --host 0.0.0.0 --port 8000")
     assert "--proxy-headers" in out and "--timeout-graceful-shutdown" in out
 
 

@@ -1,5 +1,5 @@
 """The web process's plumbing that bench/api_latency.py found: work after the response, the
-middleware order under ASGI, uvicorn's keep-alive socket fix, one Redis pool per process, the
+middleware order under ASGI, uvicorn's keep-alive sockets, one Redis pool per process, the
 PostgreSQL connection pool setting, and task events off on threaded worker pools."""
 
 import asyncio
@@ -17,7 +17,6 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from eco2 import server
 from eco2.after_response import AfterResponseMiddleware, run_after_response
 from eco2.celery import (
     _no_task_events_on_threaded_pools,
@@ -90,7 +89,7 @@ def test_the_sync_only_middlewares_are_innermost():
     ]
 
 
-# --- eco2.server: keep-alive connections get TCP_NODELAY with --workers -----------------------
+# --- uvicorn: keep-alive connections get TCP_NODELAY with --workers -------------------------
 def _nodelay_of_accepted_connection(sock: socket.socket) -> int:
     async def accept_one() -> int:
         loop = asyncio.get_running_loop()
@@ -113,19 +112,13 @@ def _nodelay_of_accepted_connection(sock: socket.socket) -> int:
     return asyncio.run(accept_one())
 
 
-def test_the_server_socket_gives_accepted_connections_tcp_nodelay():
+def test_uvicorns_socket_gives_keep_alive_connections_tcp_nodelay():
+    """uvicorn < 0.55 bound its --workers socket with proto 0, so asyncio left Nagle on and every
+    keep-alive request waited ~40 ms for a delayed ACK (uvicorn #3149; pyproject pins >= 0.55)."""
     config = uvicorn.Config(app="eco2.asgi:application", host="127.0.0.1", port=0)
-    sock = server.bind_socket(config)
+    sock = config.bind_socket()
     assert sock.proto == socket.IPPROTO_TCP
     assert _nodelay_of_accepted_connection(sock), "Nagle would delay keep-alive responses ~40 ms"
-
-
-def test_uvicorns_own_socket_still_needs_the_fix():
-    config = uvicorn.Config(app="eco2.asgi:application", host="127.0.0.1", port=0)
-    sock = server._uvicorn_bind_socket(config)
-    if _nodelay_of_accepted_connection(sock):
-        pytest.skip("uvicorn fixed its issue #3149: eco2/server.py can go")
-    assert sock.proto == 0
 
 
 # --- Django's Redis cache: one pool per process ----------------------------------------------
