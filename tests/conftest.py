@@ -273,13 +273,31 @@ class WorkerManager:
         self.current = None
 
 
+_running_managers: list[WorkerManager] = []
+
+
 @pytest.fixture(scope="session")
 def worker_manager(django_db_setup, django_db_blocker, tmp_path_factory):
     if SERVICES_MODE:
         _purge_pipeline_queues()
     manager = WorkerManager(tmp_path_factory.mktemp("workers"))
+    _running_managers.append(manager)
     yield manager
+    _running_managers.remove(manager)
     manager.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran a worker shows the end of the worker's log: a flake in CI
+    then says what the worker did, not only which scan never finished."""
+    report = yield
+    if report.failed and "worker_manager" in item.fixturenames:
+        for manager in _running_managers:
+            if manager.current is not None:
+                tail = "\n".join(manager.current.log().splitlines()[-60:])
+                report.sections.append((f"worker log ({manager.current.log_path})", tail))
+    return report
 
 
 @pytest.fixture
@@ -325,7 +343,15 @@ def wait_for_scan(scan_id, timeout: float = 30.0) -> Scan:
         if scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED):
             return scan
         if time.monotonic() > deadline:
-            pytest.fail(f"scan {scan_id} still {scan.status}/{scan.step} after {timeout}s")
+            attempts = "\n".join(
+                f"  {a.started_at:%H:%M:%S.%f} {a.task_name} #{a.attempt} {a.outcome} "
+                f"{a.exception_class} {a.exception_message[:200]}"
+                for a in scan.attempts.all()
+            )
+            pytest.fail(
+                f"scan {scan_id} still {scan.status}/{scan.step} after {timeout}s "
+                f"(dispatched_at={scan.dispatched_at}); its attempts:\n{attempts or '  none'}"
+            )
         time.sleep(0.1)
 
 
