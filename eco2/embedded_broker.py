@@ -1,0 +1,119 @@
+"""The embedded broker: kombu's filesystem transport, with every file written whole.
+
+kombu's filesystem channel (5.7) creates a message file in the queue folder and only then
+locks it and writes the message. A consumer lists the folder, moves the file away and reads
+it without a lock, so on a busy machine it can read the file while it is still empty: the
+JSON decode error escapes the consumer's loop and the whole worker stops ("Unrecoverable
+error: JSONDecodeError", kombu issue #1551, open), the message lost with it. Found by
+tests/test_pipeline_openai.py on a loaded machine: a retried vision step never came back.
+The exchange tables have the same window (opened with "wb", truncated, before the lock), and
+two processes binding at once can each write a table without the other's queue.
+
+Here a message or a table is written under a hidden name in the same folder and renamed into
+place, which is atomic: a reader sees the whole file or no file. A table is read, changed
+and replaced under a lock file of its own, so concurrent binds keep every binding. A message
+file that still cannot be read (left by another writer) is logged and dropped instead of
+stopping the worker. Settings select this transport for ``filesystem://`` broker URLs
+(``CELERY_BROKER_TRANSPORT``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from queue import Empty
+from time import monotonic
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem, virtual
+from kombu.transport.filesystem import LOCK_EX, exchange_queue_t, lock, unlock
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
+
+Table = list[exchange_queue_t]
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that no reader ever sees a part of it.
+
+    The hidden name (``.<hex>.tmp``) matches no queue's ``<time>_<uuid>.<queue>.msg`` pattern,
+    so consumers, purges and queue-depth counts skip it until the rename.
+    """
+    temporary = path.with_name(f".{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        # the name kombu's consumer sorts and matches on: <milliseconds>_<uuid>.<queue>.msg
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        try:
+            write_whole(Path(self.data_folder_out) / name, str_to_bytes(dumps(payload)))
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {name!r} to directory") from exc
+
+    def _get(self, queue):
+        try:
+            return super()._get(queue)
+        except ValueError:  # JSONDecodeError: the file was already taken off the queue
+            logger.error("embedded broker: dropped an unreadable message file of queue %s", queue)
+            raise Empty() from None
+
+    @contextmanager
+    def _table_locked(self, exchange: str) -> Iterator[Path]:
+        table = self._exchange_file(exchange)  # validates the exchange name first
+        self.control_folder.mkdir(exist_ok=True)
+        with open(table.with_name(f".{table.name}.lock"), "ab") as lock_file:
+            lock(lock_file, LOCK_EX)
+            try:
+                yield table
+            finally:
+                unlock(lock_file)
+
+    def _change_table(self, exchange: str, change: Callable[[Table], Table | None]) -> None:
+        """Apply ``change`` to the exchange's table under its lock; None leaves it as it is."""
+        with self._table_locked(exchange) as table:
+            try:
+                queues = self.get_table(exchange)
+            except ValueError:  # a table cut short by an older writer: the binds rebuild it
+                logger.warning("embedded broker: rebuilding the unreadable table %s", table)
+                queues = []
+            changed = change(queues)
+            if changed is not None:
+                write_whole(table, str_to_bytes(dumps(changed)))
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        binding = exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        try:
+            self._change_table(
+                exchange, lambda queues: None if binding in queues else [binding, *queues]
+            )
+        except OSError as exc:
+            raise ChannelError(f"Cannot bind {queue!r} to {exchange!r}") from exc
+
+    def _delete(self, queue, exchange, routing_key, pattern, *args, **kwargs):
+        # the virtual channel's part (purge the queue), not the filesystem channel's rewrite
+        virtual.Channel._delete(self, queue, exchange, routing_key, pattern, *args, **kwargs)
+        binding = exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        if self._exchange_file(exchange).exists():
+            self._change_table(
+                exchange,
+                lambda queues: [q for q in queues if q != binding] if binding in queues else None,
+            )
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
