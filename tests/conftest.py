@@ -273,17 +273,17 @@ class WorkerManager:
         self.current = None
 
 
-_running_managers: list[WorkerManager] = []
+_session_workers: WorkerManager | None = None  # for the failure report below
 
 
 @pytest.fixture(scope="session")
 def worker_manager(django_db_setup, django_db_blocker, tmp_path_factory):
     if SERVICES_MODE:
         _purge_pipeline_queues()
-    manager = WorkerManager(tmp_path_factory.mktemp("workers"))
-    _running_managers.append(manager)
+    global _session_workers
+    manager = _session_workers = WorkerManager(tmp_path_factory.mktemp("workers"))
     yield manager
-    _running_managers.remove(manager)
+    _session_workers = None
     manager.stop()
 
 
@@ -292,11 +292,10 @@ def pytest_runtest_makereport(item, call):
     """A failed test that ran a worker shows the end of the worker's log: a flake in CI
     then says what the worker did, not only which scan never finished."""
     report = yield
-    if report.failed and "worker_manager" in item.fixturenames:
-        for manager in _running_managers:
-            if manager.current is not None:
-                tail = "\n".join(manager.current.log().splitlines()[-60:])
-                report.sections.append((f"worker log ({manager.current.log_path})", tail))
+    worker = _session_workers.current if _session_workers else None
+    if report.failed and worker is not None and "worker_manager" in item.fixturenames:
+        tail = "\n".join(worker.log().splitlines()[-60:])
+        report.sections.append((f"worker log ({worker.log_path})", tail))
     return report
 
 
