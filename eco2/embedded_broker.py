@@ -10,7 +10,8 @@ The exchange tables have the same window (opened with "wb", truncated, before th
 two processes binding at once can each write a table without the other's queue.
 
 Here a message or a table is written under a hidden name in the same folder and renamed into
-place, which is atomic: a reader sees the whole file or no file. A table is read, changed
+place, which is atomic: a reader sees the whole file or no file. Its name sorts in publish
+order (kombu's names do not, see ``message_file_name``). A table is read, changed
 and replaced under a lock file of its own, so concurrent binds keep every binding. A message
 file that still cannot be read (left by another writer) is logged and dropped instead of
 stopping the worker. Settings select this transport for ``filesystem://`` broker URLs
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from queue import Empty
-from time import monotonic
+from time import time_ns
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
@@ -37,6 +38,21 @@ from kombu.utils.json import dumps
 logger = logging.getLogger(__name__)
 
 Table = list[exchange_queue_t]
+
+# digits of the microsecond clock in a message file's name (now 16; 20 lasts past year 5000)
+TIME_DIGITS = 20
+
+
+def message_file_name(queue: str, sent_at_us: int | None = None) -> str:
+    """The name kombu's consumer matches and sorts on: ``<time>_<uuid>.<queue>.msg``.
+
+    kombu sorts a queue folder by name, and its own names start with unpadded milliseconds of
+    the monotonic clock: once that clock gains a digit (every boot at 2.8 h, 28 h, ...), or
+    after a reboot resets it, an older message sorts behind newer ones. Zero-padded wall-clock
+    microseconds make name order the publish order, across restarts too.
+    """
+    sent_at_us = time_ns() // 1000 if sent_at_us is None else sent_at_us
+    return f"{sent_at_us:0{TIME_DIGITS}d}_{uuid.uuid4()}.{queue}.msg"
 
 
 def write_whole(path: Path, data: bytes) -> None:
@@ -58,8 +74,7 @@ def write_whole(path: Path, data: bytes) -> None:
 
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
-        # the name kombu's consumer sorts and matches on: <milliseconds>_<uuid>.<queue>.msg
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        name = message_file_name(queue)
         try:
             write_whole(Path(self.data_folder_out) / name, str_to_bytes(dumps(payload)))
         except OSError as exc:

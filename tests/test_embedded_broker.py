@@ -4,7 +4,6 @@ worker) and concurrent binds keep every binding."""
 
 import logging
 import multiprocessing
-import uuid
 
 import pytest
 from django.conf import settings
@@ -82,7 +81,7 @@ def test_a_consumer_racing_four_publishers_gets_every_message_whole(folders):
 
 def test_an_unreadable_message_file_is_dropped_and_the_next_one_delivered(folders, caplog):
     # an empty file of an older writer, sorted first in the queue folder
-    empty = f"1_{uuid.uuid4()}.jobs.msg"
+    empty = embedded_broker.message_file_name("jobs", sent_at_us=1)
     open(f"{folders['data_folder_in']}/{empty}", "wb").close()
     with connect(folders) as conn:
         queue = conn.SimpleQueue("jobs", serializer="json")
@@ -92,6 +91,22 @@ def test_an_unreadable_message_file_is_dropped_and_the_next_one_delivered(folder
         queue.close()
     assert message.payload == {"id": "after"}
     assert "dropped an unreadable message file of queue jobs" in caplog.text
+
+
+def test_messages_are_delivered_in_the_order_they_were_sent(folders, monkeypatch):
+    """kombu names files by unpadded milliseconds, so 10.000 s sorted before 9.999 s."""
+    with connect(folders) as conn:
+        queue = conn.SimpleQueue("jobs", serializer="json")
+        for n, sent_at_us in enumerate((999_999, 9_999_000, 10_000_000, 100_000_000)):
+            monkeypatch.setattr(embedded_broker, "time_ns", lambda at=sent_at_us: at * 1000)
+            queue.put({"n": n})
+        received = []
+        for _ in range(4):
+            message = queue.get(timeout=5)
+            received.append(message.payload["n"])
+            message.ack()
+        queue.close()
+    assert received == [0, 1, 2, 3]
 
 
 BROADCASTS = [Exchange(f"broadcast-{n}", type="fanout") for n in range(40)]
