@@ -283,6 +283,27 @@ class Worker:
         self.wait_stopped(timeout)
 
 
+def image_worker(*, concurrency: int, env: dict[str, str], log_dir: str) -> Worker:
+    """The image-preparation worker, on prefork as worker-default is in production."""
+    return Worker(
+        "image",
+        queues=IMAGE_QUEUE,
+        pool="prefork",
+        concurrency=concurrency,
+        env=env,
+        log_dir=log_dir,
+    )
+
+
+def ai_worker(
+    name: str = "ai", *, pool: str, concurrency: int, env: dict[str, str], log_dir: str
+) -> Worker:
+    """A worker on the AI queue (vision, rules, answer), as worker-ai is in production."""
+    return Worker(
+        name, queues=AI_QUEUE, pool=pool, concurrency=concurrency, env=env, log_dir=log_dir
+    )
+
+
 def start_workers(*workers: Worker) -> None:
     """Start side by side (startup is mostly imports), then wait for each to be ready."""
     for worker in workers:

@@ -125,14 +125,10 @@ def main() -> int:
     model = common.FakeModel(common.rule_categories(), delay=0.0)
     fake = common.start_fake_openai(model)
     worker_env = {**env, **common.openai_env(fake.base_url)}
-    image = common.Worker(
-        "image", queues=common.IMAGE_QUEUE, pool="prefork",
-        concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir,
-    )  # fmt: skip
-    ai = common.Worker(
-        "ai", queues=common.AI_QUEUE, pool=args.pool,
-        concurrency=args.concurrency, env=worker_env, log_dir=var_dir,
-    )  # fmt: skip
+    image = common.image_worker(concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir)
+    ai = common.ai_worker(
+        pool=args.pool, concurrency=args.concurrency, env=worker_env, log_dir=var_dir
+    )
     nonce = uuid.uuid4().hex  # new photos every run: nothing is cached from an earlier run
     photos = [common.photo(f"{nonce}-{i}", size) for i in range(args.photos)]
     try:

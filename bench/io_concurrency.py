@@ -144,9 +144,8 @@ def run_pool(
     fake.clear()
     model.stats.reset()
     ai_workers = [
-        common.Worker(
+        common.ai_worker(
             f"ai-{pool}-{index}",
-            queues=common.AI_QUEUE,
             pool=pool,
             concurrency=concurrency // processes,
             env=env,
@@ -286,10 +285,7 @@ def main() -> int:
     fake = common.start_fake_openai(model)
     # the client's timeout stays well above the delay: a slow call is not a failed one
     worker_env = {**env, **common.openai_env(fake.base_url, timeout=max(30.0, 4 * args.delay))}
-    image = common.Worker(
-        "image", queues=common.IMAGE_QUEUE, pool="prefork",
-        concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir,
-    )  # fmt: skip
+    image = common.image_worker(concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir)
     print(
         f"io_concurrency · {common.profile_name(args.smoke)} · provider delay {args.delay:g} s "
         f"per call (2 calls per scan) · window {args.seconds:g} s after {args.warmup:g} s warm-up",

@@ -170,14 +170,8 @@ def main() -> int:
         # prefork image worker (as worker-default): Celery closes a prefork child's pool
         # around every task, so each task would open a pool and a connection
         ai_env = {**worker_env, "DB_POOL_MAX_SIZE": str(min(args.concurrency, 16))}
-    image = common.Worker(
-        "image", queues=common.IMAGE_QUEUE, pool="prefork",
-        concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir,
-    )  # fmt: skip
-    ai = common.Worker(
-        "ai", queues=common.AI_QUEUE, pool=args.pool,
-        concurrency=args.concurrency, env=ai_env, log_dir=var_dir,
-    )  # fmt: skip
+    image = common.image_worker(concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir)
+    ai = common.ai_worker(pool=args.pool, concurrency=args.concurrency, env=ai_env, log_dir=var_dir)
     try:
         common.start_workers(image, ai)
         if args.warmup:
