@@ -14,14 +14,17 @@ place, which is atomic: a reader sees the whole file or no file. Its name sorts 
 order (kombu's names do not, see ``message_file_name``). A table is read, changed
 and replaced under a lock file of its own, so concurrent binds keep every binding. A message
 file that still cannot be read (left by another writer) is logged and dropped instead of
-stopping the worker. Settings select this transport for ``filesystem://`` broker URLs
-(``CELERY_BROKER_TRANSPORT``).
+stopping the worker. A consumer takes a message off its queue by renaming it inside the
+queue folder (kombu moves it to the system temp folder: across file systems that move is a
+copy and a delete, and two consumers could both copy one message). Settings select this
+transport for ``filesystem://`` broker URLs (``CELERY_BROKER_TRANSPORT``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -32,8 +35,8 @@ from time import time_ns
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
 from kombu.transport.filesystem import LOCK_EX, exchange_queue_t, lock, unlock
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +84,36 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"Cannot add file {name!r} to directory") from exc
 
     def _get(self, queue):
-        try:
-            return super()._get(queue)
-        except ValueError:  # JSONDecodeError: the file was already taken off the queue
-            logger.error("embedded broker: dropped an unreadable message file of queue %s", queue)
-            raise Empty() from None
+        """The oldest message of ``queue``, claimed by a rename inside the queue folder.
+
+        A rename within one folder is atomic, so of consumers racing for a file exactly one
+        gets it; the others skip to the next file.
+        """
+        folder = Path(self.data_folder_in)
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(folder)):
+            if name.partition(".")[2] != wanted:
+                continue
+            claimed = folder / f".{uuid.uuid4().hex}.claimed"
+            try:
+                os.rename(folder / name, claimed)
+            except OSError:  # another consumer took it first
+                continue
+            try:
+                payload = claimed.read_bytes()
+                if self.store_processed:
+                    shutil.move(claimed, Path(self.processed_folder) / name)
+                else:
+                    claimed.unlink()
+            except OSError as exc:
+                raise ChannelError(f"Cannot read file {name!r} from queue.") from exc
+            try:
+                return loads(bytes_to_str(payload))
+            except ValueError:  # JSONDecodeError: left by a writer that is not this transport
+                logger.error(
+                    "embedded broker: dropped an unreadable message file of queue %s", queue
+                )
+        raise Empty()
 
     @contextmanager
     def _table_locked(self, exchange: str) -> Iterator[Path]:

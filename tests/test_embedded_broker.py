@@ -4,6 +4,10 @@ worker) and concurrent binds keep every binding."""
 
 import logging
 import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+from queue import Empty
 
 import pytest
 from django.conf import settings
@@ -107,6 +111,51 @@ def test_messages_are_delivered_in_the_order_they_were_sent(folders, monkeypatch
             message.ack()
         queue.close()
     assert received == [0, 1, 2, 3]
+
+
+def test_a_message_is_taken_off_its_queue_inside_the_broker_folder(folders, monkeypatch):
+    """kombu moved each message to the system temp folder before reading it: with that
+    folder on another file system (or not writable) the move is a copy, or nothing."""
+    monkeypatch.setattr(tempfile, "tempdir", str(Path(folders["data_folder_in"]) / "missing"))
+    with connect(folders) as conn:
+        queue = conn.SimpleQueue("jobs", serializer="json")
+        queue.put({"id": "one"})
+        message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+    assert message.payload == {"id": "one"}
+    assert os.listdir(folders["data_folder_in"]) == []
+
+
+def _drain(options: dict[str, str], barrier, received) -> None:
+    barrier.wait()
+    with connect(options) as conn:
+        queue = conn.SimpleQueue("jobs", serializer="json")
+        while True:
+            try:
+                message = queue.get(timeout=0.5)
+            except Empty:
+                break
+            received.put(message.payload["id"])
+            message.ack()
+        queue.close()
+
+
+def test_consumers_racing_for_one_queue_each_get_a_message_once(folders):
+    count, consumers = 200, 4
+    _publish(folders, worker=0, count=count, size=16)
+    fork = multiprocessing.get_context("fork")
+    barrier, received = fork.Barrier(consumers), fork.Queue()
+    processes = [
+        fork.Process(target=_drain, args=(folders, barrier, received)) for _ in range(consumers)
+    ]
+    for process in processes:
+        process.start()
+    ids = [received.get(timeout=30) for _ in range(count)]
+    for process in processes:
+        process.join(timeout=30)
+    assert sorted(ids) == sorted(f"0-{n}" for n in range(count))
+    assert received.empty()
 
 
 BROADCASTS = [Exchange(f"broadcast-{n}", type="fanout") for n in range(40)]
