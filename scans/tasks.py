@@ -22,11 +22,17 @@ MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff (1, 2, 4 … s) with full jitter, never sooner than the provider's
+    """Exponential backoff (1, 2, 4 … s) with equal jitter, never sooner than the provider's
     Retry-After, capped by SCAN_RETRY_BACKOFF_CAP: a retry waits as an ETA message held by the
-    worker, which must stay far below RabbitMQ's consumer timeout."""
+    worker, which must stay far below RabbitMQ's consumer timeout.
+
+    Equal jitter (half fixed, half random) rather than full jitter: a draw near 0 s let the
+    retry run to success on another worker process before this one stored RETRY in the task
+    history, which then stayed at RETRY for a task that had succeeded.
+    """
     cap = settings.SCAN_RETRY_BACKOFF_CAP
-    backoff = random.uniform(0, min(cap, 2**retries))
+    ceiling = min(cap, 2**retries)
+    backoff = random.uniform(ceiling / 2, ceiling)
     return min(cap, max(backoff, retry_after or 0))
 
 

@@ -399,7 +399,7 @@ def test_a_damaged_stored_photo_fails_the_step_with_its_reason(rulebase, user, c
 
 @pytest.mark.parametrize(
     ("retries", "retry_after", "low", "high"),
-    [(0, None, 0, 1), (2, None, 0, 4), (1, 7, 7, 7), (9, None, 0, 2), (0, 30, 2, 2)],
+    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 2, 2)],
 )
 def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
     settings, retries, retry_after, low, high
