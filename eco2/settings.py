@@ -245,6 +245,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # the default hook, and the live-progress stream (a plain async view spectacular cannot see)
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scans.openapi.add_scan_events_path",
+    ],
 }
 
 # --- Celery ---------------------------------------------------------------------------------

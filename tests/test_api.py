@@ -210,3 +210,26 @@ def test_openapi_schema_and_swagger_ui_are_served(api_client):
     assert schema.status_code == 200
     assert b"/api/v1/scans" in schema.content
     assert api_client.get(reverse("swagger-ui")).status_code == 200
+
+
+def test_the_schema_documents_the_live_progress_stream(api_client, user):
+    from drf_spectacular.validation import validate_schema
+
+    schema = api_client.get("/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    document = schema.json()
+    validate_schema(document)  # still a valid OpenAPI document with the added path
+    paths = list(document["paths"])
+    events_path = f"{SCANS_URL}/{{task_id}}/events"
+    assert paths.index(events_path) == paths.index(f"{SCANS_URL}/{{task_id}}") + 1
+    operation = document["paths"][events_path]["get"]
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    assert {"tokenAuth": []} in operation["security"]
+    for event in ("progress", "completed", "failed", "timeout"):
+        assert f"`{event}`" in operation["description"]
+
+    # what it promises for a finished scan whose final event the client has seen
+    scan = Scan.objects.create(owner=user, status=ScanStatus.COMPLETED, progress=100)
+    seen_final = api_client.get(
+        events_path.replace("{task_id}", str(scan.id)), HTTP_LAST_EVENT_ID="final"
+    )
+    assert seen_final.status_code == 204 and "204" in operation["responses"]

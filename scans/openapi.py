@@ -1,0 +1,94 @@
+"""The parts of the OpenAPI schema that drf-spectacular cannot see in the code.
+
+The live-progress stream (``api:scan-events``) is a plain async Django view, not a DRF view
+(an open stream must cost a coroutine, not a thread), so drf-spectacular does not list it.
+A postprocessing hook adds it, next to the scan it follows, with the same security and the
+responses the view gives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from django.urls import reverse
+
+from .events import FINAL_EVENT_ID, MAX_SECONDS, RECONNECT_MILLISECONDS
+
+
+def _detail(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+
+
+STREAM_DESCRIPTION = f"""\
+Server-Sent Events (`text/event-stream`) until the scan ends; open it with `EventSource` or
+`curl -N`. The stream starts with `retry: {RECONNECT_MILLISECONDS}`, then sends:
+
+- `progress` — `{{"status", "step", "progress", "retries": {{"step", "count", "last_error",
+  "last_outcome"}}}}`, only when one of them changed; its `id` is that state, so a client that
+  reconnects with `Last-Event-ID` is not sent the same state again;
+- `completed` or `failed` — the whole scan (the `Scan` schema), with id `{FINAL_EVENT_ID}`;
+  then the stream ends;
+- `timeout` — after {MAX_SECONDS:.0f} s without an end: reconnect, or poll the scan;
+- `error` — the scan was deleted while the stream was open.
+
+Comment lines (`: keepalive`) keep an idle connection open. Only the scan's owner and staff
+can follow it; any other scan id is 404, as for the scan itself."""
+
+
+def scan_events_operation() -> dict[str, Any]:
+    return {
+        "operationId": "scans_events_retrieve",
+        "summary": "Live status, step and progress of a scan (Server-Sent Events)",
+        "description": STREAM_DESCRIPTION,
+        "tags": ["scans"],
+        "parameters": [
+            {"in": "path", "name": "task_id", "schema": {"type": "string"}, "required": True},
+            {
+                "in": "header",
+                "name": "Last-Event-ID",
+                "schema": {"type": "string"},
+                "required": False,
+                "description": "The id of the last event received (browsers send it when "
+                f"they reconnect). `{FINAL_EVENT_ID}` on a finished scan answers 204.",
+            },
+        ],
+        "security": [{"cookieAuth": []}, {"tokenAuth": []}],
+        "responses": {
+            "200": {
+                "description": "The event stream.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "204": {"description": "The scan has ended and the client saw its final event."},
+            "401": _detail("Invalid token."),
+            "403": _detail("Authentication credentials were not provided."),
+            "404": _detail("No scan with this task id (or not yours)."),
+            "405": _detail("Only GET."),
+        },
+    }
+
+
+def add_scan_events_path(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOKS entry: list the event stream after its scan."""
+    path = unquote(reverse("api:scan-events", kwargs={"task_id": "{task_id}"}))
+    paths: dict[str, Any] = {}
+    for name, item in result.get("paths", {}).items():
+        paths[name] = item
+        if name == path.removesuffix("/events"):
+            paths[path] = {"get": scan_events_operation()}
+    paths.setdefault(path, {"get": scan_events_operation()})
+    result["paths"] = paths
+    return result
