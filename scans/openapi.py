@@ -15,22 +15,6 @@ from django.urls import reverse
 
 from .events import FINAL_EVENT_ID, MAX_SECONDS, RECONNECT_MILLISECONDS
 
-
-def _detail(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"detail": {"type": "string"}},
-                    "required": ["detail"],
-                }
-            }
-        },
-    }
-
-
 STREAM_DESCRIPTION = f"""\
 Server-Sent Events (`text/event-stream`) until the scan ends; open it with `EventSource` or
 `curl -N`. The stream starts with `retry: {RECONNECT_MILLISECONDS}`, then sends:
@@ -47,14 +31,16 @@ Comment lines (`: keepalive`) keep an idle connection open. Only the scan's owne
 can follow it; any other scan id is 404, as for the scan itself."""
 
 
-def scan_events_operation() -> dict[str, Any]:
+def scan_events_operation(scan_operation: dict[str, Any]) -> dict[str, Any]:
+    """The stream's operation; its path parameter and security are the scan's own (the view
+    authenticates with the API's authentication classes)."""
     return {
         "operationId": "scans_events_retrieve",
         "summary": "Live status, step and progress of a scan (Server-Sent Events)",
         "description": STREAM_DESCRIPTION,
-        "tags": ["scans"],
+        "tags": scan_operation.get("tags", ["scans"]),
         "parameters": [
-            {"in": "path", "name": "task_id", "schema": {"type": "string"}, "required": True},
+            *scan_operation.get("parameters", []),
             {
                 "in": "header",
                 "name": "Last-Event-ID",
@@ -64,17 +50,17 @@ def scan_events_operation() -> dict[str, Any]:
                 f"they reconnect). `{FINAL_EVENT_ID}` on a finished scan answers 204.",
             },
         ],
-        "security": [{"cookieAuth": []}, {"tokenAuth": []}],
+        "security": scan_operation.get("security", []),
         "responses": {
             "200": {
                 "description": "The event stream.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
             "204": {"description": "The scan has ended and the client saw its final event."},
-            "401": _detail("Invalid token."),
-            "403": _detail("Authentication credentials were not provided."),
-            "404": _detail("No scan with this task id (or not yours)."),
-            "405": _detail("Only GET."),
+            "401": {"description": "Invalid token."},
+            "403": {"description": "Authentication credentials were not provided."},
+            "404": {"description": "No scan with this task id (or not yours)."},
+            "405": {"description": "Only GET."},
         },
     }
 
@@ -83,12 +69,12 @@ def add_scan_events_path(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
     """drf-spectacular POSTPROCESSING_HOOKS entry: list the event stream after its scan."""
-    path = unquote(reverse("api:scan-events", kwargs={"task_id": "{task_id}"}))
+    events_path = unquote(reverse("api:scan-events", kwargs={"task_id": "{task_id}"}))
+    scan_path = unquote(reverse("api:scan-detail", kwargs={"task_id": "{task_id}"}))
     paths: dict[str, Any] = {}
     for name, item in result.get("paths", {}).items():
         paths[name] = item
-        if name == path.removesuffix("/events"):
-            paths[path] = {"get": scan_events_operation()}
-    paths.setdefault(path, {"get": scan_events_operation()})
+        if name == scan_path:
+            paths[events_path] = {"get": scan_events_operation(item.get("get", {}))}
     result["paths"] = paths
     return result
