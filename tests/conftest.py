@@ -191,6 +191,19 @@ def _purge_pipeline_queues() -> None:
             bound.purge()
 
 
+def _wait_for_no_consumers(timeout: float = 10.0) -> None:
+    from eco2.celery import app
+
+    deadline = time.monotonic() + timeout
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        while time.monotonic() < deadline and any(
+            queue(channel).queue_declare(passive=True).consumer_count
+            for queue in app.conf.task_queues
+        ):
+            time.sleep(0.05)
+
+
 def subprocess_env(**overrides: str) -> dict[str, str]:
     """The environment of a worker or beat subprocess: this test run's database and folders."""
     return {
@@ -287,16 +300,83 @@ def worker_manager(django_db_setup, django_db_blocker, tmp_path_factory):
     manager.stop()
 
 
+SET_UP = pytest.StashKey[bool]()  # the test's fixtures were all set up (not skipped, no error)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failed test that ran a worker shows the end of the worker's log: a flake in CI
     then says what the worker did, not only which scan never finished."""
     report = yield
+    if report.when == "setup":
+        item.stash[SET_UP] = report.passed
     worker = _session_workers.current if _session_workers else None
     if report.failed and worker is not None and "worker_manager" in item.fixturenames:
         tail = "\n".join(worker.log().splitlines()[-60:])
         report.sections.append((f"worker log ({worker.log_path})", tail))
     return report
+
+
+# How long a test's teardown waits for the worker to finish that test's scans and e-mails.
+SETTLE_SECONDS = 15.0
+
+
+def _uses_transactional_db(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction"))
+    return (
+        transactional
+        or "transactional_db" in item.fixturenames
+        or "live_server" in item.fixturenames
+    )
+
+
+def _work_in_flight() -> bool:
+    """A dispatched scan or an e-mail the worker may still be writing to the database."""
+    from notifications.models import Notification, NotificationStatus
+    from scans.services import ACTIVE_STATUSES
+
+    return (
+        Scan.objects.filter(status__in=ACTIVE_STATUSES, dispatched_at__isnull=False).exists()
+        or Notification.objects.filter(
+            status__in=(NotificationStatus.PENDING, NotificationStatus.SENDING)
+        ).exists()
+    )
+
+
+def settle_worker(manager: WorkerManager, timeout: float = SETTLE_SECONDS) -> str | None:
+    """Let the worker finish the test's work before the database is emptied.
+
+    Between transactional tests pytest-django empties every table (TRUNCATE on PostgreSQL).
+    A worker still running a step of the test's scan would hold its locks in the middle of
+    that (a deadlock PostgreSQL resolves by failing one side) or write its rows after it, into
+    the next test. Work that outlasts ``timeout`` (a scan a test leaves in a retry on purpose,
+    a hung provider) ends with the worker: it is killed and its queues purged, and the next
+    test that needs a worker starts a fresh one. Returns why it was killed, or None.
+    """
+    worker = manager.current
+    if worker is None or worker.process.poll() is not None:
+        return None
+    deadline = time.monotonic() + timeout
+    while _work_in_flight():
+        if time.monotonic() > deadline:
+            manager.kill()
+            _wait_for_no_consumers()  # RabbitMQ requeues the killed worker's unacked messages
+            _purge_pipeline_queues()
+            return f"work still in flight after {timeout:g} s"
+        time.sleep(0.05)
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    # before the fixtures' teardown, so the test database is still there to be asked
+    set_up = item.stash.get(SET_UP, False)
+    if set_up and _session_workers is not None and _uses_transactional_db(item):
+        reason = settle_worker(_session_workers)
+        if reason:  # in the warnings summary: a test that should wait for its own scans
+            item.warn(pytest.PytestWarning(f"its worker was killed at teardown: {reason}"))
+    return (yield)
 
 
 @pytest.fixture

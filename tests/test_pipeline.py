@@ -6,6 +6,7 @@ on RabbitMQ, PostgreSQL and Redis.
 
 import io
 import json
+import time
 
 import pytest
 from django.conf import settings
@@ -16,7 +17,7 @@ from rest_framework.test import APIClient
 from scans.models import ScanStatus
 from scans.progress import read_progress
 
-from .conftest import SERVICES_MODE, wait_for_scan
+from .conftest import SERVICES_MODE, settle_worker, wait_for_scan
 from .fakes.providers import CRASH_HINT, REFUSE_HINT
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
@@ -229,3 +230,30 @@ def test_progress_is_mirrored_to_redis_with_a_ttl(client_for, user, photo):
     }
     ttl = redis_client().ttl(progress_key(task_id))
     assert 0 < ttl <= settings.SCAN_PROGRESS_TTL
+
+
+def test_a_scan_a_test_leaves_in_flight_ends_with_that_test(worker_manager, rulebase, user, photo):
+    """The suite's own guard (tests/conftest.py): before a transactional test's tables are
+    emptied, its worker finishes the test's scans or is killed with its queues purged, so no
+    step of one test runs into the next one's database."""
+    from eco2.celery import app
+
+    worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="30")
+    client = APIClient()
+    client.force_authenticate(user)
+    task_id = upload(client, photo, "유리병")
+    for _ in range(200):
+        if client.get(f"/api/v1/scans/{task_id}").json()["step"] == "vision":
+            break
+        time.sleep(0.05)
+
+    assert settle_worker(worker_manager, timeout=0.5) == "work still in flight after 0.5 s"
+
+    assert worker_manager.current is None, "the worker is gone with the step it was running"
+    with app.connection_for_write() as conn:
+        left = sum(
+            queue(conn.default_channel).queue_declare(passive=True).message_count
+            for queue in app.conf.task_queues
+        )
+    assert left == 0
+    assert settle_worker(worker_manager) is None, "with no worker there is nothing to wait for"
