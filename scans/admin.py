@@ -268,7 +268,7 @@ class ScanAdmin(admin.ModelAdmin):
 class DisposalStepInline(admin.TabularInline):
     model = DisposalStep
     extra = 0
-    fields = ("position", "tag", "text_ko", "text_en")
+    fields = ("position", "tag", "unless_tag", "text_ko", "text_en")
 
 
 class ItemInline(admin.TabularInline):

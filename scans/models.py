@@ -94,12 +94,25 @@ class SituationTag(models.Model):
 
 
 class DisposalStep(models.Model):
-    """A disposal step of a category; with a tag, it applies only when that tag is present."""
+    """A disposal step of a category; with a tag, it applies only when that tag is present.
+
+    A step with ``unless_tag`` is left out when that tag is present: a tagged step that says
+    the same thing for that situation stands in its place ("peel off the label" gives way to
+    "tear the label off along the perforation"), so the guidance does not say it twice.
+    """
 
     category = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveSmallIntegerField(default=0)
     tag = models.ForeignKey(
         SituationTag, null=True, blank=True, on_delete=models.CASCADE, related_name="steps"
+    )
+    unless_tag = models.ForeignKey(
+        SituationTag,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaced_steps",
+        help_text=_("Left out when this tag is present (a step of that tag replaces it)."),
     )
     text_ko = models.TextField()
     text_en = models.TextField()

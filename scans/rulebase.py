@@ -36,9 +36,27 @@ def validate_rulebase(data: dict[str, Any]) -> None:
         raise RuleBaseError("duplicate category codes")
     problems = []
     for cat in data["categories"]:
+        common = len(cat.get("steps") or [])
+        replaced: set[int] = set()
         for step in cat.get("conditional_steps") or []:
             if step["tag"] not in tags:
                 problems.append(f"{cat['code']}: unknown tag {step['tag']!r}")
+            places = [key for key in ("before", "replaces") if key in step]
+            if len(places) > 1:
+                problems.append(f"{cat['code']}: step {step['ko']!r} has both before and replaces")
+                continue
+            if not places:
+                continue
+            number = step[places[0]]
+            if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= common:
+                problems.append(
+                    f"{cat['code']}: step {step['ko']!r}: {places[0]} {number!r} is not "
+                    f"the number of one of its {common} steps"
+                )
+            elif places[0] == "replaces":
+                if number in replaced:
+                    problems.append(f"{cat['code']}: step {number} is replaced twice")
+                replaced.add(number)
         for excl in cat.get("exclusions") or []:
             if excl["goes_to"] not in codes:
                 problems.append(
@@ -46,6 +64,28 @@ def validate_rulebase(data: dict[str, Any]) -> None:
                 )
     if problems:
         raise RuleBaseError("; ".join(problems))
+
+
+def ordered_steps(category: dict[str, Any], tags: dict[str, SituationTag]) -> list[DisposalStep]:
+    """A category's steps in the order a person follows them.
+
+    A conditional step goes in front of the common step numbered by its ``before``, or right
+    after the one its ``replaces`` names (that one then gives way to it when the tag is
+    present), or after all common steps when it says neither.
+    """
+    conditional = category.get("conditional_steps") or []
+
+    def tagged(step: dict[str, Any]) -> DisposalStep:
+        return DisposalStep(tag=tags[step["tag"]], text_ko=step["ko"], text_en=step["en"])
+
+    ordered = []
+    for number, step in enumerate(category.get("steps") or [], start=1):
+        ordered += [tagged(c) for c in conditional if c.get("before") == number]
+        replacements = [c for c in conditional if c.get("replaces") == number]
+        unless_tag = tags[replacements[0]["tag"]] if replacements else None
+        ordered.append(DisposalStep(text_ko=step["ko"], text_en=step["en"], unless_tag=unless_tag))
+        ordered += [tagged(c) for c in replacements]
+    return ordered + [tagged(c) for c in conditional if not {"before", "replaces"} & c.keys()]
 
 
 @transaction.atomic
@@ -103,19 +143,9 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
     steps, items, exclusions = [], [], []
     for c in data["categories"]:
         cat = categories[c["code"]]
-        for i, s in enumerate(c.get("steps") or []):
-            steps.append(DisposalStep(category=cat, position=i, text_ko=s["ko"], text_en=s["en"]))
-        offset = len(c.get("steps") or [])
-        for i, s in enumerate(c.get("conditional_steps") or []):
-            steps.append(
-                DisposalStep(
-                    category=cat,
-                    position=offset + i,
-                    tag=tags[s["tag"]],
-                    text_ko=s["ko"],
-                    text_en=s["en"],
-                )
-            )
+        for position, step in enumerate(ordered_steps(c, tags)):
+            step.category, step.position = cat, position
+            steps.append(step)
         for it in c.get("items") or []:
             items.append(
                 Item(

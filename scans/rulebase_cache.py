@@ -39,7 +39,7 @@ class RuleBase:
     tags: tuple[SituationTag, ...]  # (group, code)
     items: tuple[Item, ...]  # (category, name_ko), with their category
     exclusions: tuple[Exclusion, ...]  # (category, name_ko), with goes_to
-    steps: tuple[DisposalStep, ...]  # (category, position), with their tag
+    steps: tuple[DisposalStep, ...]  # (category, position), with their tags
     by_code: dict[str, Category] = field(init=False)
     first_item_named: dict[str, Item] = field(init=False)
 
@@ -77,7 +77,7 @@ def _read(token: str) -> RuleBase:
         tags=tuple(SituationTag.objects.all()),
         items=tuple(Item.objects.select_related("category")),
         exclusions=tuple(Exclusion.objects.select_related("goes_to")),
-        steps=tuple(DisposalStep.objects.select_related("tag")),
+        steps=tuple(DisposalStep.objects.select_related("tag", "unless_tag")),
     )
 
 

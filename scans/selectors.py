@@ -90,9 +90,10 @@ def match_rules(
 ) -> dict[str, Any] | None:
     """The disposal rules for a classification, as a JSON snapshot stored on the scan.
 
-    Only steps that apply (common steps, plus conditional steps whose tag is present) are
-    included, with every exclusion of the category. Read from the in-memory rule base
-    (scans.rulebase_cache): one revision check, no table reads.
+    Only steps that apply (common steps, plus conditional steps whose tag is present, less
+    the common steps such a step replaces) are included, in the rule base's order, with
+    every exclusion of the category. Read from the in-memory rule base (scans.rulebase_cache):
+    one revision check, no table reads.
     """
     rulebase = rulebase or current_rulebase()
     category, matched_by = resolve_category(classification, rulebase)
@@ -112,7 +113,8 @@ def match_rules(
         "steps": [
             {"ko": s.text_ko, "en": s.text_en, "tag": s.tag.code if s.tag else None}
             for s in rulebase.steps_of(category)
-            if s.tag is None or s.tag.code in tags
+            if (s.tag is None or s.tag.code in tags)
+            and (s.unless_tag is None or s.unless_tag.code not in tags)
         ],
         "exclusions": [
             {

@@ -177,3 +177,35 @@ def test_loading_the_rule_base_gives_it_a_new_revision(rulebase, rulebase_data):
 
     assert after and after != before
     assert match_rules({"category_code": "pet_clear"})["category_code"] == "pet_clear"
+
+
+def test_a_tagged_step_stands_in_for_the_common_step_it_replaces(rulebase):
+    def steps(*tags):
+        rules = match_rules({"category_code": "pet_clear", "situation_tags": list(tags)})
+        return [step["en"] for step in rules["steps"]]
+
+    plain = steps()
+    labelled = steps("label_attached")
+
+    assert plain[1] == "Peel off the plastic label."
+    assert labelled[1] == "Tear the label off completely along the perforation."
+    assert "Peel off the plastic label." not in labelled, "the label is not taken off twice"
+    assert len(labelled) == len(plain)
+
+
+def test_tagged_steps_come_where_a_person_follows_them(rulebase):
+    rules = match_rules(
+        {
+            "category_code": "pet_clear",
+            "situation_tags": ["contents_left", "needs_compression", "cap_attached"],
+        }
+    )
+    steps = [step["en"] for step in rules["steps"]]
+
+    assert steps[0] == "Pour out any drink that is left.", "emptied before it is rinsed"
+    assert steps.index("Squeeze the air out to make it as small as possible.") > steps.index(
+        "Step on or squeeze the bottle to flatten it."
+    )
+    assert steps[-1] == "Screw the cap back on and put it in the clear-PET bin.", (
+        "putting it in the bin stays the last thing to do"
+    )

@@ -54,3 +54,29 @@ def test_a_rule_base_with_dangling_references_is_rejected():
     data["categories"][0]["exclusions"] = [{"ko": "x", "en": "x", "goes_to": "nowhere"}]
     with pytest.raises(RuleBaseError, match="nowhere"):
         validate_rulebase(data)
+
+
+@pytest.mark.parametrize(
+    ("place", "message"),
+    [
+        ({"before": 9}, "before 9 is not the number of one of its 4 steps"),
+        ({"replaces": 0}, "replaces 0 is not the number"),
+        ({"before": "2"}, "before '2' is not the number"),
+        ({"before": 1, "replaces": 1}, "has both before and replaces"),
+    ],
+)
+def test_a_conditional_step_must_point_at_one_of_the_categorys_steps(place, message):
+    data = read_rulebase()
+    pet = next(c for c in data["categories"] if c["code"] == "pet_clear")
+    pet["conditional_steps"][1] = {"tag": "contents_left", "ko": "x", "en": "x", **place}
+    with pytest.raises(RuleBaseError, match=message):
+        validate_rulebase(data)
+
+
+def test_a_common_step_is_replaced_by_one_conditional_step_at_most():
+    data = read_rulebase()
+    pet = next(c for c in data["categories"] if c["code"] == "pet_clear")
+    pet["conditional_steps"][1] |= {"replaces": 2}
+    pet["conditional_steps"][1].pop("before", None)
+    with pytest.raises(RuleBaseError, match="pet_clear: step 2 is replaced twice"):
+        validate_rulebase(data)
