@@ -7,6 +7,8 @@ What is exported
                                                  (task_prerun → task_postrun), 0.01 s … 120 s
     ``eco2_queue_depth{queue}``                  messages ready per queue (scrape time)
     ``eco2_scans{status}``                       scans per status (scrape time, DB)
+    ``eco2_scans_refused_total{reason}``         uploads refused before anything was stored;
+                                                 reason backlog: SCAN_BACKLOG_LIMIT (503)
     ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
     ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
     ``eco2_dead_letters{state}``                 pending / redriven (DB), broker_dlq (scan.ai.dlq)
@@ -90,6 +92,13 @@ TASK_LATENCY = Histogram(
     registry=None,
 )
 
+SCANS_REFUSED = Counter(
+    "eco2_scans_refused_total",
+    "Scans refused before anything was stored, by reason (backlog: SCAN_BACKLOG_LIMIT).",
+    ["reason"],
+    registry=None,
+)
+
 _started: dict[str, float] = {}  # task id → monotonic start, per process
 _STARTED_LIMIT = 10_000  # a task whose postrun never came must not grow this forever
 
@@ -153,6 +162,12 @@ def _task_name(task=None, request=None) -> str:
 def _count(task_name: str, status: str) -> None:
     enable_multiprocess_values()
     TASKS.labels(task_name=task_name, status=status).inc()
+
+
+def count_refused_scans(reason: str, scans: int = 1) -> None:
+    """Count scans a web process refused (written to the multiprocess files like the rest)."""
+    enable_multiprocess_values()
+    SCANS_REFUSED.labels(reason=reason).inc(scans)
 
 
 @signals.worker_init.connect(dispatch_uid="eco2.metrics.worker_init")

@@ -207,6 +207,11 @@ if SCAN_CREATE_RATE and not re.fullmatch(
     r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", SCAN_CREATE_RATE
 ):
     raise ImproperlyConfigured(f"SCAN_CREATE_RATE must look like 30/min, not {SCAN_CREATE_RATE!r}")
+# Load shedding: with more than SCAN_BACKLOG_LIMIT scans waiting for a worker (status queued),
+# a new upload is refused with 503 and Retry-After instead of joining a line minutes long.
+# 0 (the default) turns it off; set it to a few minutes of the workers' throughput.
+SCAN_BACKLOG_LIMIT = env.int("SCAN_BACKLOG_LIMIT", default=0)
+SCAN_BACKLOG_RETRY_AFTER = env.int("SCAN_BACKLOG_RETRY_AFTER", default=30)
 # A replayed Idempotency-Key on POST /api/v1/scans returns the first response for this long.
 SCAN_IDEMPOTENCY_TTL_HOURS = env.int("SCAN_IDEMPOTENCY_TTL_HOURS", default=24)
 # image_url scans: the worker fetches the photo (SSRF-checked, see scans/fetch.py).

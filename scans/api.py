@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound, ParseError, Throttled
+from rest_framework.exceptions import APIException, NotFound, ParseError, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -116,9 +116,20 @@ class ScanCreateThrottle(UserRateThrottle):
             return True
 
 
+class PipelineBusyResponse(APIException):
+    """503 with Retry-After (DRF sets the header from ``wait``) for services.PipelineBusy."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = services.PipelineBusy.code
+
+    def __init__(self, busy: services.PipelineBusy) -> None:
+        super().__init__(busy.message, code=busy.code)
+        self.wait = busy.retry_after
+
+
 class ScanCreateMixin:
-    """What both scan-creating endpoints share: the throttle, its message, and 4xx (never 500)
-    for requests Django's parser refuses."""
+    """What both scan-creating endpoints share: the throttle, its message, 4xx (never 500)
+    for requests Django's parser refuses, and 503 when the backlog is full."""
 
     def get_throttles(self):
         return [*super().get_throttles(), ScanCreateThrottle()]
@@ -136,6 +147,8 @@ class ScanCreateMixin:
             exc = ParseError(_("The request's form fields are too large."))
         elif isinstance(exc, SuspiciousOperation):
             exc = ParseError(_("The request could not be read (%(reason)s).") % {"reason": exc})
+        elif isinstance(exc, services.PipelineBusy):
+            exc = PipelineBusyResponse(exc)
         return super().handle_exception(exc)
 
 
@@ -143,6 +156,10 @@ CREATE_ERRORS = {
     400: OpenApiResponse(description="Invalid upload (a message per field)"),
     413: OpenApiResponse(description="The request is larger than the upload limit"),
     429: OpenApiResponse(description="Too many scans; see Retry-After"),
+    503: OpenApiResponse(
+        description="Too many scans waiting for a worker (SCAN_BACKLOG_LIMIT); nothing was "
+        "stored, see Retry-After"
+    ),
 }
 
 

@@ -23,10 +23,12 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
+from eco2.metrics import count_refused_scans
 
 from .errors import CodedError
 from .images import UnusablePhoto, check_photo, prepare_image
@@ -81,16 +83,60 @@ WEB_PUBLISH_RETRY_POLICY = {
 DISPATCH_GRACE = timedelta(seconds=10)  # the relay leaves fresh scans to their own request
 
 
+class PipelineBusy(CodedError):
+    """More scans wait for a worker than SCAN_BACKLOG_LIMIT allows: a new one is refused.
+
+    Load shedding at the door: a person told "busy, try again in 30 s" at once is better off
+    than one whose accepted scan waits minutes behind thousands of others.
+    """
+
+    code = "pipeline_busy"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+BACKLOG_READ_EVERY = 1.0  # seconds: one COUNT per process a second, not one per upload
+_backlog_read: tuple[float, int] = (float("-inf"), 0)  # (monotonic time, waiting scans)
+
+
+def waiting_scans() -> int:
+    """Scans accepted and not yet started by a worker, as read at most a second ago."""
+    global _backlog_read
+    read_at, waiting = _backlog_read
+    now = time.monotonic()
+    if now - read_at >= BACKLOG_READ_EVERY:
+        waiting = Scan.objects.filter(status=ScanStatus.QUEUED).count()
+        _backlog_read = (now, waiting)
+    return waiting
+
+
+def ensure_capacity(new_scans: int = 1) -> None:
+    """Refuse ``new_scans`` (PipelineBusy) if they would put the backlog over its limit."""
+    limit = settings.SCAN_BACKLOG_LIMIT
+    if limit and waiting_scans() + new_scans > limit:
+        count_refused_scans("backlog", new_scans)
+        retry_after = settings.SCAN_BACKLOG_RETRY_AFTER
+        raise PipelineBusy(
+            _("Eco² has more scans waiting than it can take right now. Try again in %(seconds)d s.")
+            % {"seconds": retry_after},
+            retry_after=retry_after,
+        )
+
+
 def create_scan(
     *, owner, image: UploadedFile | None = None, hint: str = "", image_url: str = ""
 ) -> Scan:
     """Store the scan and dispatch its pipeline once the row is committed.
 
     Exactly one of ``image`` (an upload) and ``image_url`` (fetched by the worker at the start
-    of the vision step, see ensure_prepared_image) is given.
+    of the vision step, see ensure_prepared_image) is given. Raises PipelineBusy, before
+    anything is stored, when the backlog is full (SCAN_BACKLOG_LIMIT).
     """
     if (image is None) == (not image_url):
         raise ValueError("create_scan needs exactly one of image and image_url")
+    ensure_capacity()
     scan = Scan(owner=owner, hint=hint.strip(), image_url=image_url or "")
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
@@ -177,7 +223,10 @@ def relay_pending_dispatches(now=None) -> int:
 
 # --- batches (Canvas) --------------------------------------------------------------------------
 def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBatch:
-    """One scan per photo and one chord over their pipelines, dispatched after commit."""
+    """One scan per photo and one chord over their pipelines, dispatched after commit.
+
+    Raises PipelineBusy, before anything is stored, when the backlog is full."""
+    ensure_capacity(len(images))
     batch = ScanBatch(owner=owner)
     scans = []
     for image in images:

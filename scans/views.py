@@ -37,14 +37,24 @@ def _visible_scan_or_404(request, scan_id) -> Scan:
 @require_http_methods(["GET", "POST"])
 def upload(request):
     form = ScanUploadForm(request.POST or None, request.FILES or None)
+    status, retry_after = (400 if request.method == "POST" else 200), None
     if request.method == "POST" and form.is_valid():
-        scan = services.create_scan(
-            owner=request.user, image=form.cleaned_data["image"], hint=form.cleaned_data["hint"]
-        )
-        return redirect("scans:detail", scan_id=scan.id)
-    status = 400 if request.method == "POST" else 200
+        try:
+            scan = services.create_scan(
+                owner=request.user,
+                image=form.cleaned_data["image"],
+                hint=form.cleaned_data["hint"],
+            )
+        except services.PipelineBusy as busy:
+            form.add_error(None, busy.message)
+            status, retry_after = 503, busy.retry_after
+        else:
+            return redirect("scans:detail", scan_id=scan.id)
     context = {"form": form, "max_bytes": settings.SCAN_IMAGE_MAX_BYTES}
-    return render(request, "scans/upload.html", context, status=status)
+    response = render(request, "scans/upload.html", context, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 PIPELINE_STAGES = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)

@@ -156,6 +156,18 @@ def make_photo_bytes(
 
 
 @pytest.fixture
+def backlog_limit(settings, monkeypatch):
+    """Set SCAN_BACKLOG_LIMIT; every upload then counts the waiting scans afresh (no 1 s reuse)."""
+    from scans import services
+
+    def set_limit(limit: int) -> None:
+        settings.SCAN_BACKLOG_LIMIT = limit
+        monkeypatch.setattr(services, "BACKLOG_READ_EVERY", 0.0)
+
+    return set_limit
+
+
+@pytest.fixture
 def photo():
     def build(name: str = "bottle.jpg", fmt: str = "JPEG", **kwargs) -> SimpleUploadedFile:
         content_type = {

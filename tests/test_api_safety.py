@@ -14,6 +14,7 @@ import threading
 import uuid
 import zlib
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -27,7 +28,7 @@ from rest_framework.test import APIClient
 
 from scans import services
 from scans.api import ScanCreateThrottle
-from scans.models import IdempotencyKey, Scan, ScanBatch
+from scans.models import IdempotencyKey, Scan, ScanBatch, ScanStatus
 
 from .conftest import BASE_DIR, make_photo_bytes
 
@@ -517,6 +518,103 @@ def test_an_unavailable_cache_does_not_block_uploads(low_rate, api_client, photo
     monkeypatch.setattr(ScanCreateThrottle, "cache", BrokenCache())
     for _ in range(3):
         assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 202
+
+
+# --- load shedding (SCAN_BACKLOG_LIMIT) ----------------------------------------------------------
+@pytest.fixture
+def backlog_of_two(backlog_limit):
+    backlog_limit(2)
+
+
+def stored_files() -> set[Path]:
+    return {path for path in Path(settings.MEDIA_ROOT).rglob("*") if path.is_file()}
+
+
+@pytest.mark.django_db
+def test_a_full_backlog_refuses_uploads_with_503_and_stores_nothing(
+    backlog_of_two, api_client, photo
+):
+    first, second = (
+        api_client.post(SCANS_URL, {"image": photo()}, format="multipart") for _ in range(2)
+    )
+    assert (first.status_code, second.status_code) == (202, 202)
+    files = stored_files()
+
+    refused = api_client.post(SCANS_URL, {"image": photo()}, format="multipart", **EN)
+
+    assert refused.status_code == 503
+    assert refused["Retry-After"] == "30"
+    assert refused.json() == {
+        "detail": "Eco² has more scans waiting than it can take right now. Try again in 30 s."
+    }
+    assert Scan.objects.count() == 2 and stored_files() == files, "nothing of it was stored"
+    korean = api_client.post(SCANS_URL, {"image": photo()}, format="multipart")
+    assert korean.status_code == 503 and "다시" in korean.json()["detail"], "Korean by default"
+
+    # a worker starts one of the waiting scans: there is room again
+    Scan.objects.filter(pk=first.json()["task_id"]).update(status=ScanStatus.PROCESSING)
+    assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 202
+
+
+@pytest.mark.django_db
+def test_a_batch_is_refused_whole_when_it_would_overfill_the_backlog(
+    backlog_of_two, api_client, photo
+):
+    assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 202
+
+    two = api_client.post(BATCH_URL, {"images": [photo(), photo()]}, format="multipart")
+    assert two.status_code == 503 and two["Retry-After"] == "30"
+    assert not ScanBatch.objects.exists() and Scan.objects.count() == 1
+
+    one = api_client.post(BATCH_URL, {"images": [photo()]}, format="multipart")
+    assert one.status_code == 202
+
+
+@pytest.mark.django_db
+def test_the_upload_page_says_the_pipeline_is_busy(backlog_of_two, user, photo):
+    client = Client()
+    client.force_login(user)
+    for _ in range(2):
+        assert client.post("/", {"image": photo(), "hint": "캔"}).status_code == 302
+
+    page = client.post("/", {"image": photo(), "hint": "캔"}, **EN)
+
+    assert page.status_code == 503 and page["Retry-After"] == "30"
+    assert "more scans waiting than it can take right now" in page.content.decode()
+    assert Scan.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_scan_command_says_the_pipeline_is_busy(backlog_limit, user, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    backlog_limit(1)
+    Scan.objects.create(owner=user, image="scans/x.jpg")
+    path = tmp_path / "can.jpg"
+    path.write_bytes(make_photo_bytes())
+
+    with pytest.raises(CommandError, match="more scans waiting than it can take"):
+        call_command("scan", str(path), user=user.username, stdout=io.StringIO())
+    assert Scan.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_backlog_is_counted_at_most_once_a_second_and_not_at_all_when_off(
+    settings, api_client, photo
+):
+    from django.test.utils import CaptureQueriesContext
+
+    def backlog_counts() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            for _ in range(3):
+                api_client.post(SCANS_URL, {"image": photo()}, format="multipart")
+        return sum("COUNT(" in q["sql"] and "scans_scan" in q["sql"] for q in queries)
+
+    settings.SCAN_BACKLOG_LIMIT = 0
+    assert backlog_counts() == 0
+    settings.SCAN_BACKLOG_LIMIT = 1000
+    services._backlog_read = (float("-inf"), 0)
+    assert backlog_counts() == 1
 
 
 def test_redis_url_switches_the_cache_to_redis():

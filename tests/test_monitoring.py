@@ -151,6 +151,23 @@ def test_app_gauges_reflect_the_database(token, user, settings):
         assert value(text, "eco2_dead_letters", state="broker_dlq") is not None
 
 
+@pytest.mark.django_db
+def test_uploads_refused_by_a_full_backlog_are_counted(
+    token, backlog_limit, user, api_client, photo
+):
+    backlog_limit(1)
+    Scan.objects.create(owner=user, image="scans/x.jpg")
+    before = value(scrape(), "eco2_scans_refused_total", reason="backlog") or 0
+
+    for _ in range(2):
+        response = api_client.post("/api/v1/scans", {"image": photo()}, format="multipart")
+        assert response.status_code == 503
+    batch = {"images": [photo(), photo(), photo()]}
+    assert api_client.post("/api/v1/scans/batch", batch, format="multipart").status_code == 503
+
+    assert value(scrape(), "eco2_scans_refused_total", reason="backlog") == before + 5
+
+
 @pytest.mark.skipif(SERVICES_MODE, reason="counts the embedded broker's message files")
 @pytest.mark.django_db
 def test_filesystem_queue_depth_counts_message_files(token, settings, tmp_path):

@@ -42,7 +42,10 @@ class Command(BaseCommand):
                 validate_scan_image(upload)
             except ValidationError as exc:
                 raise CommandError(f"{path}: {' '.join(exc.messages)}") from exc
-            scan = services.create_scan(owner=owner, image=upload, hint=hint)
+            try:
+                scan = services.create_scan(owner=owner, image=upload, hint=hint)
+            except services.PipelineBusy as busy:
+                raise CommandError(busy.message) from busy
         self.stdout.write(f"scan {scan.id} queued")
         self._follow(scan.id, timeout)
 
