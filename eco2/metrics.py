@@ -165,9 +165,16 @@ def _count(task_name: str, status: str) -> None:
 
 
 def count_refused_scans(reason: str, scans: int = 1) -> None:
-    """Count scans a web process refused (written to the multiprocess files like the rest)."""
-    enable_multiprocess_values()
-    SCANS_REFUSED.labels(reason=reason).inc(scans)
+    """Count scans a web process refused (written to the multiprocess files like the rest).
+
+    The refusal is the answer the person gets; a metrics file that cannot be written (a full
+    disk, a directory removed under a running process) must not turn it into a 500.
+    """
+    try:
+        enable_multiprocess_values()
+        SCANS_REFUSED.labels(reason=reason).inc(scans)
+    except OSError as exc:
+        logger.warning("eco2_scans_refused_total not counted: %s", exc)
 
 
 @signals.worker_init.connect(dispatch_uid="eco2.metrics.worker_init")
