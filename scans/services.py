@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -99,23 +100,34 @@ class PipelineBusy(CodedError):
 
 BACKLOG_READ_EVERY = 1.0  # seconds: one COUNT per process a second, not one per upload
 _backlog_read: tuple[float, int] = (float("-inf"), 0)  # (monotonic time, waiting scans)
+_backlog_reading = threading.Lock()
 
 
-def waiting_scans() -> int:
-    """Scans accepted and not yet started by a worker, as read at most a second ago."""
+def waiting_scans(at_most: int) -> int:
+    """Scans accepted and not yet started by a worker (up to ``at_most``), as read at most a
+    second ago.
+
+    One request of the process reads; the others go on with the last figure meanwhile (every
+    request of a busy second would otherwise find it stale at once and count too). Counting
+    stops at ``at_most`` rows, so a long backlog costs no more than a full one.
+    """
     global _backlog_read
     read_at, waiting = _backlog_read
-    now = time.monotonic()
-    if now - read_at >= BACKLOG_READ_EVERY:
-        waiting = Scan.objects.filter(status=ScanStatus.QUEUED).count()
-        _backlog_read = (now, waiting)
+    if time.monotonic() - read_at >= BACKLOG_READ_EVERY and _backlog_reading.acquire(
+        blocking=False
+    ):
+        try:
+            waiting = Scan.objects.filter(status=ScanStatus.QUEUED)[:at_most].count()
+            _backlog_read = (time.monotonic(), waiting)
+        finally:
+            _backlog_reading.release()
     return waiting
 
 
 def ensure_capacity(new_scans: int = 1) -> None:
     """Refuse ``new_scans`` (PipelineBusy) if they would put the backlog over its limit."""
     limit = settings.SCAN_BACKLOG_LIMIT
-    if limit and waiting_scans() + new_scans > limit:
+    if limit and waiting_scans(at_most=limit + 1) + new_scans > limit:
         count_refused_scans("backlog", new_scans)
         retry_after = settings.SCAN_BACKLOG_RETRY_AFTER
         raise PipelineBusy(
