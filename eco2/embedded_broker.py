@@ -16,7 +16,8 @@ and replaced under a lock file of its own, so concurrent binds keep every bindin
 file that still cannot be read (left by another writer) is logged and dropped instead of
 stopping the worker. A consumer takes a message off its queue by renaming it inside the
 queue folder (kombu moves it to the system temp folder: across file systems that move is a
-copy and a delete, and two consumers could both copy one message). Settings select this
+copy and a delete, and two consumers could both copy one message); a claim whose consumer died
+before reading it goes back on the queue after a minute. Settings select this
 transport for ``filesystem://`` broker URLs (``CELERY_BROKER_TRANSPORT``).
 """
 
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from queue import Empty
-from time import time_ns
+from time import time, time_ns
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
@@ -44,6 +45,7 @@ Table = list[exchange_queue_t]
 
 # digits of the microsecond clock in a message file's name (now 16; 20 lasts past year 5000)
 TIME_DIGITS = 20
+CLAIMED = ".claimed"  # a consumer's claim of a message file: ``.<its name>.claimed``
 
 
 def message_file_name(queue: str, sent_at_us: int | None = None) -> str:
@@ -76,6 +78,8 @@ def write_whole(path: Path, data: bytes) -> None:
 
 
 class Channel(filesystem.Channel):
+    CLAIM_STALE_SECONDS = 60.0
+
     def _put(self, queue, payload, **kwargs):
         name = message_file_name(queue)
         try:
@@ -87,14 +91,19 @@ class Channel(filesystem.Channel):
         """The oldest message of ``queue``, claimed by a rename inside the queue folder.
 
         A rename within one folder is atomic, so of consumers racing for a file exactly one
-        gets it; the others skip to the next file.
+        gets it; the others skip to the next file. The claimed name keeps the message's own
+        (``.<name>.claimed``): a consumer killed between its claim and its read leaves the
+        file, and after ``CLAIM_STALE_SECONDS`` the next consumer puts it back on the queue.
         """
         folder = Path(self.data_folder_in)
         wanted = f"{queue}.msg"
-        for name in sorted(os.listdir(folder)):
+        names = sorted(os.listdir(folder))
+        if any(name.endswith(CLAIMED) for name in names):
+            names = sorted({*names, *self._restore_stale_claims(folder, names, wanted)})
+        for name in names:
             if name.partition(".")[2] != wanted:
                 continue
-            claimed = folder / f".{uuid.uuid4().hex}.claimed"
+            claimed = folder / f".{name}{CLAIMED}"
             try:
                 os.rename(folder / name, claimed)
             except OSError:  # another consumer took it first
@@ -105,6 +114,8 @@ class Channel(filesystem.Channel):
                     shutil.move(claimed, Path(self.processed_folder) / name)
                 else:
                     claimed.unlink()
+            except FileNotFoundError:  # stalled past CLAIM_STALE_SECONDS: back on the queue
+                continue
             except OSError as exc:
                 raise ChannelError(f"Cannot read file {name!r} from queue.") from exc
             try:
@@ -114,6 +125,29 @@ class Channel(filesystem.Channel):
                     "embedded broker: dropped an unreadable message file of queue %s", queue
                 )
         raise Empty()
+
+    def _restore_stale_claims(self, folder: Path, names: list[str], wanted: str) -> list[str]:
+        """Put messages of this queue claimed longer ago than CLAIM_STALE_SECONDS back under
+        their own names; returns those names. A claim is read at once, so an old one is a
+        consumer that died in between (the rename set the file's ctime)."""
+        restored = []
+        for name in names:
+            original = name[1:].removesuffix(CLAIMED)
+            if not name.endswith(CLAIMED) or original.partition(".")[2] != wanted:
+                continue
+            try:
+                if time() - os.stat(folder / name).st_ctime < self.CLAIM_STALE_SECONDS:
+                    continue
+                os.rename(folder / name, folder / original)
+            except OSError:  # read meanwhile, or restored by another consumer
+                continue
+            logger.warning(
+                "embedded broker: a message of queue %s was claimed and never read; "
+                "it is back on the queue",
+                wanted.removesuffix(".msg"),
+            )
+            restored.append(original)
+        return restored
 
     @contextmanager
     def _table_locked(self, exchange: str) -> Iterator[Path]:

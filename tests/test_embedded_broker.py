@@ -127,6 +127,30 @@ def test_a_message_is_taken_off_its_queue_inside_the_broker_folder(folders, monk
     assert os.listdir(folders["data_folder_in"]) == []
 
 
+def test_a_message_whose_consumer_died_after_claiming_it_is_delivered_again(
+    folders, monkeypatch, caplog
+):
+    with connect(folders) as conn:
+        queue = conn.SimpleQueue("jobs", serializer="json")
+        queue.put({"id": "claimed by a consumer that was killed"})
+        [name] = os.listdir(folders["data_folder_in"])
+        # what the consumer's claim left behind: the rename happened, the read never did
+        folder = Path(folders["data_folder_in"])
+        os.rename(folder / name, folder / f".{name}.claimed")
+
+        with pytest.raises(Empty):  # a fresh claim belongs to a consumer that may be reading
+            queue.get(timeout=0.2)
+        monkeypatch.setattr(embedded_broker.Channel, "CLAIM_STALE_SECONDS", 0.0)
+        with caplog.at_level(logging.WARNING, logger="eco2.embedded_broker"):
+            message = queue.get(timeout=5)
+        message.ack()
+        queue.close()
+
+    assert message.payload == {"id": "claimed by a consumer that was killed"}
+    assert "claimed and never read; it is back on the queue" in caplog.text
+    assert os.listdir(folder) == []
+
+
 def _drain(options: dict[str, str], barrier, received) -> None:
     barrier.wait()
     with connect(options) as conn:
