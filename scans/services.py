@@ -154,11 +154,13 @@ def create_scan(
     scan.celery_root_id = str(scan.id)
     if image is not None:
         scan.image.save(image.name or "upload", image, save=False)
-    with transaction.atomic():
-        scan.save(force_insert=True)
-        # the 202 does not wait for the broker: the row is committed, the relay is the net
-        dispatch = partial(dispatch_pipeline, scan.id, created=scan)
-        transaction.on_commit(partial(run_after_response, dispatch))
+    # One INSERT is atomic by itself: no BEGIN/COMMIT round trips around it. Inside a caller's
+    # transaction (an Idempotency-Key claim) on_commit waits for that one's commit; in
+    # autocommit the row is committed here and on_commit runs at once.
+    scan.save(force_insert=True)
+    # the 202 does not wait for the broker: the row is committed, the relay is the net
+    dispatch = partial(dispatch_pipeline, scan.id, created=scan)
+    transaction.on_commit(partial(run_after_response, dispatch))
     _mirror(scan)
     return scan
 
