@@ -1,8 +1,8 @@
 """What the worker benchmarks share: the environment of a run, the database, Celery worker
 subprocesses, queue purging, photos, process memory and the fake OpenAI model.
 
-Used by pipeline_overhead.py, io_concurrency.py and cost.py (api_latency.py predates it and
-stands alone). Nothing here is imported by the application.
+Used by every harness (api_latency.py takes the environment, the database and the queue
+purge; it runs no worker). Nothing here is imported by the application.
 
 Order matters in a harness: build the environment with :func:`bench_env`, make the database
 ready with :func:`prepare_database` (a subprocess runs the migrations), then call
@@ -89,7 +89,7 @@ def _pg_params(url: str) -> dict[str, Any]:
 
 
 def prepare_database(env: dict[str, str]) -> None:
-    """Create the PostgreSQL database if missing (as api_latency does), then migrate."""
+    """Create the PostgreSQL database if missing, then migrate."""
     url = env.get("DATABASE_URL", "")
     if url.startswith("postgres"):
         import psycopg

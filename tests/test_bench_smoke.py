@@ -22,12 +22,19 @@ def run_bench(script: str) -> dict:
     return json.loads(result_line.removeprefix("RESULT "))
 
 
-def test_api_latency_harness_measures_both_endpoints():
+def test_api_latency_harness_measures_the_upload_against_the_bare_endpoint_and_the_floor():
     result = run_bench("api_latency.py")
-    for name in ("bare", "scans"):
-        assert result[name]["requests"] > 0 and result[name]["errors"] == 0
+    endpoints = ("bare", "bare_upload", "floor_parse", "floor_store", "floor_publish", "scans")
+    for name in endpoints:
+        assert result[name]["requests"] > 0 and result[name]["errors"] == 0, name
         assert 0 < result[name]["p50_ms"] <= result[name]["p99_ms"]
-    assert result["ratio"] > 0
+        assert result[name]["of_bare"] > 0
+    assert result["ratio"] == result["scans"]["of_bare"] > 0
+    assert set(result["targets"]) == {"ratio", "p99"}
+    # what the run accepted is gone again: every upload's scan, every floor message
+    cleaned = result["cleaned_up"]
+    assert cleaned["scans_deleted"] >= result["scans"]["requests"]
+    assert cleaned["purged_bench.floor"] >= result["floor_publish"]["requests"]
 
 
 def test_pipeline_overhead_harness_runs_scans_and_noop_chains_in_one_run():
