@@ -281,7 +281,10 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=20)
-        left = clean_up(run_started)
+        try:
+            left = clean_up(run_started)
+        except Exception as exc:  # say so, without hiding what made the run stop
+            left = {"error": repr(exc)}
         shutil.rmtree(var_dir, ignore_errors=True)  # ~1 MB per accepted upload
 
     figures = {key: tally.figures() for key, tally in tallies.items()}

@@ -64,7 +64,8 @@ class FloorPublish(FloorStore):
 
         super().after_parse(task_id, photo, hint)
         # one JSON message through the app's producer pool: its connection has the app's
-        # transport options, publisher confirms included, so this waits for the broker's ack
+        # transport options, publisher confirms included, so this waits for the broker's ack;
+        # persistent, as Celery's task messages are
         with app.producer_pool.acquire(block=True) as producer:
             producer.publish(
                 {"task_id": task_id},
@@ -72,6 +73,7 @@ class FloorPublish(FloorStore):
                 routing_key=FLOOR_QUEUE.routing_key,
                 declare=[FLOOR_QUEUE],
                 serializer="json",
+                delivery_mode="persistent",
             )
 
 
