@@ -146,7 +146,11 @@ def clean_up(since) -> dict[str, int]:
     from eco2.celery import app
     from scans.models import Scan
 
-    deleted, _ = Scan.objects.filter(owner__username="bench", created_at__gte=since).delete()
+    # delete() counts the rows that went with them too (ledger, events); report the scans
+    _, deleted_by_model = Scan.objects.filter(
+        owner__username="bench", created_at__gte=since
+    ).delete()
+    deleted = deleted_by_model.get(Scan._meta.label, 0)
     purged = common.purge_queues()
     with app.connection_for_write() as conn:
         floor_queue = FLOOR_QUEUE(conn.default_channel)
