@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from .matching import compact, match_hint
-from .models import Category, Item, Scan
+from .models import Category, Item, Scan, ScanOutcome
 from .rulebase_cache import RuleBase, current_rulebase
 
 
@@ -133,6 +133,21 @@ def match_rules(
             if t.code in tags and t.fix_ko
         ],
     }
+
+
+def rule_step_result(
+    classification: dict[str, Any], rulebase: RuleBase | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """The rule step's decision for a classification: the matched rules and the scan's outcome.
+
+    Only a classified result is looked up, and a classification the rule base cannot place is
+    honestly unclassified, not a guess. The pipeline's rule step and bench/guidance_eval.py
+    both call this, so the benchmark scores exactly what a scan would show.
+    """
+    rules = None
+    if classification.get("outcome") == ScanOutcome.CLASSIFIED:
+        rules = match_rules(classification, rulebase)
+    return rules, (ScanOutcome.CLASSIFIED if rules else ScanOutcome.UNCLASSIFIED)
 
 
 def vision_taxonomy(

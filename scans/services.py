@@ -52,7 +52,7 @@ from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, VisionRequest
 from .rulebase_cache import current_rulebase
-from .selectors import match_rules
+from .selectors import rule_step_result
 
 logger = logging.getLogger(__name__)
 
@@ -666,10 +666,8 @@ def run_rule_step(scan_id: str) -> str:
         )
     # no separate "matching rules" write: the step is a few milliseconds of reads, so its
     # one write below records step and result together
-    rules = None
     rulebase = current_rulebase()  # in memory: one revision check, no table reads
-    if scan.classification.get("outcome") == ScanOutcome.CLASSIFIED:
-        rules = match_rules(scan.classification, rulebase)
+    rules, outcome = rule_step_result(scan.classification, rulebase)
     category = rulebase.by_code.get(rules["category_code"]) if rules else None
     saved = _save_if_active(
         scan,
@@ -678,8 +676,7 @@ def run_rule_step(scan_id: str) -> str:
         step=ScanStep.RULE,
         matched_rules=rules,
         category=category,
-        # a classification the rule base cannot place is honestly unclassified, not a guess
-        outcome=ScanOutcome.CLASSIFIED if rules else ScanOutcome.UNCLASSIFIED,
+        outcome=outcome,
         progress=STEP_PROGRESS[ScanStep.RULE][1],
     )
     return SUCCEEDED if saved else SKIPPED

@@ -2,20 +2,25 @@
 judged here; see docs/benchmarks.md for the figures)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from bench.common import FakeModel, start_fake_openai
+from scans.rulebase import read_rulebase
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(script: str) -> dict:
+def run_bench(script: str, *args: str, env: dict | None = None) -> dict:
     done = subprocess.run(
-        [sys.executable, f"bench/{script}", "--smoke"],
+        [sys.executable, f"bench/{script}", "--smoke", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     result_line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
@@ -69,3 +74,60 @@ def test_cost_harness_counts_calls_at_the_fake_and_cost_in_the_db():
     assert result["cache_hits"] == result["scans"] - result["photos"] and result["pass"]
     assert result["tokens"]["input_tokens"] > 0 and result["cost_usd"] > 0
     assert result["paid_calls_in_db"] == {"vision": result["photos"], "answer": result["scans"]}
+
+
+GUIDANCE_FIGURES = {"n", "correct", "asked", "wrong", "errors", "correct_pct", "asked_pct",
+                    "wrong_pct", "fix", "choices"}  # fmt: skip
+
+
+def check_guidance_figures(figures: dict) -> None:
+    assert set(figures) == GUIDANCE_FIGURES, figures
+    assert figures["correct"] + figures["wrong"] + figures["errors"] <= figures["n"]
+    assert figures["asked"] + figures["wrong"] + figures["errors"] <= figures["n"]
+    for part, hit in (("fix", "named"), ("choices", "right")):
+        assert set(figures[part]) == {"n", hit, "pct"} and figures[part][hit] <= figures[part]["n"]
+
+
+def check_guidance_result(result: dict, provider: str) -> None:
+    assert result["provider"] == provider and result["smoke"] is True
+    assert result["cases_in_file"] >= 400 and 0 < result["cases"] == result["totals"]["n"]
+    check_guidance_figures(result["totals"])
+    assert result["totals"]["errors"] == 0
+    categories = [c["code"] for c in read_rulebase()["categories"]]
+    # the smoke subset covers every category and the not-sure cases
+    assert list(result["by_category"]) == [*categories, "(not sure)"]
+    for table in ("by_category", "by_lang", "by_style", "by_split"):
+        assert sum(g["n"] for g in result[table].values()) == result["cases"], table
+        for figures in result[table].values():
+            check_guidance_figures(figures)
+    assert set(result["by_split"]) <= {"dev", "holdout"}
+    buckets = result["calibration"]["buckets"]
+    assert len(buckets) == 4 and all(b["right"] <= b["n"] for b in buckets)
+    assert result["calibration"]["confident"]["threshold"] == 0.8
+    assert set(result["targets"]) == {"correct", "wrong", "choices_right"}
+    assert all(set(t) == {"target", "value", "pass"} for t in result["targets"].values())
+    assert result["pass"] == all(t["pass"] for t in result["targets"].values())
+
+
+def test_guidance_eval_harness_scores_the_offline_provider_per_category_language_and_style():
+    result = run_bench("guidance_eval.py")
+    check_guidance_result(result, "offline")
+    assert result["cost"] is None  # the offline provider costs nothing
+
+
+def test_guidance_eval_harness_runs_the_openai_provider_and_reports_its_cost():
+    categories = [
+        {"code": c["code"], "major_ko": c["major_ko"], "middle_ko": c["middle_ko"], "item": None}
+        for c in read_rulebase()["categories"]
+    ]
+    fake = start_fake_openai(FakeModel(categories))
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake.base_url}
+        result = run_bench("guidance_eval.py", "--provider", "openai", env=env)
+    finally:
+        fake.stop()
+    check_guidance_result(result, "openai")
+    cost = result["cost"]
+    # every case made one vision call; the fake classifies every hint, so each got an answer
+    assert cost["calls"] == {"vision": result["cases"], "answer": result["cases"]}
+    assert cost["tokens"]["input_tokens"] > 0 and cost["cost_per_scan_usd"] > 0
