@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -13,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import CodedError
 
@@ -121,7 +122,8 @@ def validate_scan_image(upload) -> None:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """A photo as Eco² keeps, shows and sends it: upright, metadata-free JPEG, bounded size."""
+    """A photo as Eco² keeps, shows and sends it: upright sRGB pixels in a JPEG, bounded size,
+    and nothing else (no EXIF, GPS, XMP, IPTC, ICC profile or comment)."""
 
     jpeg: bytes
     thumbnail: bytes
@@ -140,26 +142,79 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+# the ICC colour space a profile describes → the image mode it applies to
+_PROFILE_MODES = {"RGB ": "RGB", "CMYK": "CMYK", "GRAY": "L"}
+
+
+@functools.lru_cache(maxsize=16)  # phones embed the same few profiles (Display P3, sRGB)
+def _srgb_transform(icc_profile: bytes) -> ImageCms.ImageCmsTransform | None:
+    """A transform from the photo's ICC profile to sRGB pixels; None for a profile that
+    cannot be used (damaged, or for a colour space photos are not in)."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        mode = _PROFILE_MODES.get(profile.profile.xcolor_space)
+        if mode is None:
+            return None
+        return ImageCms.buildTransform(profile, _SRGB, mode, "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
+
+
+def _to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """``image``'s colours in sRGB, when an ICC profile says they are in another space.
+
+    The profile is not kept (it can carry text, and device profiles identify the device), so
+    the pixels are converted: an untagged JPEG is read as sRGB by browsers and vision models,
+    and a Display P3 photo left unconverted would look washed out. A profile that cannot be
+    used, or does not fit the image's mode, is ignored: the pixels are kept as they are.
+    """
+    transform = _srgb_transform(icc_profile) if icc_profile else None
+    if transform is None or transform.input_mode != image.mode:
+        return image
+    return transform.apply(image)
+
+
+def _pixels_only(image: Image.Image) -> Image.Image:
+    """A new image with ``image``'s pixels and nothing else.
+
+    Image.info travels through convert, resize and copy, and encoders read it: Pillow's JPEG
+    writer takes ``info["comment"]`` (a JPEG COM segment or a GIF comment, which also made a
+    comment over 65,533 bytes fail the encode). What reaches the encoder has no info at all.
+    """
+    clean = Image.new(image.mode, image.size)
+    clean.paste(image)
+    return clean
+
+
 def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
-    # No exif= and no icc_profile= arguments: the output carries no metadata at all (GPS,
-    # camera serials, timestamps), whatever the upload had.
+    # an image from _pixels_only and no exif=, icc_profile=, xmp=, comment= or extra=
+    # arguments: the output carries no metadata at all, whatever the upload had
     image.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
 
 
 def prepare_image(source) -> PreparedImage:
-    """Re-encode an upload: EXIF orientation applied, metadata stripped, longest edge capped.
+    """Re-encode an upload: EXIF orientation applied, colours in sRGB, metadata stripped,
+    longest edge capped.
 
     Runs on a worker (decoding a large photo costs tens of milliseconds, too much for the
     upload request). An animated GIF contributes its first frame. Raises UnusablePhoto.
     """
     with open_photo(source) as original:
         original.seek(0)
-        image = _flatten(ImageOps.exif_transpose(original))
+        icc_profile = original.info.get("icc_profile") or None
+        image = ImageOps.exif_transpose(original)
+        if image.mode in ("CMYK", "L"):
+            # CMYK and grey profiles need the photo's own channels; RGB ones are applied below
+            image = _to_srgb(image, icc_profile)
+        image = _flatten(image)
     max_edge = settings.SCAN_IMAGE_MAX_EDGE
     if max(image.size) > max_edge:
         image.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+    # after the resize: ~10 ms for 1024 px instead of ~200 ms for a 12-megapixel photo
+    image = _pixels_only(_to_srgb(image, icc_profile))
     jpeg = _encode_jpeg(image, settings.SCAN_IMAGE_JPEG_QUALITY)
     thumb = image.copy()
     edge = settings.SCAN_THUMBNAIL_EDGE
