@@ -1,5 +1,6 @@
 """Photos built in the tests: every format Eco² takes, carrying every metadata container Pillow
-can write, and the checks that a prepared photo is pixels only."""
+(and pillow-heif) can write, HEIC/AVIF bombs, and the checks that a prepared photo is pixels
+only."""
 
 from __future__ import annotations
 
@@ -8,20 +9,27 @@ import struct
 
 from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 
+import scans.images  # noqa: F401  (registers the HEIC/HEIF plugin, as the app does)
+
 CONTENT_TYPES = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
     "WEBP": "image/webp",
     "GIF": "image/gif",
+    "AVIF": "image/avif",
+    "HEIF": "image/heic",
 }
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "AVIF": "avif"}
+EXTENSIONS["HEIF"] = "heic"
 
-# the containers each format can carry, as written by Pillow (or by hand below)
+# the containers each format can carry, as written by Pillow / pillow-heif (or by hand below)
 CONTAINERS = {
     "JPEG": ("exif", "gps", "xmp", "icc", "iptc", "comment"),
     "PNG": ("exif", "xmp", "icc", "text", "ztxt", "itxt"),
     "GIF": ("comment", "xmp", "application"),
     "WEBP": ("exif", "xmp", "icc"),
+    "AVIF": ("exif", "xmp", "icc"),
+    "HEIF": ("exif", "xmp", "icc"),
 }
 METADATA_CASES = [(fmt, container) for fmt, names in CONTAINERS.items() for container in names]
 
@@ -38,6 +46,12 @@ def to_bytes(image: Image.Image, fmt: str, **params) -> bytes:
 
 def photo_bytes(fmt: str = "JPEG", size=(64, 48), color=(30, 140, 80), **params) -> bytes:
     return to_bytes(Image.new("RGB", size, color), fmt, **params)
+
+
+def textured_photo_bytes(fmt: str, size=(160, 120)) -> bytes:
+    """A photo whose coded pixels take most of the file (a flat one codes to a few bytes)."""
+    noise = Image.merge("RGB", [Image.effect_noise(size, sigma) for sigma in (40, 60, 80)])
+    return to_bytes(noise, fmt)
 
 
 # --- metadata containers ------------------------------------------------------------------
@@ -182,3 +196,20 @@ def assert_pixels_only(data: bytes, *texts: bytes) -> None:
         assert dict(image.getexif()) == {}  # (getxmp() reads info["xmp"], checked above)
         assert image.app == {"APP0": image.app["APP0"]}
         assert image.app["APP0"].startswith(b"JFIF\x00")
+
+
+# --- bombs and damaged files --------------------------------------------------------------
+def declaring_size(data: bytes, width: int, height: int) -> bytes:
+    """A HEIF/AVIF file whose `ispe` box (the declared size) says width × height."""
+    found = data.find(b"ispe")
+    assert found > 0
+    return data[: found + 8] + struct.pack(">II", width, height) + data[found + 16 :]
+
+
+def with_damaged_pixels(data: bytes) -> bytes:
+    """A HEIF/AVIF file whose headers are intact and whose coded pixels are garbage."""
+    start = data.find(b"mdat") + 4
+    damaged = bytearray(data)
+    for i in range(start, min(len(data), start + 200)):
+        damaged[i] = (damaged[i] * 7 + 13) & 0xFF
+    return bytes(damaged)

@@ -15,7 +15,9 @@ from .photos import (
     marker,
     photo_bytes,
     photo_with_metadata,
+    textured_photo_bytes,
     to_bytes,
+    with_damaged_pixels,
 )
 
 
@@ -142,7 +144,7 @@ def test_a_gif_with_a_long_comment_is_prepared_without_it(length):
     assert (prepared.width, prepared.height) == (120, 80)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF", "HEIF"])
 def test_colours_in_another_icc_profile_are_converted_to_srgb_not_dropped(fmt):
     """The profile is not kept, so its colours are: (200, 30, 30) in a profile whose red and
     blue primaries are swapped is a blue, and the prepared (untagged, sRGB) photo shows blue."""
@@ -164,3 +166,26 @@ def test_a_damaged_icc_profile_is_ignored_not_fatal():
     original = to_bytes(Image.new("RGB", (32, 32), (200, 30, 30)), "JPEG", icc_profile=b"junk" * 40)
     prepared = prepare_image(io.BytesIO(original))
     assert Image.open(io.BytesIO(prepared.jpeg)).getpixel((16, 16))[0] > 170
+
+
+# --- HEIC/HEIF and AVIF ---------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_heic_and_avif_photos_are_prepared_upright(fmt):
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.Make] = "SecretCam"
+    # as cameras write them: the rotation in the container (irot), the same in EXIF
+    original = to_bytes(Image.new("RGB", (40, 20), (200, 30, 30)), fmt, exif=exif.tobytes())
+
+    prepared = prepare_image(io.BytesIO(original))
+
+    assert (prepared.width, prepared.height) == (20, 40), "rotated upright, as the camera meant"
+    assert_pixels_only(prepared.jpeg, b"SecretCam")
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_heic_and_avif_with_damaged_pixels_fail_as_corrupt(fmt):
+    original = with_damaged_pixels(textured_photo_bytes(fmt))
+    with pytest.raises(UnusablePhoto) as error:
+        prepare_image(io.BytesIO(original))
+    assert error.value.code == "corrupt"

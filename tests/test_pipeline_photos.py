@@ -1,6 +1,6 @@
-"""Photos as people send them, through a real Celery worker: comments and other metadata.
-Embedded broker and SQLite by default; RabbitMQ, PostgreSQL and Redis in the real-services
-pass."""
+"""Photos as people send them, through a real Celery worker: HEIC and AVIF, comments and other
+metadata, and a photo that cannot be decoded. Embedded broker and SQLite by default; RabbitMQ,
+PostgreSQL and Redis in the real-services pass."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from .photos import (
     assert_pixels_only,
     marker,
     photo_bytes,
+    textured_photo_bytes,
+    with_damaged_pixels,
 )
 from .test_pipeline_openai import ANSWER, GUIDANCE, PET_BOTTLE, VISION
 
@@ -49,6 +51,16 @@ def long_comment_gif() -> bytes:
     return photo_bytes("GIF", size=(120, 90), comment=comment)
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_a_heic_or_avif_photo_completes(celery_worker, rulebase, user, fmt):
+    scan = wait_for_scan(upload(api(user), fmt, textured_photo_bytes(fmt, size=(480, 360))))
+
+    assert scan.status == ScanStatus.COMPLETED, (scan.error_code, scan.error_message)
+    assert scan.category.code == "pet_clear"
+    assert (scan.image.width, scan.image.height) == (480, 360)
+    assert scan.image.name.endswith(".jpg") and scan.thumbnail
+
+
 def test_a_gif_with_a_long_comment_completes_and_the_comment_is_not_kept(
     celery_worker, rulebase, user
 ):
@@ -60,6 +72,24 @@ def test_a_gif_with_a_long_comment_completes_and_the_comment_is_not_kept(
         assert_pixels_only(stored.read(), COMMENT)
     with scan.thumbnail.open("rb") as thumbnail:
         assert_pixels_only(thumbnail.read(), COMMENT)
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_a_photo_that_cannot_be_decoded_fails_saying_why(celery_worker, rulebase, user, fmt):
+    """Intact headers (so the upload is taken) and garbage pixels: the worker finds out, and
+    the scan says the photo is damaged, not that something went wrong inside."""
+    damaged = with_damaged_pixels(textured_photo_bytes(fmt))
+    client = api(user)
+
+    task_id = upload(client, fmt, damaged)
+    scan = wait_for_scan(task_id)
+
+    assert scan.status == ScanStatus.FAILED
+    error = client.get(f"/api/v1/scans/{task_id}").json()["error"]
+    assert error["code"] == "corrupt", error
+    assert error["message"]
+    (attempt,) = scan.attempts.filter(step="prepare")
+    assert attempt.outcome == "failed" and attempt.exception_class == "ScanStepError"
 
 
 @pytest.fixture
