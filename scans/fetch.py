@@ -14,7 +14,9 @@ surface (OWASP: "image on external server" is the canonical case). What protects
   address (the socket connects to the IP; Host header and TLS SNI/certificate check use the
   name), so a second DNS answer (rebinding) is never used;
 * the body is streamed and stopped past ``SCAN_IMAGE_MAX_BYTES``; connect, read and total
-  time are bounded; the content must then pass the same image check as an upload.
+  time are bounded; the content must then pass the same image check as an upload (the
+  server's Content-Type is not trusted; the Accept header names the formats taken, HEIC and
+  AVIF included, for servers that choose one by it).
 
 Only the standard library is used (``http.client`` with a custom ``connect``). Tests inject a
 resolver or an address policy through ``FetchPolicy``; ``SCAN_FETCH_ALLOW_LOOPBACK`` (tests
@@ -38,6 +40,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from django.conf import settings
 
 from .errors import CodedError
+from .images import PHOTO_CONTENT_TYPES
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -445,7 +448,7 @@ def _request(target: Target, addresses: list[IPAddress], policy: FetchPolicy, de
             connection.pinned_sock = connection.sock
             connection.sock.settimeout(min(policy.read_timeout, deadline.left()))
             connection.putrequest("GET", target.path, skip_accept_encoding=True)
-            connection.putheader("Accept", "image/jpeg, image/png, image/webp, image/gif")
+            connection.putheader("Accept", ", ".join(PHOTO_CONTENT_TYPES))
             connection.putheader("Accept-Encoding", "identity")
             connection.putheader("User-Agent", USER_AGENT)
             connection.putheader("Connection", "close")

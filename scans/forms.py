@@ -3,17 +3,26 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from .images import validate_scan_image
+from .images import PHOTO_CONTENT_TYPES, validate_scan_image
 from .models import Category, ScanStatus
+
+# image/* opens the camera or the gallery on phones; the extensions make HEIC and AVIF files
+# choosable on desktops whose system does not count them as images. The content check on the
+# server decides what is accepted (JPEG, PNG, WebP, GIF, AVIF, HEIC/HEIF).
+PHOTO_INPUT_ACCEPT = "image/*,.heic,.heif,.avif"
 
 
 class ScanUploadForm(forms.Form):
-    # image/* opens the camera or the gallery on phones (capture: the rear camera first); the
-    # content check on the server decides what is accepted (JPEG, PNG, WebP, GIF)
+    # the file types the page's script lets through before uploading (static/upload.js)
+    content_types = " ".join(PHOTO_CONTENT_TYPES)
+
     image = forms.FileField(
         label=_("Photo"),
         validators=[validate_scan_image],
-        widget=forms.ClearableFileInput(attrs={"accept": "image/*", "capture": "environment"}),
+        # capture: the rear camera first
+        widget=forms.ClearableFileInput(
+            attrs={"accept": PHOTO_INPUT_ACCEPT, "capture": "environment"}
+        ),
         error_messages={"required": _("Choose or take a photo of the item.")},
     )
     hint = forms.CharField(

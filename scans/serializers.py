@@ -73,7 +73,8 @@ class ScanCreateSerializer(serializers.Serializer):
     image = serializers.FileField(
         required=False,
         validators=[validate_scan_image],
-        help_text="A JPEG, PNG, WebP or GIF photo of one item (or give `image_url`).",
+        help_text="A JPEG, PNG, WebP, GIF, AVIF or HEIC/HEIF photo of one item "
+        "(or give `image_url`).",
     )
     image_url = serializers.CharField(
         required=False,

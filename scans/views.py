@@ -107,7 +107,9 @@ FAILURE_REASONS = {
     "image_missing": gettext_lazy("The uploaded photo is no longer available."),
     "corrupt": gettext_lazy("The photo is damaged and cannot be read."),
     "too_many_pixels": gettext_lazy("The photo has too many pixels."),
-    "unsupported_format": gettext_lazy("The photo is not a JPEG, PNG, WebP or GIF image."),
+    "unsupported_format": gettext_lazy(
+        "The photo is not a JPEG, PNG, WebP, GIF, HEIC or AVIF image."
+    ),
 }
 # Retrying cannot help these: the photo itself is the problem.
 PHOTO_PROBLEMS = frozenset({"image_missing", "corrupt", "too_many_pixels", "unsupported_format"})

@@ -14,7 +14,8 @@
   var submit = document.getElementById("submit");
   var gallery = document.getElementById("gallery-input");
   var maxBytes = parseInt(form.dataset.maxBytes, 10) || 0;
-  var ACCEPTED = ["image/jpeg", "image/png", "image/webp", "image/gif"];
+  // the server's list (ScanUploadForm.content_types): JPEG, PNG, WebP, GIF, AVIF, HEIC/HEIF
+  var ACCEPTED = (form.dataset.types || "").split(" ");
   var objectUrl = null;
 
   zone.classList.add("enhanced");
@@ -49,6 +50,7 @@
     zone.classList.toggle("invalid", !!error);
     submit.disabled = !!error;
     objectUrl = URL.createObjectURL(file);
+    previewImg.hidden = false;
     previewImg.src = objectUrl;
     previewName.textContent = file.name + " · " + humanSize(file.size);
     preview.hidden = false;
@@ -68,6 +70,8 @@
   }
 
   input.addEventListener("change", showFile);
+  // a browser that cannot show the photo (HEIC outside Safari) shows its name instead
+  previewImg.addEventListener("error", function () { previewImg.hidden = true; });
 
   ["dragenter", "dragover"].forEach(function (name) {
     zone.addEventListener(name, function (e) {

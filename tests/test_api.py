@@ -52,7 +52,7 @@ def test_a_text_file_is_refused_with_a_readable_message(api_client):
         SCANS_URL, {"image": fake}, format="multipart", HTTP_ACCEPT_LANGUAGE="en"
     )
     assert response.status_code == 400
-    assert response.json()["image"] == ["This is not a JPEG, PNG, WebP or GIF photo."]
+    assert response.json()["image"] == ["This is not a JPEG, PNG, WebP, GIF, HEIC or AVIF photo."]
     again = SimpleUploadedFile(
         "photo.jpg", b"this is not a photo at all", content_type="image/jpeg"
     )

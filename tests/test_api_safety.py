@@ -31,6 +31,8 @@ from scans.api import ScanCreateThrottle
 from scans.models import IdempotencyKey, Scan, ScanBatch, ScanStatus
 
 from .conftest import BASE_DIR, make_photo_bytes
+from .photos import CONTENT_TYPES, declaring_size, photo_bytes, textured_photo_bytes
+from .test_web import ensure_compiled_messages
 
 SCANS_URL = "/api/v1/scans"
 BATCH_URL = "/api/v1/scans/batch"
@@ -149,6 +151,42 @@ BAD_UPLOADS = [
         "image",
     ),
     ("decompression bomb png", post_file("bomb.png", png_bomb(), "image/png"), 400, "image"),
+    (
+        "decompression bomb heic",
+        post_file("bomb.heic", declaring_size(photo_bytes("HEIF"), 20_000, 20_000), "image/heic"),
+        400,
+        "image",
+    ),
+    (
+        "decompression bomb avif",
+        post_file("bomb.avif", declaring_size(photo_bytes("AVIF"), 50_000, 50_000), "image/avif"),
+        400,
+        "image",
+    ),
+    (
+        "text named heic",
+        post_file("photo.heic", b"an iPhone photo, honest", "image/heic"),
+        400,
+        "image",
+    ),
+    (
+        "heic header then html",
+        post_file("poly.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic<html>"),
+        400,
+        "image",
+    ),
+    (
+        "truncated heic",
+        post_file("cut.heic", textured_photo_bytes("HEIF")[:-100], "image/heic"),
+        400,
+        "image",
+    ),
+    (
+        "truncated avif",
+        post_file("cut.avif", textured_photo_bytes("AVIF")[:-100], "image/avif"),
+        400,
+        "image",
+    ),
     (
         "two images on the single endpoint",
         lambda client: client.post(
@@ -321,7 +359,35 @@ def test_messages_are_readable(api_client):
     response = post_file("cut.jpg", truncated("JPEG"))(api_client)
     assert "damaged" in response.json()["image"][0]
     response = post_file("doc.jpg", b"%PDF-1.7")(api_client)
-    assert response.json()["image"] == ["This is not a JPEG, PNG, WebP or GIF photo."]
+    assert response.json()["image"] == ["This is not a JPEG, PNG, WebP, GIF, HEIC or AVIF photo."]
+    bomb = declaring_size(photo_bytes("HEIF"), 20_000, 20_000)
+    response = post_file("bomb.heic", bomb, "image/heic")(api_client)
+    assert response.json()["image"] == ["The photo has too many pixels."]
+    ensure_compiled_messages()
+    response = api_client.post(
+        SCANS_URL,
+        {"image": upload("doc.heic", b"%PDF-1.7", "image/heic")},
+        format="multipart",
+        HTTP_ACCEPT_LANGUAGE="ko",
+    )
+    assert response.json()["image"] == ["JPEG, PNG, WebP, GIF, HEIC, AVIF 사진이 아니에요."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_heic_and_avif_photos_are_accepted_alone_and_in_a_batch(api_client, fmt):
+    """What iPhones, macOS Safari and Android phones send: 202, like a JPEG."""
+    name, content_type = f"photo.{fmt.lower()}", CONTENT_TYPES[fmt]
+
+    response = api_client.post(
+        SCANS_URL, {"image": upload(name, photo_bytes(fmt), content_type)}, format="multipart"
+    )
+    assert response.status_code == 202, response.content
+
+    images = [upload(name, photo_bytes(fmt, color=(i, 90, 40)), content_type) for i in (1, 2)]
+    response = api_client.post(BATCH_URL, {"images": images}, format="multipart")
+    assert response.status_code == 202, response.content
+    assert Scan.objects.count() == 3
 
 
 @pytest.mark.django_db

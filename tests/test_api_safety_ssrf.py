@@ -19,6 +19,7 @@ from scans.fetch import FetchPolicy, fetch_image, literal_address, refusal_reaso
 from scans.models import Scan, ScanStatus
 
 from .conftest import make_photo_bytes, wait_for_scan
+from .photos import photo_bytes
 
 SCANS_URL = "/api/v1/scans"
 PHOTO = make_photo_bytes("JPEG", size=(320, 240))
@@ -78,6 +79,7 @@ class ImageHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         self.server.requests.append((parts.path, self.headers.get("Host")))
+        self.server.accept_headers.append(self.headers.get("Accept", ""))
         name = parts.path.strip("/").split("/")[0]
         route = getattr(self, "route_" + name.replace("-", "_").replace(".", "_"), None)
         if route is None:
@@ -96,6 +98,12 @@ class ImageHandler(BaseHTTPRequestHandler):
 
     def route_photo_jpg(self, parts) -> None:
         self._send(200, PHOTO, "image/jpeg")
+
+    def route_photo_heic(self, parts) -> None:  # many servers do not know HEIC's type
+        self._send(200, photo_bytes("HEIF", size=(320, 240)), "application/octet-stream")
+
+    def route_photo_avif(self, parts) -> None:
+        self._send(200, photo_bytes("AVIF", size=(320, 240)), "image/avif")
 
     def route_page(self, parts) -> None:
         self._send(200, b"<!doctype html><title>not a photo</title>", "text/html")
@@ -151,6 +159,7 @@ class ImageServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), ImageHandler)
         self.requests: list[tuple[str, str]] = []
+        self.accept_headers: list[str] = []
         self.port = self.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
 
@@ -168,6 +177,7 @@ def image_server():
 @pytest.fixture
 def served(image_server):
     image_server.requests.clear()
+    image_server.accept_headers.clear()
     return image_server
 
 
@@ -550,3 +560,22 @@ def test_a_redirect_inside_fails_the_scan_through_a_real_worker(
     )
     scan = wait_for_scan(response.json()["task_id"], timeout=60)
     assert (scan.status, scan.error_code) == (ScanStatus.FAILED, "image_url_refused")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("extension", ["heic", "avif"])
+def test_a_heic_or_avif_photo_by_url_is_asked_for_and_prepared(served, user, settings, extension):
+    """The fetch says it takes HEIC and AVIF (servers that negotiate send them), and what
+    arrives is judged by its content, not by the Content-Type the server chose."""
+    settings.SCAN_FETCH_ALLOW_LOOPBACK = True
+    scan = services.create_scan(owner=user, image_url=f"{served.base}/photo.{extension}")
+
+    prepared = services.ensure_prepared_image(scan)
+
+    assert prepared[:3] == b"\xff\xd8\xff"
+    scan.refresh_from_db()
+    assert (scan.image.width, scan.image.height) == (320, 240)
+    (accept,) = served.accept_headers
+    assert {"image/heic", "image/heif", "image/avif", "image/jpeg"} <= {
+        kind.strip() for kind in accept.split(",")
+    }

@@ -262,3 +262,32 @@ def test_english_scan_on_a_phone(celery_worker, rulebase, browser_user, asgi_ser
         assert page.locator("h1").inner_text() == "Your scans"
         assert no_horizontal_scroll(page)
         shoot(page, "en-phone-history")
+
+
+def test_a_heic_photo_from_a_mac_is_not_refused_by_the_page(
+    celery_worker, rulebase, browser_user, asgi_server, monkeypatch
+):
+    """macOS Safari hands the page an image/heic file; Chromium cannot show it, so the page
+    shows its name instead of a broken preview, and the scan goes through."""
+    from .photos import textured_photo_bytes
+
+    with browser_page(monkeypatch, mobile=False) as page:
+        log_in(page, asgi_server, browser_user)
+        heic = textured_photo_bytes("HEIF", size=(480, 360))
+        page.set_input_files(
+            "input[name=image]",
+            files=[{"name": "IMG_0042.HEIC", "mimeType": "image/heic", "buffer": heic}],
+        )
+        page.wait_for_selector("#preview", state="visible")
+        assert page.locator("#file-error").is_hidden(), page.locator("#file-error").inner_text()
+        assert page.locator("#submit").is_enabled()
+        page.wait_for_selector("#preview-img", state="hidden")
+        assert "IMG_0042.HEIC" in page.locator("#preview-name").inner_text()
+        page.fill("input[name=hint]", HINT)
+        shoot(page, "heic-upload")
+
+        page.click("#submit")
+        page.wait_for_url(f"{asgi_server}/scans/*/")
+        page.wait_for_selector("#result", timeout=60_000)
+        assert page.locator("#scan").get_attribute("data-status") == "completed"
+        assert page.locator("#result .middle").inner_text() == "무색페트병"

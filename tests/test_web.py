@@ -36,6 +36,7 @@ from scans.models import (
 from scans.selectors import match_rules
 
 from .conftest import make_photo_bytes
+from .photos import CONTENT_TYPES, photo_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -217,7 +218,8 @@ def test_the_upload_page_is_a_plain_multipart_form(user):
     form = re.search(r"<form[^>]*id=\"upload-form\"[^>]*>", page, re.S).group(0)
     assert 'method="post"' in form and 'enctype="multipart/form-data"' in form
     file_input = re.search(r'<input type="file" name="image"[^>]*>', page).group(0)
-    assert 'accept="image/*"' in file_input and 'capture="environment"' in file_input
+    assert 'accept="image/*,.heic,.heif,.avif"' in file_input
+    assert 'capture="environment"' in file_input
     assert "required" in file_input
     assert 'name="hint"' in page and 'placeholder="투명 페트병, 라벨 있음"' in page
     assert 'name="csrfmiddlewaretoken"' in page and 'type="submit"' in page
@@ -253,7 +255,26 @@ def test_a_file_that_is_not_a_photo_is_refused(user):
     response = english(logged_in(user)).post("/", {"image": fake})
 
     assert response.status_code == 400
-    assert "This is not a JPEG, PNG, WebP or GIF photo." in response.content.decode()
+    assert "This is not a JPEG, PNG, WebP, GIF, HEIC or AVIF photo." in response.content.decode()
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_photos_go_through_the_upload_form(user, fmt):
+    """The gallery button and the page's early type check let them through, and the server
+    takes them: a photo from an iPhone or macOS Safari is not refused before it is looked at."""
+    client = logged_in(user)
+    page = client.get("/").content.decode()
+    gallery = re.search(r'<input type="file"[^>]*id="gallery-input"[^>]*>', page).group(0)
+    assert 'accept="image/*,.heic,.heif,.avif"' in gallery
+    types = re.search(r'data-types="([^"]*)"', page).group(1).split()
+    assert {"image/heic", "image/heif", "image/avif", "image/jpeg"} <= set(types)
+    assert "HEIC" in re.search(r'data-msg-type="([^"]*)"', page).group(1)
+
+    upload = SimpleUploadedFile(f"IMG_0001.{fmt.lower()}", photo_bytes(fmt), CONTENT_TYPES[fmt])
+    response = client.post("/", {"image": upload})
+
+    assert response.status_code == 302, response.content.decode()[-500:]
+    assert Scan.objects.get(owner=user).status == ScanStatus.QUEUED
 
 
 def test_the_upload_needs_the_csrf_token(user, photo):
