@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection
 from django.db.models.signals import post_delete, post_save
@@ -42,6 +43,7 @@ class RuleBase:
     steps: tuple[DisposalStep, ...]  # (category, position), with their tags
     by_code: dict[str, Category] = field(init=False)
     first_item_named: dict[str, Item] = field(init=False)
+    items_by_name: dict[tuple[int, str], Item] = field(init=False)
 
     def __post_init__(self) -> None:
         first: dict[str, Item] = {}
@@ -49,6 +51,49 @@ class RuleBase:
             first.setdefault(item.name_ko, item)
         object.__setattr__(self, "by_code", {c.code: c for c in self.categories})
         object.__setattr__(self, "first_item_named", first)
+        object.__setattr__(
+            self, "items_by_name", {(i.category_id, i.name_ko): i for i in reversed(self.items)}
+        )
+
+    def reroute(
+        self, category: Category, item_name: str | None, tags: Iterable[str]
+    ) -> tuple[Category, list[dict[str, Any]]]:
+        """Where an item goes given its state: the reroutes its tags trigger, the item's own
+        first, then its category's, followed until none applies (a category is never entered
+        twice). Returns the final category and the hops taken (empty: no state changed it)."""
+        tags = set(tags)
+        hops: list[dict[str, Any]] = []
+        if not tags:
+            return category, hops
+        seen = {category.code}
+        item = self.items_by_name.get((category.pk, item_name or ""))
+        current = category
+        while True:
+            rules = [*(item.reroutes if item else ()), *(current.reroutes or ())]
+            hop = next(
+                (
+                    r
+                    for r in rules
+                    if r.get("tag") in tags
+                    and r.get("goes_to") in self.by_code
+                    and r["goes_to"] not in seen
+                ),
+                None,
+            )
+            if hop is None:
+                return current, hops
+            hops.append(
+                {
+                    "from": current.code,
+                    "tag": hop["tag"],
+                    "to": hop["goes_to"],
+                    "note_ko": hop.get("note_ko") or "",
+                    "note_en": hop.get("note_en") or "",
+                }
+            )
+            current = self.by_code[hop["goes_to"]]
+            seen.add(current.code)
+            item = None  # an item's own reroutes speak for its own category only
 
     def steps_of(self, category: Category) -> list[DisposalStep]:
         return [s for s in self.steps if s.category_id == category.pk]
