@@ -71,6 +71,9 @@ class Classification:
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     usage: Usage | None = None  # None for providers that cost nothing (offline)
+    # When not sure: the items it could be, best first, each {category_code, item, item_en,
+    # score} (the clarification step offers them)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
