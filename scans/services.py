@@ -406,11 +406,22 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
 
 
 def _load_active(scan_id: str, *related: str) -> Scan | None:
+    """The scan a step works on; None when it has ended (a redelivery: nothing to do).
+
+    A message naming no scan is not skipped in silence: it fails, so its message is
+    dead-lettered and recorded (a producer's bug, or a scan deleted while queued).
+    """
+    try:
+        uuid.UUID(str(scan_id))
+    except ValueError:
+        raise ScanStepError(f"{scan_id!r} is not a scan id.", code="malformed_message") from None
     rows = Scan.objects.filter(pk=scan_id)
     scan = (rows.select_related(*related) if related else rows).first()
     if scan is None:
-        logger.warning("scan %s does not exist (deleted?); step skipped", scan_id)
-        return None
+        raise ScanStepError(
+            f"No scan {scan_id}: it was deleted, or the message did not come from Eco².",
+            code="unknown_scan",
+        )
     if scan.status in TERMINAL_STATUSES:
         logger.info("scan %s is already %s; step skipped", scan_id, scan.status)
         return None
