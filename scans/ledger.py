@@ -19,7 +19,7 @@ from django.utils import timezone
 from eco2.celery import SCAN_PIPELINE_TASKS, app
 from eco2.db import release_db_connection
 
-from .models import AttemptOutcome, DeadLetter, Scan, TaskAttempt
+from .models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -197,17 +197,25 @@ def _record_undeliverable(message, code: str, reason: str) -> None:
 def record_dead_letter(
     scan_id, task_id: str, task_name: str, step: str, code: str, reason: str
 ) -> None:
-    """One DeadLetter row per task id, also when the failure is reported twice."""
-    scan_exists = bool(scan_id) and Scan.objects.filter(pk=scan_id).exists()
+    """One DeadLetter row per task id, also when the failure is reported twice. A letter of a
+    scan that has completed meanwhile (another copy of the step finished it) is resolved."""
+    status = (
+        Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
+        if scan_id
+        else None
+    )
+    completed = status == ScanStatus.COMPLETED
     try:
         with transaction.atomic():
             DeadLetter.objects.create(
-                scan_id=scan_id if scan_exists else None,
+                scan_id=scan_id if status else None,
                 task_id=task_id,
                 task_name=task_name,
                 step=step,
                 reason_code=code,
                 reason=reason,
+                resolved_at=timezone.now() if completed else None,
+                resolved_by="scan completed" if completed else "",
             )
     except IntegrityError:
         logger.info("dead letter for task %s already recorded", task_id)
