@@ -6,9 +6,8 @@ import pytest
 
 from eco2.celery import SCAN_IMAGE_QUEUE, SCAN_PIPELINE_QUEUE, app
 from scans.broker import DEAD_LETTER_QUEUE
-from scans.models import DeadLetter
 
-from ..test_malformed_messages import CASE_HEADER, malformed_messages, publish_raw
+from ..test_malformed_messages import CASE_HEADER, letters_of, malformed_messages, publish_raw
 from .conftest import (
     assert_all_completed,
     assert_invariants,
@@ -62,6 +61,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_running(
     assert worker.process.poll() is None, "the worker exited"
     assert worker_manager.current is worker, "the worker was restarted"
     # each one recorded, for the admin and the dead-letter alert
-    recorded = DeadLetter.objects.filter(redriven_at=None)
+    recorded = letters_of(ai, image)
     assert recorded.count() == len(expected), list(recorded.values_list("task_id", "reason"))
+    assert not recorded.exclude(scan=None).exists() and recorded.pending().count() == len(expected)
     assert_invariants(before + after)
