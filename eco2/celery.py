@@ -74,6 +74,9 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    # A message that cannot be decoded or bound is rejected (to scan.ai.dlq) and recorded
+    # instead of stopping the worker, and every worker after it (eco2/worker_consumer.py).
+    worker_consumer="eco2.worker_consumer:Consumer",
     # A worker that lost its broker connection cannot ack what it runs any more: the broker
     # redelivers those messages, so stop running them here rather than run them twice.
     worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -11,7 +11,7 @@ What is exported
                                                  reason backlog: SCAN_BACKLOG_LIMIT (503)
     ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
     ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
-    ``eco2_dead_letters{state}``                 pending / redriven (DB), broker_dlq (scan.ai.dlq)
+    ``eco2_dead_letters{state}``                 pending / redriven / resolved (DB), broker_dlq
     ``eco2_metrics_collector_up{part}``          1 when that part of the scrape-time collector
                                                  answered, 0 when it failed or timed out (its
                                                  families are then left out and the error logged)
@@ -412,16 +412,18 @@ class AppCollector:
 
         with _db_time_box(self.timeout):
             counts = DeadLetter.objects.aggregate(
-                pending=Count("pk", filter=Q(redriven_at__isnull=True)),
-                redriven=Count("pk", filter=Q(redriven_at__isnull=False)),
+                pending=Count("pk", filter=Q(redriven_at__isnull=True, resolved_at__isnull=True)),
+                redriven=Count("pk", filter=Q(redriven_at__isnull=False, resolved_at__isnull=True)),
+                resolved=Count("pk", filter=Q(resolved_at__isnull=False)),
             )
         family = GaugeMetricFamily(
             "eco2_dead_letters",
-            "Dead letters: pending / redriven (DB), broker_dlq (messages in scan.ai.dlq).",
+            "Dead letters: pending / redriven (scan re-enqueued) / resolved (scan completed, or "
+            "dismissed) in the DB, broker_dlq (messages in scan.ai.dlq).",
             labels=["state"],
         )
-        family.add_metric(["pending"], counts["pending"])
-        family.add_metric(["redriven"], counts["redriven"])
+        for state in ("pending", "redriven", "resolved"):
+            family.add_metric([state], counts[state])
         if dlq_depth:
             family.add_metric(["broker_dlq"], dlq_depth[0])
         return [family]

@@ -5,6 +5,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django_celery_results.models import TaskResult
 
 from eco2.celery import SCAN_PIPELINE_TASKS
@@ -360,8 +362,22 @@ class TaskAttemptAdmin(ReadOnlyAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "task_name", "reason_code", "scan", "redriven_at", "redriven_by")
-    list_filter = ("reason_code", "task_name", ("redriven_at", admin.EmptyFieldListFilter))
+    list_display = (
+        "created_at",
+        "task_name",
+        "reason_code",
+        "scan",
+        "redriven_at",
+        "redriven_by",
+        "resolved_at",
+        "resolved_by",
+    )
+    list_filter = (
+        "reason_code",
+        "task_name",
+        ("redriven_at", admin.EmptyFieldListFilter),
+        ("resolved_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("task_id", "scan__id", "reason")
     readonly_fields = (
         "scan",
@@ -373,8 +389,10 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "created_at",
         "redriven_at",
         "redriven_by",
+        "resolved_at",
+        "resolved_by",
     )
-    actions = ["redrive_selected"]
+    actions = ["redrive_selected", "dismiss_selected"]
 
     def has_add_permission(self, request):
         return False
@@ -386,12 +404,61 @@ class DeadLetterAdmin(admin.ModelAdmin):
         description="Redrive selected dead letters (resume their scans)", permissions=["retry"]
     )
     def redrive_selected(self, request, queryset):
-        pending = queryset.filter(redriven_at=None).exclude(scan=None)
-        retried = services.retry_scans(
-            list(pending.values_list("scan_id", flat=True)), actor=request.user.get_username()
+        report = services.redrive_dead_letters(actor=request.user.get_username(), letters=queryset)
+        self.message_user(
+            request,
+            _("%(count)d scan(s) re-enqueued.") % {"count": report.retried},
+            messages.SUCCESS,
         )
-        pending.update(redriven_at=timezone.now(), redriven_by=request.user.get_username())
-        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        if report.permanent:
+            codes = ", ".join(f"{code} ({n})" for code, n in sorted(report.permanent.items()))
+            self.message_user(
+                request,
+                _(
+                    "Skipped %(count)d scan(s) whose failure is permanent: %(codes)s. A redrive "
+                    "would fail them again; retry them from the scan list if you are sure."
+                )
+                % {"count": sum(report.permanent.values()), "codes": codes},
+                messages.WARNING,
+            )
+        if report.without_scan:
+            self.message_user(
+                request,
+                _(
+                    "Skipped %(count)d dead letter(s) that name no scan: nothing to redrive. "
+                    "Dismiss them once reviewed."
+                )
+                % {"count": report.without_scan},
+                messages.WARNING,
+            )
+        if report.running:
+            self.message_user(
+                request,
+                _("Skipped %(count)d dead letter(s) of scans queued or running again.")
+                % {"count": report.running},
+                messages.INFO,
+            )
+        if report.resolved:
+            self.message_user(
+                request,
+                _("%(count)d dead letter(s) belonged to completed scans: resolved.")
+                % {"count": report.resolved},
+                messages.INFO,
+            )
+
+    @admin.action(
+        description=_lazy("Dismiss selected dead letters (reviewed; nothing to redrive)"),
+        permissions=["retry"],
+    )
+    def dismiss_selected(self, request, queryset):
+        dismissed = queryset.pending().update(
+            resolved_at=timezone.now(), resolved_by=request.user.get_username()
+        )
+        self.message_user(
+            request,
+            _("%(count)d dead letter(s) dismissed.") % {"count": dismissed},
+            messages.SUCCESS,
+        )
 
 
 # --- task history (django-celery-results), with control -------------------------------------

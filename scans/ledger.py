@@ -16,9 +16,10 @@ from celery import signals
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from eco2.celery import SCAN_PIPELINE_TASKS
+from eco2.celery import SCAN_PIPELINE_TASKS, app
+from eco2.db import release_db_connection
 
-from .models import AttemptOutcome, DeadLetter, Scan, TaskAttempt
+from .models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -142,20 +143,79 @@ def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwa
         services.fail_scan(scan_id, code=code, message=message)
 
 
+@signals.task_rejected.connect
+def record_rejected_message(sender=None, message=None, exc=None, **kwargs) -> None:
+    """A message the worker's consumer rejected before any task ran (it could not be decoded
+    or bound, eco2/worker_consumer.py): on RabbitMQ it is on scan.ai.dlq now; recorded here
+    so that the admin and the dead-letter alert show it on every broker."""
+    _record_undeliverable(message, "malformed_message", str(exc or "the message is unreadable"))
+
+
+@signals.task_unknown.connect
+def record_unknown_task(sender=None, message=None, exc=None, name=None, **kwargs) -> None:
+    _record_undeliverable(message, "unknown_task", f"No task named {name!r} on this worker.")
+
+
+def _record_undeliverable(message, code: str, reason: str) -> None:
+    """Record what can be read of a rejected message. Runs in the worker's consumer thread:
+    an error here is logged, never raised into Celery's event loop, and the consumer's
+    database connection is handed back at once (it writes rarely)."""
+    try:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        try:
+            payload = message.payload
+        except Exception:
+            payload = None
+        task_id, name, args = headers.get("id"), headers.get("task"), None
+        if isinstance(payload, list | tuple) and payload:
+            args = payload[0]
+        elif isinstance(payload, dict):
+            task_id, name = task_id or payload.get("id"), name or payload.get("task")
+            args = payload.get("args")
+        task_id = task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None
+        name = str(name or "")[:255]
+        queue = (message.delivery_info or {}).get("routing_key", "")
+        body = (
+            message.body.decode("utf-8", "replace")
+            if isinstance(message.body, bytes)
+            else str(message.body)
+        )
+        record_dead_letter(
+            _scan_id(args) if isinstance(args, list | tuple) else None,
+            task_id or f"unidentified-{uuid.uuid4()}",
+            name,
+            getattr(app.tasks.get(name), "step", "") or "",
+            code,
+            f"{reason}\nQueue: {queue}. Body: {body[:1000]}",
+        )
+    except Exception:
+        logger.exception("could not record the rejected message %r", message)
+    finally:
+        release_db_connection()
+
+
 def record_dead_letter(
     scan_id, task_id: str, task_name: str, step: str, code: str, reason: str
 ) -> None:
-    """One DeadLetter row per task id, also when the failure is reported twice."""
-    scan_exists = bool(scan_id) and Scan.objects.filter(pk=scan_id).exists()
+    """One DeadLetter row per task id, also when the failure is reported twice. A letter of a
+    scan that has completed meanwhile (another copy of the step finished it) is resolved."""
+    status = (
+        Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
+        if scan_id
+        else None
+    )
+    completed = status == ScanStatus.COMPLETED
     try:
         with transaction.atomic():
             DeadLetter.objects.create(
-                scan_id=scan_id if scan_exists else None,
+                scan_id=scan_id if status else None,
                 task_id=task_id,
                 task_name=task_name,
                 step=step,
                 reason_code=code,
                 reason=reason,
+                resolved_at=timezone.now() if completed else None,
+                resolved_by="scan completed" if completed else "",
             )
     except IntegrityError:
         logger.info("dead letter for task %s already recorded", task_id)

@@ -392,9 +392,18 @@ class TaskAttempt(models.Model):
         return f"{self.task_name} #{self.attempt} {self.outcome}"
 
 
+class DeadLetterQuerySet(models.QuerySet):
+    def pending(self) -> DeadLetterQuerySet:
+        """Waiting for someone: neither redriven (its scan re-enqueued) nor resolved."""
+        return self.filter(redriven_at=None, resolved_at=None)
+
+
 class DeadLetter(models.Model):
     """A pipeline message that will not run again on its own; kept in the DB as well as on
-    the broker's dead-letter queue (scan.ai.dlq), so the path also works without a DLX."""
+    the broker's dead-letter queue (scan.ai.dlq), so the path also works without a DLX.
+
+    Pending until its scan is re-enqueued (``redriven_*``: a redrive or a retry) or it is
+    resolved (``resolved_*``: its scan completed, or staff dismissed it)."""
 
     scan = models.ForeignKey(
         Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters"
@@ -407,6 +416,10 @@ class DeadLetter(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
     redriven_by = models.CharField(max_length=150, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+
+    objects = DeadLetterQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

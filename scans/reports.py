@@ -61,9 +61,9 @@ def daily_digest(until: datetime | None = None) -> tuple[str, str]:
 
 
 def dead_letter_summary() -> tuple[int, int | None]:
-    """(dead letters not yet redriven in the DB, messages on scan.ai.dlq or None)."""
+    """(pending dead letters in the DB, messages on scan.ai.dlq or None)."""
     try:
         depth = dead_letter_depth()
     except Exception:  # the broker being away must not hide the DB count
         depth = None
-    return DeadLetter.objects.filter(redriven_at=None).count(), depth
+    return DeadLetter.objects.pending().count(), depth

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -354,6 +355,10 @@ def retry_scans(scan_ids, *, actor: str = "") -> int:
                 finished_at=None,
                 retry_count=F("retry_count") + 1,
             )
+            if retried:  # with the requeue: a letter is marked only when its scan runs again
+                DeadLetter.objects.pending().filter(scan_id=scan_id).update(
+                    redriven_at=timezone.now(), redriven_by=actor or "system"
+                )
         if retried:
             logger.info("scan %s retried by %s", scan_id, actor or "system")
         count += retried
@@ -402,15 +407,38 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
         append_event(scan, event_type)
         if event_type == ScanEventType.COMPLETED:
             notify_scan_completed(scan)  # one mail per (scan, kind), sent after commit
+            # only a scan that ran again can have dead letters: no query for all the others
+            if scan.retry_count or scan.requeue_count:
+                resolve_dead_letters(scan.pk)
     return True
 
 
+def resolve_dead_letters(scan_id) -> int:
+    """The scan completed: its dead letters need nobody any more (the alert, the metric and
+    the admin stop counting them). Their copies on scan.ai.dlq go with the next dead-letter
+    check (tasks.check_dead_letters) or redrive."""
+    return DeadLetter.objects.filter(scan_id=scan_id, resolved_at=None).update(
+        resolved_at=timezone.now(), resolved_by="scan completed"
+    )
+
+
 def _load_active(scan_id: str, *related: str) -> Scan | None:
+    """The scan a step works on; None when it has ended (a redelivery: nothing to do).
+
+    A message naming no scan is not skipped in silence: it fails, so its message is
+    dead-lettered and recorded (a producer's bug, or a scan deleted while queued).
+    """
+    try:
+        uuid.UUID(str(scan_id))
+    except ValueError:
+        raise ScanStepError(f"{scan_id!r} is not a scan id.", code="malformed_message") from None
     rows = Scan.objects.filter(pk=scan_id)
     scan = (rows.select_related(*related) if related else rows).first()
     if scan is None:
-        logger.warning("scan %s does not exist (deleted?); step skipped", scan_id)
-        return None
+        raise ScanStepError(
+            f"No scan {scan_id}: it was deleted, or the message did not come from Eco².",
+            code="unknown_scan",
+        )
     if scan.status in TERMINAL_STATUSES:
         logger.info("scan %s is already %s; step skipped", scan_id, scan.status)
         return None
@@ -820,21 +848,131 @@ def sweep_stalled_scans(now=None) -> tuple[int, int]:
     return requeued, failed
 
 
-def redrive_dead_letters(*, actor: str = "") -> tuple[int, int]:
-    """Take everything off the dead-letter queue and resume the scans it belongs to.
+# Failures a redrive would only repeat: the same photo, URL or message fails the same way.
+# Transient ones (provider_*, worker_lost, step_timeout, stalled) and bugs (internal_error,
+# fixed by a deploy) are redriven.
+PERMANENT_FAILURES = frozenset(
+    {
+        "corrupt",
+        "too_many_pixels",
+        "unsupported_format",
+        "image_missing",
+        "image_url_refused",
+        "image_url_too_large",
+        "image_url_too_many_redirects",
+        "image_url_empty",
+        "provider_refused",
+        "malformed_message",
+        "unknown_scan",
+        "unknown_task",
+    }
+)
 
-    Returns (messages drained from the broker, scans re-enqueued). Dead letters recorded in the
-    DB but never on a broker (no DLX) are redriven the same way.
+
+@dataclass
+class RedriveReport:
+    taken: int = 0  # messages taken off scan.ai.dlq into the DeadLetter table
+    parked: int = 0  # unreadable ones, moved verbatim to scan.ai.dlq.parked
+    retried: int = 0  # scans re-enqueued
+    permanent: dict[str, int] = field(default_factory=dict)  # skipped scans per error code
+    without_scan: int = 0  # letters that name no scan: kept pending, for a person
+    running: int = 0  # letters of scans that are queued or running: their end decides
+    resolved: int = 0  # letters of scans that had completed meanwhile
+    queue_error: str = ""  # why scan.ai.dlq could not be read (the DB's letters still went)
+
+
+def redrive_dead_letters(*, actor: str = "", force: bool = False, letters=None) -> RedriveReport:
+    """Resume the scans of pending dead letters from the step that failed.
+
+    Without ``letters`` (a DeadLetter queryset, the admin's selection) it first takes every
+    message off scan.ai.dlq into the DeadLetter table (one row per task id), parking those that
+    name no scan. Each scan is re-enqueued at most once, and only a failed one; its pending
+    letters are marked redriven in the transaction that re-enqueues it (``retry_scans``), so
+    a letter recorded meanwhile is never marked without its scan running again. Scans whose
+    failure is permanent (PERMANENT_FAILURES) are skipped unless ``force``.
     """
-    from .broker import drain_dead_letters
+    from .broker import sort_dead_letters
 
-    drained = drain_dead_letters()
-    pending = DeadLetter.objects.filter(redriven_at=None)
-    scan_ids = {str(s) for s in pending.exclude(scan=None).values_list("scan_id", flat=True)}
-    scan_ids |= {m.scan_id for m in drained if m.scan_id}
-    retried = retry_scans(sorted(scan_ids), actor=actor)
-    pending.update(redriven_at=timezone.now(), redriven_by=actor)
-    return len(drained), retried
+    report = RedriveReport()
+    if letters is None:
+        try:
+            sorted_ = sort_dead_letters(partial(_record_dead_letter_message, report))
+        except Exception as exc:  # kombu raises many connection error types
+            logger.warning("scan.ai.dlq not read (%r); redriving the recorded letters", exc)
+            report.queue_error = f"{type(exc).__name__}: {exc}"
+        else:
+            report.taken, report.parked = sorted_["ack"], sorted_["park"]
+        letters = DeadLetter.objects.all()
+    pending = list(letters.pending().values_list("pk", "scan_id"))
+    by_scan: dict = {}
+    for pk, scan_id in pending:
+        by_scan.setdefault(scan_id, []).append(pk)
+    report.without_scan = len(by_scan.pop(None, []))
+    scans = Scan.objects.filter(pk__in=by_scan).values_list("pk", "status", "error_code")
+    for scan_id, status, error_code in scans:
+        count = len(by_scan[scan_id])
+        if status == ScanStatus.COMPLETED:
+            report.resolved += resolve_dead_letters(scan_id)
+        elif status != ScanStatus.FAILED:
+            report.running += count
+        elif error_code in PERMANENT_FAILURES and not force:
+            report.permanent[error_code] = report.permanent.get(error_code, 0) + 1
+        else:
+            report.retried += retry_scans([scan_id], actor=actor)
+    return report
+
+
+def _record_dead_letter_message(report: RedriveReport, message) -> str:
+    """scan.ai.dlq → the DeadLetter table: a message naming a scan is recorded (if its failure
+    handler did not already) and taken off; one naming none is recorded and parked."""
+    from .broker import ACK, PARK
+    from .ledger import record_dead_letter
+
+    scan_exists = bool(message.scan_id) and Scan.objects.filter(pk=message.scan_id).exists()
+    died = f"RabbitMQ dead-lettered it from {message.queue or 'a queue'} ({message.reason})"
+    if scan_exists:
+        code, reason = f"broker_{message.reason or 'dead_letter'}", died
+    elif message.problem:
+        code, reason = "malformed_message", f"{message.problem}. {died}. Body: {message.body}"
+    else:
+        code, reason = "unknown_scan", f"No scan {message.scan_id}. {died}. Body: {message.body}"
+    record_dead_letter(
+        message.scan_id if scan_exists else None,
+        message.task_id or f"unidentified-{uuid.uuid4()}",
+        message.task_name,
+        _step_of(message.task_name),
+        code,
+        reason,
+    )
+    return ACK if scan_exists else PARK
+
+
+def _step_of(task_name: str) -> str:
+    from .tasks import STEP_TASKS
+
+    return next((str(step) for step, task in STEP_TASKS.items() if task.name == task_name), "")
+
+
+def tidy_dead_letter_queue() -> int:
+    """Take the messages whose dead letters are settled off scan.ai.dlq (their scan completed,
+    or was re-enqueued by a retry or redrive), so that its depth counts only what still waits.
+    The DeadLetter rows keep the record. Returns how many were taken off."""
+    from .broker import ACK, KEEP, sort_dead_letters
+
+    def settled(message) -> str:
+        letter = (
+            DeadLetter.objects.filter(task_id=message.task_id).first() if message.task_id else None
+        )
+        if letter is not None and (letter.redriven_at or letter.resolved_at):
+            return ACK
+        if (
+            message.scan_id
+            and Scan.objects.filter(pk=message.scan_id, status=ScanStatus.COMPLETED).exists()
+        ):
+            return ACK
+        return KEEP
+
+    return sort_dead_letters(settled)["ack"]
 
 
 def regenerate_thumbnail(scan_id) -> bool:

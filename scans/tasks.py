@@ -6,6 +6,7 @@ twice) and returns what it did ("succeeded" or "skipped") for the attempt ledger
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ from . import reports, services
 from .models import ScanStep
 from .outbox import RELAY_GRACE, publish_pending_events
 from .providers.base import TransientProviderError
+
+logger = logging.getLogger(__name__)
 
 MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
 
@@ -154,16 +157,21 @@ def send_daily_digest() -> int:
 
 @shared_task(name="scans.tasks.check_dead_letters")
 def check_dead_letters() -> int:
-    """Warn staff when dead letters wait; at most once an hour (the dedupe key)."""
+    """Warn staff when dead letters wait; at most once an hour (the dedupe key). Messages on
+    scan.ai.dlq whose scan completed or runs again are taken off first: they wait for nobody."""
     from notifications.models import NotificationKind
     from notifications.services import notify_staff
 
+    try:
+        services.tidy_dead_letter_queue()
+    except Exception:  # the broker being away must not hide the DB count
+        logger.warning("could not tidy scan.ai.dlq", exc_info=True)
     pending, depth = reports.dead_letter_summary()
     if not pending and not depth:
         return 0
     subject = f"[Eco²] {pending} dead letter(s) waiting for review"
     body = (
-        f"{pending} dead letter(s) not yet redriven; scan.ai.dlq holds {depth if depth is not None else 'n/a'} "
+        f"{pending} dead letter(s) pending; scan.ai.dlq holds {depth if depth is not None else 'n/a'} "
         "message(s).\nReview them in the admin (Scans → Dead letters) or run `manage.py redrive_dlq`.\n"
     )
     hour = timezone.localtime().strftime("%Y%m%d%H")

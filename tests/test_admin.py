@@ -124,7 +124,7 @@ def test_attempt_ledger_and_dead_letters_are_listed(admin_client_, user, photo):
         {"action": "redrive_selected", "_selected_action": [str(scan.dead_letters.get().pk)]},
         follow=True,
     )
-    assert "1 scan(s) re-enqueued." in response.content.decode()
+    assert "스캔 1건을 다시 대기열에 넣었어요." in response.content.decode()
     assert scan.dead_letters.get().redriven_at is not None
 
 

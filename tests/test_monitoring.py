@@ -121,6 +121,9 @@ def test_app_gauges_reflect_the_database(token, user, settings):
     DeadLetter.objects.create(
         scan=failed, task_id="t2", task_name="x", reason_code="boom", redriven_at=timezone.now()
     )
+    DeadLetter.objects.create(
+        scan=failed, task_id="t3", task_name="x", reason_code="boom", resolved_at=timezone.now()
+    )
 
     if SERVICES_MODE:
         # a queue is on the broker once something declared it (a worker at start); on a fresh
@@ -143,6 +146,7 @@ def test_app_gauges_reflect_the_database(token, user, settings):
     assert value(text, "eco2_provider_cost_usd_total") == pytest.approx(0.002)
     assert value(text, "eco2_dead_letters", state="pending") == 1
     assert value(text, "eco2_dead_letters", state="redriven") == 1
+    assert value(text, "eco2_dead_letters", state="resolved") == 1
     assert value(text, "eco2_queue_depth", queue="scan.ai.pipeline") is not None
     assert value(text, "eco2_queue_depth", queue="notification") is not None
     for part in ("queues", "scans", "provider_usage", "dead_letters"):
