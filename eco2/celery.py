@@ -81,8 +81,8 @@ app.conf.update(
     worker_soft_shutdown_timeout=20.0,
     worker_enable_soft_shutdown_on_idle=True,
     # Publishing from a worker (the next step of a chain, a retry) rides out a broker restart
-    # of up to ~1 minute instead of failing the step. The web request publishes with a short
-    # policy of its own (scans.services.dispatch_pipeline) and leaves the rest to the outbox.
+    # of up to ~1 minute instead of failing the step. The web request publishes once, with
+    # bounded waits of its own (scans/publishing.py), and leaves the rest to the outbox.
     task_publish_retry_policy={
         "max_retries": 40,
         "interval_start": 0,

@@ -12,6 +12,9 @@ import textwrap
 
 import pytest
 from django.conf import settings
+from django.db import OperationalError
+
+from scans import services
 
 from .conftest import BASE_DIR, subprocess_env
 
@@ -55,3 +58,43 @@ def test_readyz_leaves_no_statement_timeout_on_the_pooled_connection():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "statement_timeout 0" in result.stdout
+
+
+# --- PostgreSQL unreachable: 503 with Retry-After, never a 500 ----------------------------------
+# (tests/chaos/test_network_faults.py closes a proxy in front of PostgreSQL under a live web)
+@pytest.fixture
+def database_unreachable(monkeypatch):
+    def unreachable(**kwargs):
+        raise OperationalError('connection to server at "127.0.0.1", port 5432 failed')
+
+    monkeypatch.setattr(services, "create_scan", unreachable)
+
+
+@pytest.mark.django_db
+def test_an_upload_by_api_without_the_database_is_a_503_with_retry_after(
+    api_client, photo, database_unreachable, settings
+):
+    settings.DB_UNAVAILABLE_RETRY_AFTER = 7
+    response = api_client.post(
+        "/api/v1/scans", {"image": photo()}, format="multipart", HTTP_ACCEPT_LANGUAGE="en"
+    )
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "7"
+    assert response.json() == {
+        "detail": "Eco² cannot reach its database right now, so nothing was saved. "
+        "Try again in 7 s.",
+        "code": "database_unavailable",
+    }
+
+
+@pytest.mark.django_db
+def test_an_upload_on_the_page_without_the_database_is_a_503_page_with_retry_after(
+    client, user, photo, database_unreachable
+):
+    client.force_login(user)
+    response = client.post("/", {"image": photo(), "hint": "캔"})
+
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) > 0
+    assert "데이터베이스에 연결할 수 없어" in response.content.decode()
