@@ -94,6 +94,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # the database unreachable: 503 with Retry-After instead of a 500 (API and pages)
+    "eco2.db.DatabaseUnavailableMiddleware",
     # publishing a new scan's chain waits for the broker: done after the 202 is sent
     "eco2.after_response.AfterResponseMiddleware",
     # 413 for oversized scan uploads from Content-Length, before any view or CSRF check
@@ -158,6 +160,9 @@ else:
         # PostgreSQL runs out (Django's docs: disable them under ASGI, or pool).
         DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# A request the database cannot serve (unreachable, no pooled connection within
+# DB_POOL_TIMEOUT) is answered 503 with this Retry-After (s), not 500 (eco2/db.py).
+DB_UNAVAILABLE_RETRY_AFTER = env.int("DB_UNAVAILABLE_RETRY_AFTER", default=10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -281,11 +286,18 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # publisher confirms: without them a broker under pressure can drop a publish silently
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# The most an upload's publish waits for the broker (connect, send, confirm), in seconds; it
+# runs after the 202 was sent, without a database connection. A broker that did not answer is
+# not tried again from requests for a few seconds: the outbox relay publishes what is owed.
+SCAN_PUBLISH_TIMEOUT = env.float("SCAN_PUBLISH_TIMEOUT", default=2.0)
 # task history kept by django-celery-results; celery.backend_cleanup (beat) prunes older rows
 CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", default=7))
 
 # --- Redis (optional fast path for live progress) -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Connect and read timeout (s) of every Redis call (progress mirror, throttle cache): Redis is
+# a fast path, and a partitioned one must cost an upload a fraction of a second, not seconds.
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=0.25)
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
 # Django's cache holds the API throttle history: local memory (per process) by default, Redis
 # when REDIS_URL is set so every web process counts against the same limit.
@@ -296,8 +308,8 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "eco2",
             "OPTIONS": {
-                "socket_connect_timeout": 1,
-                "socket_timeout": 1,
+                "socket_connect_timeout": REDIS_TIMEOUT,
+                "socket_timeout": REDIS_TIMEOUT,
                 "pool_class": "eco2.redis_pool.ProcessConnectionPool",
             },
         }

@@ -52,6 +52,7 @@ from .outbox import append_event
 from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, VisionRequest
+from .publishing import publish_promptly
 from .rulebase_cache import current_rulebase
 from .selectors import rule_step_result
 
@@ -74,14 +75,9 @@ class ScanStepError(CodedError):
 
 
 # --- creating and dispatching ---------------------------------------------------------------
-# The request publishes with a short policy: a broker that is down costs the upload a moment,
-# not a timeout, and the relay (beat) publishes the chain once the broker is back.
-WEB_PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.1,
-    "interval_max": 0.1,
-}
+# The request publishes once, promptly (scans/publishing.py): a broker that is down or does not
+# answer costs the upload a bounded moment after its response, and the relay (beat) publishes
+# the chain once the broker is back.
 DISPATCH_GRACE = timedelta(seconds=10)  # the relay leaves fresh scans to their own request
 
 
@@ -202,7 +198,7 @@ def dispatch_pipeline(
         return False  # already dispatched, or no longer waiting
     attempted = F("dispatch_attempts") + 1
     try:
-        pipeline_chain(scan).apply_async(retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY)
+        _publish(pipeline_chain(scan), retry_policy)
     except Exception as exc:  # kombu raises many connection error types; all mean "not sent"
         logger.warning(
             "scan %s: pipeline not published yet (%s); the relay will retry", scan.id, exc
@@ -214,6 +210,13 @@ def dispatch_pipeline(
         dispatched_at=Coalesce(F("dispatched_at"), Value(timezone.now())),
     )
     return True
+
+
+def _publish(signature, retry_policy: dict | None):
+    """With a retry policy (the relay, in a worker) as it says; without, once and promptly."""
+    if retry_policy is None:
+        return publish_promptly(signature)
+    return signature.apply_async(retry_policy=retry_policy)
 
 
 def relay_pending_dispatches(now=None) -> int:
@@ -270,9 +273,7 @@ def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
     body = aggregate_results.si(str(batch.id))
     body.link_error(aggregate_results_after_error.si(str(batch.id)))
     try:
-        result = chord(group(pipeline_chain(scan) for scan in scans), body).apply_async(
-            retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY
-        )
+        result = _publish(chord(group(pipeline_chain(scan) for scan in scans), body), retry_policy)
     except Exception as exc:  # not published: the relay will dispatch the batch
         logger.warning(
             "batch %s: chord not published yet (%s); the relay will retry", batch.id, exc

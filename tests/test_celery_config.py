@@ -1,6 +1,10 @@
 """The Celery configuration the pipeline's guarantees rest on."""
 
-from eco2.celery import app
+from types import SimpleNamespace
+
+import pytest
+
+from eco2.celery import _no_prefetch_reduction_on_threaded_pools, app
 from scans.tasks import STEP_TASKS
 
 
@@ -33,3 +37,17 @@ def test_delivery_settings_are_at_least_once():
 def test_the_pipeline_queue_dead_letters_to_the_dlq():
     queue = next(q for q in app.conf.task_queues if q.name == "scan.ai.pipeline")
     assert queue.queue_arguments["x-dead-letter-routing-key"] == "scan.ai.dlq"
+
+
+@pytest.mark.parametrize(
+    ("pool", "reduced"), [("threads", False), ("gevent", False), ("prefork", True)]
+)
+def test_threaded_pools_keep_their_prefetch_count_after_a_reconnect(pool, reduced):
+    """The reduction's restoring basic_qos runs on the acking pool thread and deadlocked the
+    worker's event loop (tests/chaos/test_network_faults.py); prefork acks from its loop."""
+    from celery.concurrency import get_implementation
+
+    conf = SimpleNamespace(worker_enable_prefetch_count_reduction=True, worker_pool="prefork")
+    options = {"pool": get_implementation(pool), "pool_cls": None}  # as the worker CLI passes it
+    _no_prefetch_reduction_on_threaded_pools(sender="w@host", conf=conf, options=options)
+    assert conf.worker_enable_prefetch_count_reduction is reduced
