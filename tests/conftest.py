@@ -384,10 +384,18 @@ def settle_worker(manager: WorkerManager, timeout: float = SETTLE_SECONDS) -> st
 def pytest_runtest_teardown(item, nextitem):
     # before the fixtures' teardown, so the test database is still there to be asked
     set_up = item.stash.get(SET_UP, False)
-    if set_up and _session_workers is not None and _uses_transactional_db(item):
-        reason = settle_worker(_session_workers)
-        if reason:  # in the warnings summary: a test that should wait for its own scans
-            item.warn(pytest.PytestWarning(f"its worker was killed at teardown: {reason}"))
+    if set_up and _uses_transactional_db(item):
+        if _session_workers is not None:
+            reason = settle_worker(_session_workers)
+            if reason:  # in the warnings summary: a test that should wait for its own scans
+                item.warn(pytest.PytestWarning(f"its worker was killed at teardown: {reason}"))
+        # The test's rows are about to be emptied: a message it left on a queue (published with
+        # no worker running, or for a scan it deleted) would reach the next test's worker and
+        # be dead-lettered there as a message for an unknown scan.
+        try:
+            _purge_pipeline_queues()
+        except Exception as exc:  # a chaos test may leave the broker still starting
+            item.warn(pytest.PytestWarning(f"queues not purged at teardown: {exc!r}"))
     return (yield)
 
 
