@@ -5,6 +5,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 from django_celery_results.models import TaskResult
 
 from eco2.celery import SCAN_PIPELINE_TASKS
@@ -35,6 +37,12 @@ def pretty_json(value) -> str:
         "<pre style='white-space:pre-wrap'>{}</pre>",
         json.dumps(value, ensure_ascii=False, indent=2),
     )
+
+
+def retried_message(count: int) -> str:
+    return ngettext("%(count)d scan re-enqueued.", "%(count)d scans re-enqueued.", count) % {
+        "count": count
+    }
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -198,7 +206,8 @@ class ScanAdmin(admin.ModelAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     @admin.action(
-        description="Retry selected scans (resume from the failed step)", permissions=["retry"]
+        description=gettext_lazy("Retry selected scans (resume from the failed step)"),
+        permissions=["retry"],
     )
     def retry_selected(self, request, queryset):
         failed = list(queryset.filter(status=ScanStatus.FAILED).values_list("id", flat=True))
@@ -206,20 +215,30 @@ class ScanAdmin(admin.ModelAdmin):
         for scan in Scan.objects.filter(pk__in=failed, status=ScanStatus.QUEUED):
             self.log_change(request, scan, "Retried from the admin")
         skipped = queryset.count() - retried
-        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        self.message_user(request, retried_message(retried), messages.SUCCESS)
         if skipped:
             self.message_user(
                 request,
-                f"{skipped} skipped: not failed, or already retried by someone else.",
+                _("%(count)d skipped: not failed, or already retried by someone else.")
+                % {"count": skipped},
                 messages.WARNING,
             )
 
-    @admin.action(description="Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    @admin.action(
+        description=gettext_lazy("Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    )
     def regenerate_thumbnails(self, request, queryset):
         ids = list(queryset.exclude(image_prepared_at=None).values_list("id", flat=True))
         group_id = services.regenerate_thumbnails(ids)
         self.message_user(
-            request, f"Regenerating {len(ids)} thumbnail(s) (group {group_id}).", messages.SUCCESS
+            request,
+            ngettext(
+                "Regenerating %(count)d thumbnail (group %(group)s).",
+                "Regenerating %(count)d thumbnails (group %(group)s).",
+                len(ids),
+            )
+            % {"count": len(ids), "group": group_id},
+            messages.SUCCESS,
         )
 
     @admin.display(description="tokens", ordering="input_tokens")
@@ -383,7 +402,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     @admin.action(
-        description="Redrive selected dead letters (resume their scans)", permissions=["retry"]
+        description=gettext_lazy("Redrive selected dead letters (resume their scans)"),
+        permissions=["retry"],
     )
     def redrive_selected(self, request, queryset):
         pending = queryset.filter(redriven_at=None).exclude(scan=None)
@@ -391,7 +411,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             list(pending.values_list("scan_id", flat=True)), actor=request.user.get_username()
         )
         pending.update(redriven_at=timezone.now(), redriven_by=request.user.get_username())
-        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        self.message_user(request, retried_message(retried), messages.SUCCESS)
 
 
 # --- task history (django-celery-results), with control -------------------------------------
@@ -521,7 +541,8 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
         )
 
     @admin.action(
-        description="Re-run task (same name and arguments, new id)", permissions=["retry"]
+        description=gettext_lazy("Re-run task (same name and arguments, new id)"),
+        permissions=["retry"],
     )
     def rerun_selected(self, request, queryset):
         actor = request.user.get_username()
@@ -530,24 +551,38 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
                 new_id = rerun_task(result, actor=actor)
             except (ValueError, SyntaxError) as exc:
                 self.message_user(
-                    request, f"{result.task_id}: arguments unreadable ({exc})", messages.ERROR
+                    request,
+                    _("%(task)s: its arguments cannot be read (%(error)s).")
+                    % {"task": result.task_id, "error": exc},
+                    messages.ERROR,
                 )
                 continue
-            self.message_user(request, f"{result.task_name} re-run as {new_id}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                _("%(name)s re-run as %(id)s.") % {"name": result.task_name, "id": new_id},
+                messages.SUCCESS,
+            )
 
-    @admin.action(description="Revoke (discard if not started)", permissions=["retry"])
+    @admin.action(
+        description=gettext_lazy("Revoke (discard if not started)"), permissions=["retry"]
+    )
     def revoke_selected(self, request, queryset):
         marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
         self.message_user(
-            request, f"Revoked {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED."
+            request,
+            _("Revoked %(count)d task(s); %(marked)d waiting one(s) marked REVOKED.")
+            % {"count": queryset.count(), "marked": marked},
         )
 
-    @admin.action(description="Terminate (revoke and stop if running)", permissions=["retry"])
+    @admin.action(
+        description=gettext_lazy("Terminate (revoke and stop if running)"), permissions=["retry"]
+    )
     def terminate_selected(self, request, queryset):
         marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
         self.message_user(
             request,
-            f"Terminated {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED.",
+            _("Terminated %(count)d task(s); %(marked)d waiting one(s) marked REVOKED.")
+            % {"count": queryset.count(), "marked": marked},
         )
 
 

@@ -322,4 +322,4 @@ class BatchDetailView(APIView):
         batch = batches.filter(pk=batch_uuid).first()
         if batch is None:
             raise NotFound("No batch with this id.")
-        return Response(batch_detail(batch))
+        return Response(batch_detail(batch, include_detail=request.user.is_staff))

@@ -24,14 +24,13 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
 from eco2.metrics import count_refused_scans
 
-from .errors import CodedError
+from .errors import CodedError, error_message
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
     TERMINAL_STATUSES,
@@ -131,9 +130,7 @@ def ensure_capacity(new_scans: int = 1) -> None:
         count_refused_scans("backlog", new_scans)
         retry_after = settings.SCAN_BACKLOG_RETRY_AFTER
         raise PipelineBusy(
-            _("Eco² has more scans waiting than it can take right now. Try again in %(seconds)d s.")
-            % {"seconds": retry_after},
-            retry_after=retry_after,
+            error_message(PipelineBusy.code, seconds=retry_after), retry_after=retry_after
         )
 
 
@@ -733,23 +730,31 @@ STEP_LABELS = {
 }
 
 
+def failure_code(exc: BaseException) -> str:
+    """The stable code of an exception (scans.errors.ERROR_CODES says what users read)."""
+    if isinstance(exc, CodedError):
+        return exc.code
+    if isinstance(exc, WorkerLostError):
+        return "worker_lost"
+    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+        return "step_timeout"
+    return "internal_error"
+
+
 def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
-    """A stable error code and a message a user can read, for an exception in ``step``."""
+    """The code of an exception in ``step`` and its technical detail (English, for staff).
+
+    Users never read the detail: they get ``error_message(code)`` in their language.
+    """
+    code = failure_code(exc)
     label = STEP_LABELS.get(step, step)
     if isinstance(exc, CodedError):
-        return exc.code, exc.message
-    if isinstance(exc, WorkerLostError):
-        return (
-            "worker_lost",
-            f"The worker running the {label} step stopped repeatedly; the scan was set aside "
-            "for review. Please try again later.",
-        )
-    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
-        return "step_timeout", f"The {label} step took too long and was stopped. Please try again."
-    return (
-        "internal_error",
-        f"An unexpected error stopped the {label} step ({type(exc).__name__}). Please try again.",
-    )
+        return code, exc.message
+    if code == "worker_lost":
+        return code, f"The worker running the {label} step stopped repeatedly."
+    if code == "step_timeout":
+        return code, f"The {label} step took too long and was stopped."
+    return code, f"An unexpected error stopped the {label} step ({type(exc).__name__})."
 
 
 def is_broker_error(exc: BaseException) -> bool:
@@ -818,7 +823,7 @@ def sweep_stalled_scans(now=None) -> tuple[int, int]:
                 scan_id,
                 code="stalled",
                 message=f"No progress for {minutes} minutes, even after {requeues} restarts; "
-                "the pipeline was interrupted. Please retry.",
+                "the pipeline was interrupted.",
             )
     return requeued, failed
 

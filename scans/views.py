@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
@@ -20,6 +21,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, services
+from .errors import error_message, retry_helps
 from .forms import HistoryFilterForm, ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .selectors import scans_visible_to
@@ -86,44 +88,19 @@ def stage_states(scan: Scan) -> list[dict]:
     return states
 
 
-# Failure reasons a user can read, in their language; the stored message stays as the detail.
-FAILURE_REASONS = {
-    "worker_lost": gettext_lazy("The worker running this scan stopped several times in a row."),
-    "step_timeout": gettext_lazy("A step of the scan took too long and was stopped."),
-    "internal_error": gettext_lazy("An unexpected error stopped the scan."),
-    "stalled": gettext_lazy("The scan made no progress for a long time and was stopped."),
-    "provider_refused": gettext_lazy("The recognition service refused to describe this photo."),
-    "provider_rejected": gettext_lazy("The recognition service rejected the request."),
-    "invalid_provider_output": gettext_lazy(
-        "The recognition service gave an answer that could not be used."
-    ),
-    "provider_auth": gettext_lazy("The recognition service is not set up correctly."),
-    "provider_quota_exceeded": gettext_lazy("The recognition service's quota is used up."),
-    "provider_rate_limited": gettext_lazy("The recognition service is busy."),
-    "provider_timeout": gettext_lazy("The recognition service did not answer in time."),
-    "provider_unavailable": gettext_lazy("The recognition service is unavailable."),
-    "provider_unreachable": gettext_lazy("The recognition service could not be reached."),
-    "provider_error": gettext_lazy("The recognition service reported an error."),
-    "image_missing": gettext_lazy("The uploaded photo is no longer available."),
-    "corrupt": gettext_lazy("The photo is damaged and cannot be read."),
-    "too_many_pixels": gettext_lazy("The photo has too many pixels."),
-    "unsupported_format": gettext_lazy("The photo is not a JPEG, PNG, WebP or GIF image."),
-}
-# Retrying cannot help these: the photo itself is the problem.
-PHOTO_PROBLEMS = frozenset({"image_missing", "corrupt", "too_many_pixels", "unsupported_format"})
-
-
-def failure_info(scan: Scan) -> dict | None:
+def failure_info(scan: Scan, *, staff: bool = False) -> dict | None:
+    """Why the scan failed, in the page's language, from its error code (scans.errors); the
+    stored technical detail only for staff."""
     if scan.status != ScanStatus.FAILED:
         return None
-    reason = FAILURE_REASONS.get(scan.error_code)
     return {
-        "reason": str(reason) if reason else scan.error_message or _("The scan failed."),
-        "detail": scan.error_message if reason else "",
+        "reason": error_message(scan.error_code),
+        "detail": scan.error_message if staff else "",
         "code": scan.error_code,
         "step": STAGE_LABELS.get(scan.step)
         or (ScanStep(scan.step).label if scan.step in ScanStep.values else scan.step),
-        "photo_problem": scan.error_code in PHOTO_PROBLEMS,
+        # nothing to retry: the photo (or the address) itself is the problem
+        "photo_problem": not retry_helps(scan.error_code),
     }
 
 
@@ -131,7 +108,7 @@ def can_retry(scan: Scan, user) -> bool:
     return (
         scan.status == ScanStatus.FAILED
         and scan.owner_id == user.pk
-        and scan.error_code not in PHOTO_PROBLEMS
+        and retry_helps(scan.error_code)
     )
 
 
@@ -241,7 +218,7 @@ def detail(request, scan_id):
             "stages": stage_states(scan),
             "labels": live_labels(),
             "card": result_card(scan, language=language, staff=request.user.is_staff),
-            "failure": failure_info(scan),
+            "failure": failure_info(scan, staff=request.user.is_staff),
             "can_retry": can_retry(scan, request.user),
             "retries": retries,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
@@ -325,6 +302,34 @@ def _authenticate(request):
         return None, None
 
 
+# The events are written while the response streams, after the middleware has handed the
+# request back: each one is built in the request's language (failure reasons, retry lines),
+# captured when the stream is created.
+def _in_language(stream: Iterator[str]) -> Iterator[str]:
+    def chunks(language: str) -> Iterator[str]:
+        while True:
+            with translation.override(language):
+                chunk = next(stream, None)
+            if chunk is None:
+                return
+            yield chunk
+
+    return chunks(translation.get_language())
+
+
+def _async_in_language(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    async def chunks(language: str) -> AsyncIterator[str]:
+        while True:
+            with translation.override(language):
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    return
+            yield chunk
+
+    return chunks(translation.get_language())
+
+
 async def scan_events(request, task_id: str):
     """Live progress of a scan as Server-Sent Events (``api:scan-events``).
 
@@ -361,11 +366,15 @@ async def scan_events(request, task_id: str):
         async def afinal_payload():
             return await sync_to_async(final_payload)()
 
-        stream = events.async_scan_event_stream(
-            str(scan.id), afinal_payload, last_event_id=last_event_id
+        stream = _async_in_language(
+            events.async_scan_event_stream(
+                str(scan.id), afinal_payload, last_event_id=last_event_id
+            )
         )
     else:  # WSGI or the test client: a plain iterator, read in the server's thread
-        stream = events.scan_event_stream(str(scan.id), final_payload, last_event_id=last_event_id)
+        stream = _in_language(
+            events.scan_event_stream(str(scan.id), final_payload, last_event_id=last_event_id)
+        )
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream

@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from scans.models import Scan, ScanStatus
 
@@ -162,18 +163,30 @@ def test_list_pages_hold_twenty(api_client, user):
     assert len(api_client.get(first["next"]).json()["results"]) == 5
 
 
-def test_failed_scan_shows_its_reason(api_client, user):
+def test_failed_scan_shows_its_reason_in_the_requests_language(api_client, user, staff_user):
     scan = Scan.objects.create(
         owner=user, image="x.jpg", status=ScanStatus.FAILED, step="vision",
         error_code="provider_refused", error_message="The vision model refused.",
     )  # fmt: skip
-    body = api_client.get(f"{SCANS_URL}/{scan.id}").json()
-    assert body["status"] == "failed"
-    assert body["error"] == {
+    url = f"{SCANS_URL}/{scan.id}"
+
+    korean = api_client.get(url, HTTP_ACCEPT_LANGUAGE="ko").json()
+    english = api_client.get(url, HTTP_ACCEPT_LANGUAGE="en").json()
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+
+    assert korean["status"] == "failed"
+    assert korean["error"] == {
         "code": "provider_refused",
-        "message": "The vision model refused.",
+        "message": "인식 서비스가 이 사진의 설명을 거부했어요.",
+        "retryable": False,
         "step": "vision",
     }
+    assert english["error"]["message"] == "The recognition service refused to describe this photo."
+    # the stored technical detail (an exception's text) is for staff only
+    assert staff.get(url, HTTP_ACCEPT_LANGUAGE="en").json()["error"]["detail"] == (
+        "The vision model refused."
+    )
 
 
 def test_token_login_then_token_auth(anon_client, user):

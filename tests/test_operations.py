@@ -217,7 +217,7 @@ def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
     )
 
     rerun = TaskRerun.objects.get(original_task_id=task_id)
-    assert "re-run as" in response.content.decode()
+    assert "다시 실행했어요" in response.content.decode()
     new = TaskResult.objects.get(task_id=rerun.new_task_id)
     assert (new.task_name, decode_arguments(new.task_args, [])) == (
         "scans.tasks.prepare_image",

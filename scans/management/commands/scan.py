@@ -9,6 +9,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
 from scans import services
+from scans.errors import error_message
 from scans.images import validate_scan_image
 from scans.models import Scan, ScanStatus
 from scans.serializers import scan_result
@@ -65,8 +66,12 @@ class Command(BaseCommand):
                 self._print_guidance(scan)
                 return
             if scan.status == ScanStatus.FAILED:
+                # the operator's terminal gets the reason and the technical detail
                 self.stderr.write(
-                    self.style.ERROR(f"scan failed ({scan.error_code}): {scan.error_message}")
+                    self.style.ERROR(
+                        f"scan failed ({scan.error_code}): {error_message(scan.error_code)}"
+                        f"\n  detail: {scan.error_message}"
+                    )
                 )
                 sys.exit(1)
             if time.monotonic() > deadline:
