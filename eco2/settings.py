@@ -199,9 +199,10 @@ SCAN_IMAGE_MAX_BYTES = env.int("SCAN_IMAGE_MAX_BYTES", default=10 * 1024 * 1024)
 SCAN_HINT_MAX_LENGTH = 200
 SCAN_BATCH_MAX_IMAGES = env.int("SCAN_BATCH_MAX_IMAGES", default=10)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-# Scan creation (single and batch, per user) is a cost guard: DRF throttle rate "N/s|min|hour|day",
-# answered with 429 and Retry-After. Empty disables it. Shared across web processes through the
-# cache (Redis when REDIS_URL is set, below).
+# Scan creation per user is a cost guard, "N/s|min|hour|day", enforced by the services for the
+# API, the upload page, batches (each photo counts) and `manage.py scan`; over it, 429 with
+# Retry-After. Counted in Redis when REDIS_URL is set, else (and while Redis does not answer) in
+# the database (scans/creation_rate.py). Empty disables it.
 SCAN_CREATE_RATE = env.str("SCAN_CREATE_RATE", default="30/min").strip()
 if SCAN_CREATE_RATE and not re.fullmatch(
     r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", SCAN_CREATE_RATE
@@ -287,8 +288,7 @@ CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", def
 # --- Redis (optional fast path for live progress) -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
-# Django's cache holds the API throttle history: local memory (per process) by default, Redis
-# when REDIS_URL is set so every web process counts against the same limit.
+# Django's cache: local memory (per process) by default, Redis when REDIS_URL is set.
 if REDIS_URL:
     CACHES = {
         "default": {

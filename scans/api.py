@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 
 from django.conf import settings
@@ -18,10 +17,10 @@ from rest_framework import generics, status
 from rest_framework.exceptions import APIException, NotFound, ParseError, Throttled
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from . import idempotency, services
+from .creation_rate import ScanRateLimited
 from .models import Scan, ScanBatch
 from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
@@ -97,25 +96,6 @@ class UploadSizeLimitMiddleware:
         return None
 
 
-class ScanCreateThrottle(UserRateThrottle):
-    """Per-user rate of scan creation (single and batch share it): a cost guard, not abuse
-    protection (that belongs at the proxy). The rate is read from settings on every request."""
-
-    scope = "scan_create"
-
-    def get_rate(self):
-        return settings.SCAN_CREATE_RATE or None
-
-    def allow_request(self, request, view):
-        if request.method != "POST":
-            return True
-        try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # the cache (Redis) is down: count nothing rather than fail
-            logger.warning("scan-create throttle skipped: cache unavailable (%s)", exc)
-            return True
-
-
 class PipelineBusyResponse(APIException):
     """503 with Retry-After (DRF sets the header from ``wait``) for services.PipelineBusy."""
 
@@ -128,19 +108,9 @@ class PipelineBusyResponse(APIException):
 
 
 class ScanCreateMixin:
-    """What both scan-creating endpoints share: the throttle, its message, 4xx (never 500)
-    for requests Django's parser refuses, and 503 when the backlog is full."""
-
-    def get_throttles(self):
-        return [*super().get_throttles(), ScanCreateThrottle()]
-
-    def throttled(self, request, wait):
-        rate = settings.SCAN_CREATE_RATE
-        raise Throttled(
-            wait=math.ceil(wait) if wait is not None else None,
-            detail=_("Too many scans in a short time (at most %(rate)s per user).")
-            % {"rate": rate},
-        )
+    """What both scan-creating endpoints share: 4xx (never 500) for requests Django's parser
+    refuses, 429 over the per-user rate (enforced by the services, scans.creation_rate) and 503
+    when the backlog is full, both with Retry-After."""
 
     def handle_exception(self, exc):
         if isinstance(exc, RequestDataTooBig):
@@ -149,6 +119,8 @@ class ScanCreateMixin:
             exc = ParseError(_("The request could not be read (%(reason)s).") % {"reason": exc})
         elif isinstance(exc, services.PipelineBusy):
             exc = PipelineBusyResponse(exc)
+        elif isinstance(exc, ScanRateLimited):
+            exc = Throttled(wait=exc.retry_after, detail=exc.message, code=exc.code)
         return super().handle_exception(exc)
 
 

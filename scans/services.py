@@ -30,6 +30,7 @@ from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
 from eco2.metrics import count_refused_scans
 
+from .creation_rate import ensure_within_rate
 from .errors import CodedError, error_message
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
@@ -140,12 +141,14 @@ def create_scan(
     """Store the scan and dispatch its pipeline once the row is committed.
 
     Exactly one of ``image`` (an upload) and ``image_url`` (fetched by the worker at the start
-    of the vision step, see ensure_prepared_image) is given. Raises PipelineBusy, before
-    anything is stored, when the backlog is full (SCAN_BACKLOG_LIMIT).
+    of the vision step, see ensure_prepared_image) is given. Raises, before anything is stored,
+    PipelineBusy when the backlog is full (SCAN_BACKLOG_LIMIT) and ScanRateLimited when the
+    owner is over SCAN_CREATE_RATE.
     """
     if (image is None) == (not image_url):
         raise ValueError("create_scan needs exactly one of image and image_url")
     ensure_capacity()
+    ensure_within_rate(owner)
     scan = Scan(owner=owner, hint=hint.strip(), image_url=image_url or "")
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
@@ -236,8 +239,9 @@ def relay_pending_dispatches(now=None) -> int:
 def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBatch:
     """One scan per photo and one chord over their pipelines, dispatched after commit.
 
-    Raises PipelineBusy, before anything is stored, when the backlog is full."""
+    Raises PipelineBusy or ScanRateLimited (each photo counts), before anything is stored."""
     ensure_capacity(len(images))
+    ensure_within_rate(owner, len(images))
     batch = ScanBatch(owner=owner)
     scans = []
     for image in images:

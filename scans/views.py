@@ -21,6 +21,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, services
+from .creation_rate import ScanRateLimited
 from .errors import error_message, retry_helps
 from .forms import HistoryFilterForm, ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
@@ -50,6 +51,9 @@ def upload(request):
         except services.PipelineBusy as busy:
             form.add_error(None, busy.message)
             status, retry_after = 503, busy.retry_after
+        except ScanRateLimited as limited:
+            form.add_error(None, limited.message)
+            status, retry_after = 429, limited.retry_after
         else:
             return redirect("scans:detail", scan_id=scan.id)
     context = {"form": form, "max_bytes": settings.SCAN_IMAGE_MAX_BYTES}

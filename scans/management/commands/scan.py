@@ -9,6 +9,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
 from scans import services
+from scans.creation_rate import ScanRateLimited
 from scans.errors import error_message
 from scans.images import validate_scan_image
 from scans.models import Scan, ScanStatus
@@ -45,8 +46,10 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: {' '.join(exc.messages)}") from exc
             try:
                 scan = services.create_scan(owner=owner, image=upload, hint=hint)
-            except services.PipelineBusy as busy:
-                raise CommandError(busy.message) from busy
+            except (services.PipelineBusy, ScanRateLimited) as refused:
+                raise CommandError(
+                    f"{refused.message} (retry in {refused.retry_after} s)"
+                ) from refused
         self.stdout.write(f"scan {scan.id} queued")
         self._follow(scan.id, timeout)
 
