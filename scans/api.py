@@ -11,6 +11,7 @@ from django.http import JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
@@ -21,6 +22,7 @@ from rest_framework.views import APIView
 
 from . import idempotency, services
 from .creation_rate import ScanRateLimited
+from .filters import ScanFilter
 from .models import Scan, ScanBatch
 from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
@@ -149,6 +151,9 @@ def get_visible_scan(request, task_id: str) -> Scan:
 
 class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
     serializer_class = ScanSerializer
+    # the history page's filters (status, category, dates, search); a bad value is a 400
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ScanFilter
 
     def get_queryset(self):
         scans = Scan.objects.order_by("-created_at")
@@ -165,7 +170,7 @@ class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
                 description="Staff only: every user's scans (ignored for others).",
             )
         ],
-        summary="Your scans, newest first",
+        summary="Your scans, newest first; filtered as on the history page",
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

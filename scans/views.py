@@ -23,7 +23,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import events, services
 from .creation_rate import ScanRateLimited
 from .errors import error_message, retry_helps
-from .forms import HistoryFilterForm, ScanUploadForm
+from .filters import ScanFilter
+from .forms import ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .selectors import scans_visible_to
 from .serializers import ScanSerializer
@@ -237,18 +238,17 @@ def history(request):
     scans = (
         Scan.objects.filter(owner=request.user).select_related("category").order_by("-created_at")
     )
-    form = HistoryFilterForm(request.GET or None, language=translation.get_language())
-    if form.is_bound:
-        form.is_valid()  # the valid filters apply; the others show their error
-        scans = form.filter(scans)
-    page = Paginator(scans, 20).get_page(request.GET.get("page"))
+    # the same filters as GET /api/v1/scans; here the valid ones apply and the others show
+    # their error beside the field
+    scan_filter = ScanFilter(request.GET or None, queryset=scans, request=request)
+    page = Paginator(scan_filter.qs, 20).get_page(request.GET.get("page"))
     for scan in page:
         scan.can_retry = can_retry(scan, request.user)
         scan.failure = failure_info(scan)
     return render(
         request,
         "scans/history.html",
-        {"page": page, "form": form, "filtered": form.is_bound and form.has_filters()},
+        {"page": page, "form": scan_filter.form, "filtered": scan_filter.has_filters()},
     )
 
 

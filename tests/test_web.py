@@ -753,6 +753,15 @@ def test_history_filters_by_date_range(user, history):
     assert ids(week) == expect("can", "failed")
 
 
+def test_history_searches_the_hint_and_the_category(user, history):
+    client = logged_in(user)
+
+    assert listed(client.get("/scans/?q=모를").content.decode()) == [str(history["queued"].id)]
+    assert listed(client.get("/scans/?q=금속").content.decode()) == [str(history["can"].id)]
+    page = client.get("/scans/?q=금속").content.decode()
+    assert 'name="q"' in page and 'value="금속"' in page and "검색" in page
+
+
 def test_bad_filters_are_explained_and_the_rest_still_apply(user, history):
     client = logged_in(user)
 
