@@ -157,6 +157,8 @@ class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
 
     def get_queryset(self):
         scans = Scan.objects.order_by("-created_at")
+        if getattr(self, "swagger_fake_view", False):  # the schema's filters read the model only
+            return scans.none()
         # staff may list everyone's scans with ?all=1; for anyone else the flag changes nothing
         if self.request.user.is_staff and self.request.query_params.get("all") in ("1", "true"):
             return scans
