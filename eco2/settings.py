@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
@@ -95,6 +96,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # a locked-out log-in (django-axes, eco2/login_guard.py) is answered with 429 and the reason
+    "axes.middleware.AxesMiddleware",
     # publishing a new scan's chain waits for the broker: done after the 202 is sent
     "eco2.after_response.AfterResponseMiddleware",
     # 413 for oversized scan uploads from Content-Length, before any view or CSRF check
@@ -171,6 +174,24 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "scans:upload"
 LOGOUT_REDIRECT_URL = "login"
+# Password guessing (django-axes, eco2/login_guard.py): after AXES_FAILURE_LIMIT failed log-ins
+# for a username, or from an address (REMOTE_ADDR: behind a proxy, uvicorn's --proxy-headers
+# and FORWARDED_ALLOW_IPS set it), both are refused for AXES_COOLOFF_MINUTES on the login page,
+# the admin login and POST /api/v1/auth/token. Failures during a lockout do not extend it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "eco2.login_guard.LoginAttemptHandler"  # axes' database handler
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
+if AXES_FAILURE_LIMIT < 1 or _cooloff_minutes < 1:
+    raise ImproperlyConfigured("AXES_FAILURE_LIMIT and AXES_COOLOFF_MINUTES must be at least 1.")
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = False  # a success clears that username's failures from that address
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "eco2.login_guard.lockout_response"
 DEMO_USERNAME = env.str("DEMO_USERNAME", default="demo")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="eco2-demo")
 

@@ -91,6 +91,13 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "scan_rate_limited": ErrorCode(
         _("Too many scans in a short time (at most %(rate)s per user)."), retry=True
     ),
+    "login_locked_out": ErrorCode(
+        _(
+            "Too many failed log-ins for this account or from this address. Try again in "
+            "%(minutes)d minutes."
+        ),
+        retry=True,
+    ),
     "pipeline_busy": ErrorCode(
         _("Eco² has more scans waiting than it can take right now. Try again in %(seconds)d s."),
         retry=True,
