@@ -210,11 +210,14 @@ class ScanAdmin(admin.ModelAdmin):
         permissions=["retry"],
     )
     def retry_selected(self, request, queryset):
+        # counted before the retry: with the list filtered by status=failed, the same queryset
+        # afterwards no longer holds the scans just re-enqueued ("-1 skipped")
+        selected = queryset.count()
         failed = list(queryset.filter(status=ScanStatus.FAILED).values_list("id", flat=True))
         retried = services.retry_scans(failed, actor=request.user.get_username())
         for scan in Scan.objects.filter(pk__in=failed, status=ScanStatus.QUEUED):
             self.log_change(request, scan, "Retried from the admin")
-        skipped = queryset.count() - retried
+        skipped = selected - retried
         self.message_user(request, retried_message(retried), messages.SUCCESS)
         if skipped:
             self.message_user(

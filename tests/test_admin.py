@@ -76,6 +76,21 @@ def test_retry_action_resumes_failed_scans_and_skips_the_rest(admin_client_, use
     assert (failed.status, failed.retry_count, failed.error_code) == ("queued", 1, "")
 
 
+def test_retrying_from_a_list_filtered_by_status_skips_nothing(admin_client_, user, photo):
+    failed = failed_scan(user, photo)
+
+    response = admin_client_.post(
+        "/admin/scans/scan/?status__exact=failed",
+        {"action": "retry_selected", "_selected_action": [str(failed.id)]},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+
+    text = response.content.decode()
+    assert "1 scan re-enqueued." in text
+    assert "skipped" not in text, "the retried scan left the filtered list: it was not skipped"
+
+
 def test_custom_actions_and_their_messages_are_translated(admin_client_, user, photo):
     scan = failed_scan(user, photo)
     korean = admin_client_.get("/admin/scans/scan/").content.decode()
