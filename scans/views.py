@@ -261,6 +261,8 @@ def retry(request, scan_id):
         raise Http404(_("No such scan."))
     if scan.status != ScanStatus.FAILED:
         messages.info(request, _("Only a failed scan can be retried."))
+    elif not can_retry(scan, request.user):  # the check that shows the button
+        messages.info(request, _("Trying again would fail the same way: upload another photo."))
     elif services.retry_scans([scan.id], actor=f"web:{request.user.username}"):
         messages.success(request, _("The scan was sent again."))
     else:  # someone else retried it in the same moment

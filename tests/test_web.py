@@ -685,6 +685,21 @@ def test_only_failed_scans_are_retried(rulebase, user):
     assert Scan.objects.filter(retry_count__gt=0).count() == 0
 
 
+@pytest.mark.parametrize("code", ["corrupt", "unsupported_format", "image_url_refused"])
+def test_a_scan_without_a_retry_button_is_not_retried(user, code):
+    scan = failed_scan(user, code=code)
+    client = logged_in(user)
+    assert "/retry" not in client.get(f"/scans/{scan.id}/").content.decode()
+
+    response = client.post(f"/scans/{scan.id}/retry", follow=True)
+
+    assert (
+        "다시 시도해도 같은 이유로 실패해요. 다른 사진을 올려 주세요." in response.content.decode()
+    )
+    scan.refresh_from_db()
+    assert (scan.status, scan.retry_count, scan.error_code) == (ScanStatus.FAILED, 0, code)
+
+
 def test_retry_is_a_post_with_csrf(user):
     scan = failed_scan(user)
     assert logged_in(user).get(f"/scans/{scan.id}/retry").status_code == 405
