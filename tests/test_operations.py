@@ -413,3 +413,55 @@ def test_digest_and_dead_letter_warning_reach_staff_once(
     assert kinds == ["daily_digest", "dead_letter_alert"]
     warning = Notification.objects.get(kind="dead_letter_alert")
     assert "1 dead letter(s)" in warning.subject and "redrive_dlq" in warning.body
+
+
+# --- manage.py scan without --user -------------------------------------------------------------
+def scan_on_the_command_line(tmp_path, **options) -> str:
+    """Run `manage.py scan` (no worker: it stops waiting at once); the scan's owner."""
+    import io
+
+    from django.core.management import call_command
+
+    from scans.models import Scan
+
+    path = tmp_path / "can.jpg"
+    path.write_bytes(make_photo_bytes())
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as stopped:
+        call_command("scan", str(path), timeout=0.1, stdout=out, stderr=io.StringIO(), **options)
+    assert stopped.value.code == 2, out.getvalue()  # queued, then "no result" (no worker)
+    return Scan.objects.get().owner.username
+
+
+@pytest.mark.django_db
+def test_the_command_line_scans_as_the_local_account_of_make_run(settings, tmp_path):
+    """`DEMO_USERNAME=alice make run` created alice; a second shell without that variable
+    still scans as her instead of failing on a missing "demo"."""
+    settings.DEMO_USERNAME = "demo"
+    UserFactory(username="alice", is_staff=True, is_superuser=True)
+    UserFactory(username="someone")
+
+    assert scan_on_the_command_line(tmp_path) == "alice"
+
+
+@pytest.mark.django_db
+def test_the_command_line_scans_as_demo_username(settings, tmp_path):
+    settings.DEMO_USERNAME = "alice"
+    UserFactory(username="alice", is_superuser=True)
+    UserFactory(username="root", is_superuser=True)
+
+    assert scan_on_the_command_line(tmp_path) == "alice"
+
+
+@pytest.mark.django_db
+def test_the_command_line_asks_for_a_user_when_it_cannot_tell(settings, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    settings.DEMO_USERNAME = "demo"
+    UserFactory(username="root", is_superuser=True)
+    UserFactory(username="admin2", is_superuser=True)
+    path = tmp_path / "can.jpg"
+    path.write_bytes(make_photo_bytes())
+
+    with pytest.raises(CommandError, match="pass --user"):
+        call_command("scan", str(path), timeout=0.1)
