@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -147,8 +148,8 @@ def send_daily_digest() -> int:
     from notifications.models import NotificationKind
     from notifications.services import notify_staff
 
-    subject, body = reports.daily_digest()
-    day = timezone.localdate()
+    day = timezone.localdate() - timedelta(days=1)  # yesterday, midnight to midnight (KST)
+    subject, body = reports.daily_digest(day)
     return notify_staff(NotificationKind.DAILY_DIGEST, subject, body, dedupe_key=f"digest:{day}")
 
 

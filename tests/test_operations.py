@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import F
 from django.test import Client
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 from kombu import Queue
@@ -374,7 +375,7 @@ def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
         input_tokens=1200, cached_input_tokens=1000, output_tokens=80, cost_usd="0.0031"
     )
 
-    subject, body = daily_digest()
+    subject, body = daily_digest(timezone.localdate())
 
     assert "2 scans, 1 failed" in subject
     assert "completed: 1" in body and "failed: 1" in body
@@ -382,6 +383,36 @@ def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
     assert "provider_refused: 1" in body and "declined" in body
     assert "input 1200 (cached 1000), output 80" in body and "$0.0031" in body
     assert ScanStatus.FAILED in body
+
+
+@pytest.mark.django_db
+def test_the_daily_digest_covers_the_day_it_names(user, photo, monkeypatch):
+    """Sent at 09:00 KST on 2 May, it is 1 May's digest: 1 May from midnight to midnight."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from scans.models import Scan
+    from scans.reports import daily_digest
+
+    seoul = ZoneInfo("Asia/Seoul")
+    made = {
+        "before": datetime(2026, 4, 30, 23, 50, tzinfo=seoul),
+        "early": datetime(2026, 5, 1, 0, 10, tzinfo=seoul),
+        "late": datetime(2026, 5, 1, 23, 50, tzinfo=seoul),
+        "next_morning": datetime(2026, 5, 2, 8, 0, tzinfo=seoul),
+    }
+    for name, created_at in made.items():
+        scan = services.create_scan(owner=user, image=photo(), hint=name)
+        services.fail_scan(scan.id, code="provider_refused", message=f"refused {name}")
+        Scan.objects.filter(pk=scan.pk).update(created_at=created_at)
+    monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 5, 2, 9, 0, tzinfo=seoul))
+
+    subject, body = daily_digest()
+
+    assert "Daily digest 2026-05-01: 2 scans, 2 failed" in subject
+    assert "2026-05-01 00:00 → 2026-05-02 00:00 KST" in body
+    assert "refused early" in body and "refused late" in body
+    assert "refused before" not in body and "refused next_morning" not in body
 
 
 @pytest.mark.django_db
