@@ -236,6 +236,11 @@ def batch_detail(batch, *, include_detail: bool = False) -> dict[str, Any]:
         "total": len(items),
         "items": items,
         "summary": batch_summary(batch.summary, include_detail=include_detail),
-        "created_at": batch.created_at,
-        "completed_at": batch.completed_at,
+        # as every other timestamp of the API: in the site's time zone (Asia/Seoul)
+        "created_at": _timestamp(batch.created_at),
+        "completed_at": _timestamp(batch.completed_at),
     }
+
+
+def _timestamp(value) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)

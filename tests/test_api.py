@@ -272,6 +272,23 @@ def test_the_filters_are_in_the_schema(api_client):
     assert parameters["date_from"]["schema"]["format"] == "date"
 
 
+def test_batch_and_scan_timestamps_are_in_the_same_time_zone(api_client, user, photo):
+    from django.utils import timezone
+
+    from scans.models import ScanBatch
+
+    created = api_client.post(
+        f"{SCANS_URL}/batch", {"images": [photo(), photo()]}, format="multipart"
+    ).json()
+    ScanBatch.objects.filter(pk=created["batch_id"]).update(completed_at=timezone.now())
+
+    batch = api_client.get(f"/api/v1/batches/{created['batch_id']}").json()
+    scan = api_client.get(f"{SCANS_URL}/{created['task_ids'][0]}").json()
+
+    assert scan["created_at"].endswith("+09:00")
+    assert batch["created_at"].endswith("+09:00") and batch["completed_at"].endswith("+09:00")
+
+
 def test_token_login_then_token_auth(anon_client, user):
     response = anon_client.post(
         "/api/v1/auth/token", {"username": user.username, "password": "correct-horse-battery"}
