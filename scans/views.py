@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -177,7 +176,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
         card["answer"] = answer.get("user_answer", "")
     if staff:
         card["usage"] = {
-            "cost_usd": scan.cost_usd.quantize(Decimal("0.000001")),
+            "cost_usd": format(scan.cost_usd.normalize(), "f"),  # exact, no trailing zeros
             "input_tokens": scan.input_tokens,
             "cached_input_tokens": scan.cached_input_tokens,
             "output_tokens": scan.output_tokens,
