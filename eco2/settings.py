@@ -345,7 +345,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 OPENAI_VISION_MODEL = env.str("OPENAI_VISION_MODEL", default="gpt-4.1-mini")
 OPENAI_ANSWER_MODEL = env.str("OPENAI_ANSWER_MODEL", default="gpt-4.1-mini")
 OPENAI_IMAGE_DETAIL = env.str("OPENAI_IMAGE_DETAIL", default="low")  # low | high | auto
-# Below the steps' soft time limit (60 s), so a slow call ends as a retry, not a killed task.
+# Per call: for connecting and for each wait for data (not the whole call). On the threads pool
+# that runs the AI steps this is what bounds a step: Celery's soft/hard time limits are not
+# enforced there (docs/reliability.md, "Time limits"). A timeout is a retry, not a failure.
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=30.0)
 # USD per 1M tokens: {"model": {"input": …, "cached_input": …, "output": …}}
 OPENAI_PRICES = env.json(

@@ -520,7 +520,9 @@ def _usage_fields(scan: Scan, step: str, usage: dict | None) -> dict:
 
 
 # Concurrent misses of one cache key: the first scan pays, the others wait for its entry.
-VISION_LEASE = timedelta(seconds=60)  # the vision step's soft time limit: no call lasts longer
+# Twice OPENAI_TIMEOUT's default: a call that outlasts it (a server trickling its answer; the
+# threads pool enforces no time limit) lets a waiter pay for its own call instead.
+VISION_LEASE = timedelta(seconds=60)
 VISION_WAIT_MAX = 20.0  # then a waiter pays itself: better a second call than a failed scan
 VISION_WAIT_POLL = 0.25
 

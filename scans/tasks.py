@@ -81,9 +81,10 @@ class AnswerStep(ScanStepTask):
 
 
 # Soft time limits raise inside the step (the scan fails with a reason); hard limits kill the
-# process. Both sit far below RabbitMQ's 30-minute consumer timeout, and the OpenAI client's
-# own timeout (OPENAI_TIMEOUT) sits below the soft limit. A step's final failure, also when
-# its worker process died, is handled in scans.ledger (task_failure signal).
+# process. Only the prefork pool enforces them (photo preparation; the AI steps under prefork):
+# the threads pool of scan.ai.pipeline ignores them, and there the OpenAI client's timeout
+# (OPENAI_TIMEOUT) bounds each call (docs/reliability.md, "Time limits"). A step's final
+# failure, also when its worker process died, is handled in scans.ledger (task_failure signal).
 
 
 @shared_task(

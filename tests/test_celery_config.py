@@ -33,3 +33,28 @@ def test_delivery_settings_are_at_least_once():
 def test_the_pipeline_queue_dead_letters_to_the_dlq():
     queue = next(q for q in app.conf.task_queues if q.name == "scan.ai.pipeline")
     assert queue.queue_arguments["x-dead-letter-routing-key"] == "scan.ai.dlq"
+
+
+def test_the_threads_pool_does_not_enforce_time_limits():
+    """What docs/reliability.md ("Time limits") states: the threads pool that runs the AI steps
+    hands soft and hard time limits to nothing. A job far over both runs to its end, so on that
+    pool the OpenAI client's timeout is what bounds a step."""
+    import threading
+    import time
+
+    from celery.concurrency.thread import TaskPool
+
+    finished = threading.Event()
+
+    def slow_step():
+        time.sleep(0.6)
+        finished.set()
+
+    pool = TaskPool(limit=1)
+    pool.start()
+    try:
+        pool.apply_async(slow_step, soft_timeout=0.1, timeout=0.2)
+        assert finished.wait(5), "a time limit stopped the job"
+    finally:
+        pool.stop()
+    assert STEP_TASKS["vision"].soft_time_limit == 60, "the limit the docs say is not enforced"
