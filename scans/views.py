@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -307,34 +306,6 @@ def _authenticate(request):
         return None, None
 
 
-# The events are written while the response streams, after the middleware has handed the
-# request back: each one is built in the request's language (failure reasons, retry lines),
-# captured when the stream is created.
-def _in_language(stream: Iterator[str]) -> Iterator[str]:
-    def chunks(language: str) -> Iterator[str]:
-        while True:
-            with translation.override(language):
-                chunk = next(stream, None)
-            if chunk is None:
-                return
-            yield chunk
-
-    return chunks(translation.get_language())
-
-
-def _async_in_language(stream: AsyncIterator[str]) -> AsyncIterator[str]:
-    async def chunks(language: str) -> AsyncIterator[str]:
-        while True:
-            with translation.override(language):
-                try:
-                    chunk = await anext(stream)
-                except StopAsyncIteration:
-                    return
-            yield chunk
-
-    return chunks(translation.get_language())
-
-
 async def scan_events(request, task_id: str):
     """Live progress of a scan as Server-Sent Events (``api:scan-events``).
 
@@ -371,15 +342,11 @@ async def scan_events(request, task_id: str):
         async def afinal_payload():
             return await sync_to_async(final_payload)()
 
-        stream = _async_in_language(
-            events.async_scan_event_stream(
-                str(scan.id), afinal_payload, last_event_id=last_event_id
-            )
+        stream = events.async_scan_event_stream(
+            str(scan.id), afinal_payload, last_event_id=last_event_id
         )
     else:  # WSGI or the test client: a plain iterator, read in the server's thread
-        stream = _in_language(
-            events.scan_event_stream(str(scan.id), final_payload, last_event_id=last_event_id)
-        )
+        stream = events.scan_event_stream(str(scan.id), final_payload, last_event_id=last_event_id)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
