@@ -94,7 +94,8 @@ TASK_LATENCY = Histogram(
 
 SCANS_REFUSED = Counter(
     "eco2_scans_refused_total",
-    "Scans refused before anything was stored, by reason (backlog: SCAN_BACKLOG_LIMIT).",
+    "Scans refused before anything was stored, by reason (backlog: SCAN_BACKLOG_LIMIT; rate: "
+    "SCAN_CREATE_RATE).",
     ["reason"],
     registry=None,
 )

@@ -74,8 +74,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
@@ -96,6 +98,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # the database unreachable: 503 with Retry-After instead of a 500 (API and pages)
     "eco2.db.DatabaseUnavailableMiddleware",
+    # a locked-out log-in (django-axes, eco2/login_guard.py) is answered with 429 and the reason
+    "axes.middleware.AxesMiddleware",
     # publishing a new scan's chain waits for the broker: done after the 202 is sent
     "eco2.after_response.AfterResponseMiddleware",
     # 413 for oversized scan uploads from Content-Length, before any view or CSRF check
@@ -175,6 +179,24 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "scans:upload"
 LOGOUT_REDIRECT_URL = "login"
+# Password guessing (django-axes, eco2/login_guard.py): after AXES_FAILURE_LIMIT failed log-ins
+# for a username, or from an address (REMOTE_ADDR: behind a proxy, uvicorn's --proxy-headers
+# and FORWARDED_ALLOW_IPS set it), both are refused for AXES_COOLOFF_MINUTES on the login page,
+# the admin login and POST /api/v1/auth/token. Failures during a lockout do not extend it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "eco2.login_guard.LoginAttemptHandler"  # axes' database handler
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
+if AXES_FAILURE_LIMIT < 1 or _cooloff_minutes < 1:
+    raise ImproperlyConfigured("AXES_FAILURE_LIMIT and AXES_COOLOFF_MINUTES must be at least 1.")
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = False  # a success clears that username's failures from that address
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "eco2.login_guard.lockout_response"
 DEMO_USERNAME = env.str("DEMO_USERNAME", default="demo")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="eco2-demo")
 
@@ -204,9 +226,10 @@ SCAN_IMAGE_MAX_BYTES = env.int("SCAN_IMAGE_MAX_BYTES", default=10 * 1024 * 1024)
 SCAN_HINT_MAX_LENGTH = 200
 SCAN_BATCH_MAX_IMAGES = env.int("SCAN_BATCH_MAX_IMAGES", default=10)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-# Scan creation (single and batch, per user) is a cost guard: DRF throttle rate "N/s|min|hour|day",
-# answered with 429 and Retry-After. Empty disables it. Shared across web processes through the
-# cache (Redis when REDIS_URL is set, below).
+# Scan creation per user is a cost guard, "N/s|min|hour|day", enforced by the services for the
+# API, the upload page, batches (each photo counts) and `manage.py scan`; over it, 429 with
+# Retry-After. Counted in Redis when REDIS_URL is set, else (and while Redis does not answer) in
+# the database (scans/creation_rate.py). Empty disables it.
 SCAN_CREATE_RATE = env.str("SCAN_CREATE_RATE", default="30/min").strip()
 if SCAN_CREATE_RATE and not re.fullmatch(
     r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", SCAN_CREATE_RATE
@@ -299,8 +322,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # a fast path, and a partitioned one must cost an upload a fraction of a second, not seconds.
 REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=0.25)
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
-# Django's cache holds the API throttle history: local memory (per process) by default, Redis
-# when REDIS_URL is set so every web process counts against the same limit.
+# Django's cache: local memory (per process) by default, Redis when REDIS_URL is set.
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -335,7 +357,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 OPENAI_VISION_MODEL = env.str("OPENAI_VISION_MODEL", default="gpt-4.1-mini")
 OPENAI_ANSWER_MODEL = env.str("OPENAI_ANSWER_MODEL", default="gpt-4.1-mini")
 OPENAI_IMAGE_DETAIL = env.str("OPENAI_IMAGE_DETAIL", default="low")  # low | high | auto
-# Below the steps' soft time limit (60 s), so a slow call ends as a retry, not a killed task.
+# Per call: for connecting and for each wait for data (not the whole call). On the threads pool
+# that runs the AI steps this is what bounds a step: Celery's soft/hard time limits are not
+# enforced there (docs/reliability.md, "Time limits"). A timeout is a retry, not a failure.
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=30.0)
 # USD per 1M tokens: {"model": {"input": …, "cached_input": …, "output": …}}
 OPENAI_PRICES = env.json(

@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django_celery_results.models import TaskResult
 
 from eco2.celery import SCAN_PIPELINE_TASKS
@@ -37,6 +37,12 @@ def pretty_json(value) -> str:
         "<pre style='white-space:pre-wrap'>{}</pre>",
         json.dumps(value, ensure_ascii=False, indent=2),
     )
+
+
+def retried_message(count: int) -> str:
+    return ngettext("%(count)d scan re-enqueued.", "%(count)d scans re-enqueued.", count) % {
+        "count": count
+    }
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -200,28 +206,42 @@ class ScanAdmin(admin.ModelAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     @admin.action(
-        description="Retry selected scans (resume from the failed step)", permissions=["retry"]
+        description=gettext_lazy("Retry selected scans (resume from the failed step)"),
+        permissions=["retry"],
     )
     def retry_selected(self, request, queryset):
+        # counted before the retry: with the list filtered by status=failed, the same queryset
+        # afterwards no longer holds the scans just re-enqueued ("-1 skipped")
+        selected = queryset.count()
         failed = list(queryset.filter(status=ScanStatus.FAILED).values_list("id", flat=True))
         retried = services.retry_scans(failed, actor=request.user.get_username())
         for scan in Scan.objects.filter(pk__in=failed, status=ScanStatus.QUEUED):
             self.log_change(request, scan, "Retried from the admin")
-        skipped = queryset.count() - retried
-        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        skipped = selected - retried
+        self.message_user(request, retried_message(retried), messages.SUCCESS)
         if skipped:
             self.message_user(
                 request,
-                f"{skipped} skipped: not failed, or already retried by someone else.",
+                _("%(count)d skipped: not failed, or already retried by someone else.")
+                % {"count": skipped},
                 messages.WARNING,
             )
 
-    @admin.action(description="Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    @admin.action(
+        description=gettext_lazy("Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    )
     def regenerate_thumbnails(self, request, queryset):
         ids = list(queryset.exclude(image_prepared_at=None).values_list("id", flat=True))
         group_id = services.regenerate_thumbnails(ids)
         self.message_user(
-            request, f"Regenerating {len(ids)} thumbnail(s) (group {group_id}).", messages.SUCCESS
+            request,
+            ngettext(
+                "Regenerating %(count)d thumbnail (group %(group)s).",
+                "Regenerating %(count)d thumbnails (group %(group)s).",
+                len(ids),
+            )
+            % {"count": len(ids), "group": group_id},
+            messages.SUCCESS,
         )
 
     @admin.display(description="tokens", ordering="input_tokens")
@@ -401,7 +421,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     @admin.action(
-        description="Redrive selected dead letters (resume their scans)", permissions=["retry"]
+        description=gettext_lazy("Redrive selected dead letters (resume their scans)"),
+        permissions=["retry"],
     )
     def redrive_selected(self, request, queryset):
         report = services.redrive_dead_letters(actor=request.user.get_username(), letters=queryset)
@@ -447,7 +468,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             )
 
     @admin.action(
-        description=_lazy("Dismiss selected dead letters (reviewed; nothing to redrive)"),
+        description=gettext_lazy("Dismiss selected dead letters (reviewed; nothing to redrive)"),
         permissions=["retry"],
     )
     def dismiss_selected(self, request, queryset):
@@ -588,7 +609,8 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
         )
 
     @admin.action(
-        description="Re-run task (same name and arguments, new id)", permissions=["retry"]
+        description=gettext_lazy("Re-run task (same name and arguments, new id)"),
+        permissions=["retry"],
     )
     def rerun_selected(self, request, queryset):
         actor = request.user.get_username()
@@ -597,24 +619,38 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
                 new_id = rerun_task(result, actor=actor)
             except (ValueError, SyntaxError) as exc:
                 self.message_user(
-                    request, f"{result.task_id}: arguments unreadable ({exc})", messages.ERROR
+                    request,
+                    _("%(task)s: its arguments cannot be read (%(error)s).")
+                    % {"task": result.task_id, "error": exc},
+                    messages.ERROR,
                 )
                 continue
-            self.message_user(request, f"{result.task_name} re-run as {new_id}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                _("%(name)s re-run as %(id)s.") % {"name": result.task_name, "id": new_id},
+                messages.SUCCESS,
+            )
 
-    @admin.action(description="Revoke (discard if not started)", permissions=["retry"])
+    @admin.action(
+        description=gettext_lazy("Revoke (discard if not started)"), permissions=["retry"]
+    )
     def revoke_selected(self, request, queryset):
         marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
         self.message_user(
-            request, f"Revoked {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED."
+            request,
+            _("Revoked %(count)d task(s); %(marked)d waiting one(s) marked REVOKED.")
+            % {"count": queryset.count(), "marked": marked},
         )
 
-    @admin.action(description="Terminate (revoke and stop if running)", permissions=["retry"])
+    @admin.action(
+        description=gettext_lazy("Terminate (revoke and stop if running)"), permissions=["retry"]
+    )
     def terminate_selected(self, request, queryset):
         marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
         self.message_user(
             request,
-            f"Terminated {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED.",
+            _("Terminated %(count)d task(s); %(marked)d waiting one(s) marked REVOKED.")
+            % {"count": queryset.count(), "marked": marked},
         )
 
 

@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, ParseError, Throttled
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import (
+    APIException,
+    NotFound,
+    ParseError,
+    Throttled,
+    ValidationError,
+)
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
+from eco2 import login_guard
+
 from . import idempotency, services
+from .creation_rate import ScanRateLimited
+from .filters import ScanFilter
 from .models import Scan, ScanBatch
 from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
@@ -97,23 +109,43 @@ class UploadSizeLimitMiddleware:
         return None
 
 
-class ScanCreateThrottle(UserRateThrottle):
-    """Per-user rate of scan creation (single and batch share it): a cost guard, not abuse
-    protection (that belongs at the proxy). The rate is read from settings on every request."""
+class LoginLockedOut(APIException):
+    """429 with Retry-After for a username or address locked out by django-axes."""
 
-    scope = "scan_create"
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = login_guard.LOCKED_OUT_CODE
 
-    def get_rate(self):
-        return settings.SCAN_CREATE_RATE or None
+    def __init__(self) -> None:
+        super().__init__(login_guard.lockout_message())
+        self.wait = login_guard.lockout_seconds()
 
-    def allow_request(self, request, view):
-        if request.method != "POST":
-            return True
-        try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # the cache (Redis) is down: count nothing rather than fail
-            logger.warning("scan-create throttle skipped: cache unavailable (%s)", exc)
-            return True
+
+class TokenView(ObtainAuthToken):
+    """DRF's obtain_auth_token under the login lockout (eco2/login_guard.py). axes marks the
+    DRF request it was given, which its middleware never sees: the view answers for it. A
+    token issued is a log-in (user_logged_in), which clears that address's failures."""
+
+    @extend_schema(
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiResponse(description="Wrong username or password"),
+            429: OpenApiResponse(
+                description="Too many failed log-ins for the username or from the address; "
+                "see Retry-After"
+            ),
+        },
+        summary="A token for Authorization: Token …",
+    )
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            if getattr(request, "axes_locked_out", False):
+                raise LoginLockedOut()
+            raise ValidationError(serializer.errors)
+        user = serializer.validated_data["user"]
+        user_logged_in.send(sender=type(user), request=request, user=user)
+        token, _created = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
 
 
 class PipelineBusyResponse(APIException):
@@ -128,19 +160,9 @@ class PipelineBusyResponse(APIException):
 
 
 class ScanCreateMixin:
-    """What both scan-creating endpoints share: the throttle, its message, 4xx (never 500)
-    for requests Django's parser refuses, and 503 when the backlog is full."""
-
-    def get_throttles(self):
-        return [*super().get_throttles(), ScanCreateThrottle()]
-
-    def throttled(self, request, wait):
-        rate = settings.SCAN_CREATE_RATE
-        raise Throttled(
-            wait=math.ceil(wait) if wait is not None else None,
-            detail=_("Too many scans in a short time (at most %(rate)s per user).")
-            % {"rate": rate},
-        )
+    """What both scan-creating endpoints share: 4xx (never 500) for requests Django's parser
+    refuses, 429 over the per-user rate (enforced by the services, scans.creation_rate) and 503
+    when the backlog is full, both with Retry-After."""
 
     def handle_exception(self, exc):
         if isinstance(exc, RequestDataTooBig):
@@ -149,6 +171,8 @@ class ScanCreateMixin:
             exc = ParseError(_("The request could not be read (%(reason)s).") % {"reason": exc})
         elif isinstance(exc, services.PipelineBusy):
             exc = PipelineBusyResponse(exc)
+        elif isinstance(exc, ScanRateLimited):
+            exc = Throttled(wait=exc.retry_after, detail=exc.message, code=exc.code)
         return super().handle_exception(exc)
 
 
@@ -177,9 +201,14 @@ def get_visible_scan(request, task_id: str) -> Scan:
 
 class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
     serializer_class = ScanSerializer
+    # the history page's filters (status, category, dates, search); a bad value is a 400
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ScanFilter
 
     def get_queryset(self):
         scans = Scan.objects.order_by("-created_at")
+        if getattr(self, "swagger_fake_view", False):  # the schema's filters read the model only
+            return scans.none()
         # staff may list everyone's scans with ?all=1; for anyone else the flag changes nothing
         if self.request.user.is_staff and self.request.query_params.get("all") in ("1", "true"):
             return scans
@@ -193,7 +222,7 @@ class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
                 description="Staff only: every user's scans (ignored for others).",
             )
         ],
-        summary="Your scans, newest first",
+        summary="Your scans, newest first; filtered as on the history page",
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -322,4 +351,4 @@ class BatchDetailView(APIView):
         batch = batches.filter(pk=batch_uuid).first()
         if batch is None:
             raise NotFound("No batch with this id.")
-        return Response(batch_detail(batch))
+        return Response(batch_detail(batch, include_detail=request.user.is_staff))

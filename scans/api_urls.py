@@ -1,5 +1,4 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from . import api
 from .views import scan_events
@@ -13,5 +12,5 @@ urlpatterns = [
     path("scans/<str:task_id>", api.ScanDetailView.as_view(), name="scan-detail"),
     path("scans/<str:task_id>/events", scan_events, name="scan-events"),
     path("categories", api.CategoriesView.as_view(), name="categories"),
-    path("auth/token", obtain_auth_token, name="auth-token"),
+    path("auth/token", api.TokenView.as_view(), name="auth-token"),
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from .errors import code_of_text, error_message
 from .models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStep, TaskAttempt
 from .progress import read_progress
 
@@ -60,13 +61,17 @@ def step_retries(scan_id: str, step: str) -> dict[str, Any]:
         elif attempt["outcome"] in RETRY_OUTCOMES:
             retries.append(attempt)
     last = retries[-1] if retries else None
-    error = ""
+    # the reason in the reader's language, from the code the ledger kept; never the exception's
+    # own text (an attempt recorded without a code shows only the count)
+    code = None
     if last:
-        error = last["exception_message"] or last["exception_class"]
+        code = code_of_text(last["exception_message"]) or (
+            "worker_lost" if last["outcome"] == AttemptOutcome.WORKER_LOST else None
+        )
     return {
         "step": step,
         "count": len(retries),
-        "last_error": error[:300],
+        "last_error": error_message(code) if code else "",
         "last_outcome": last["outcome"] if last else "",
     }
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from eco2.celery import SCAN_PIPELINE_TASKS, app
 from eco2.db import release_db_connection
 
+from .errors import coded_text
 from .models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) 
     }
     if exc is not None:
         fields["exception_class"] = type(exc).__name__
-        fields["exception_message"] = str(exc)[:2000]
+        # "<code>: <detail>": the live retry line shows the code's message, not this text
+        fields["exception_message"] = coded_text(exc)[:2000]
     TaskAttempt.objects.filter(pk=pk, outcome=AttemptOutcome.STARTED).update(**fields)
 
 

@@ -263,7 +263,8 @@ class Scan(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     cached_input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # the exact sum of the steps' costs (each priced to 10 decimals, scans.providers.openai.cost_usd)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     vision_cache_hit = models.BooleanField(
         default=False, help_text=_("The classification came from the cache: no provider call.")
     )

@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .errors import error_message, retry_helps
 from .fetch import MAX_URL_LENGTH, URLRefused, check_image_url
 from .images import validate_scan_image
 from .models import Scan, ScanStatus
@@ -43,10 +44,20 @@ def scan_result(scan: Scan, *, include_usage: bool = False) -> dict[str, Any] | 
     return result
 
 
-def scan_error(scan: Scan) -> dict[str, str] | None:
+def scan_error(scan: Scan, *, include_detail: bool = False) -> dict[str, Any] | None:
+    """Why a scan failed: its code, the message for that code in the active language and
+    whether a retry can help. The stored technical detail is for staff (``include_detail``)."""
     if scan.status != ScanStatus.FAILED:
         return None
-    return {"code": scan.error_code, "message": scan.error_message, "step": scan.step}
+    error = {
+        "code": scan.error_code,
+        "message": error_message(scan.error_code),
+        "retryable": retry_helps(scan.error_code),
+        "step": scan.step,
+    }
+    if include_detail:
+        error["detail"] = scan.error_message
+    return error
 
 
 def validate_hint_text(value: str) -> None:
@@ -66,7 +77,8 @@ def validate_image_url(value: str) -> None:
     try:
         check_image_url(value)
     except URLRefused as exc:
-        raise serializers.ValidationError(exc.message, code=exc.code) from exc
+        # the reason in the reader's language; the technical detail (the address) is not echoed
+        raise serializers.ValidationError(error_message(exc.code), code=exc.code) from exc
 
 
 class ScanCreateSerializer(serializers.Serializer):
@@ -157,8 +169,9 @@ class ScanSerializer(serializers.ModelSerializer):
         return scan_result(scan, include_usage=bool(request and request.user.is_staff))
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
-    def get_error(self, scan: Scan) -> dict[str, str] | None:
-        return scan_error(scan)
+    def get_error(self, scan: Scan) -> dict[str, Any] | None:
+        request = self.context.get("request")
+        return scan_error(scan, include_detail=bool(request and request.user.is_staff))
 
 
 class TaxonomySerializer(serializers.Serializer):
@@ -182,8 +195,24 @@ class BatchCreateSerializer(serializers.Serializer):
     )
 
 
-def batch_detail(batch) -> dict[str, Any]:
-    """A batch as its owner sees it: per-item state and the batch's own progress."""
+def batch_summary(summary: dict | None, *, include_detail: bool = False) -> dict | None:
+    """The stored batch summary with each failure's message rendered from its code in the
+    active language (the summary is written by a worker, in no reader's language)."""
+    if not summary:
+        return summary
+    failures = []
+    for failure in summary.get("failures") or []:
+        stored = failure.get("message", "")
+        rendered = {**failure, "message": error_message(failure.get("code", ""))}
+        if include_detail:
+            rendered["detail"] = stored
+        failures.append(rendered)
+    return {**summary, "failures": failures}
+
+
+def batch_detail(batch, *, include_detail: bool = False) -> dict[str, Any]:
+    """A batch as its owner sees it: per-item state and the batch's own progress.
+    ``include_detail``: staff also get the technical detail of each failure."""
     items = [
         {
             "task_id": str(scan.id),
@@ -191,7 +220,7 @@ def batch_detail(batch) -> dict[str, Any]:
             "step": scan.step,
             "progress": scan.progress,
             "category_code": scan.category.code if scan.category else None,
-            "error": scan_error(scan),
+            "error": scan_error(scan, include_detail=include_detail),
         }
         for scan in batch.scans.select_related("category").order_by("created_at", "id")
     ]
@@ -207,7 +236,12 @@ def batch_detail(batch) -> dict[str, Any]:
         "finished": done,
         "total": len(items),
         "items": items,
-        "summary": batch.summary,
-        "created_at": batch.created_at,
-        "completed_at": batch.completed_at,
+        "summary": batch_summary(batch.summary, include_detail=include_detail),
+        # as every other timestamp of the API: in the site's time zone (Asia/Seoul)
+        "created_at": _timestamp(batch.created_at),
+        "completed_at": _timestamp(batch.completed_at),
     }
+
+
+def _timestamp(value) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)

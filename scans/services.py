@@ -25,14 +25,14 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
 from eco2.metrics import count_refused_scans
 
-from .errors import CodedError
+from .creation_rate import ensure_within_rate
+from .errors import CodedError, error_message
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
     TERMINAL_STATUSES,
@@ -128,9 +128,7 @@ def ensure_capacity(new_scans: int = 1) -> None:
         count_refused_scans("backlog", new_scans)
         retry_after = settings.SCAN_BACKLOG_RETRY_AFTER
         raise PipelineBusy(
-            _("Eco² has more scans waiting than it can take right now. Try again in %(seconds)d s.")
-            % {"seconds": retry_after},
-            retry_after=retry_after,
+            error_message(PipelineBusy.code, seconds=retry_after), retry_after=retry_after
         )
 
 
@@ -140,12 +138,14 @@ def create_scan(
     """Store the scan and dispatch its pipeline once the row is committed.
 
     Exactly one of ``image`` (an upload) and ``image_url`` (fetched by the worker at the start
-    of the vision step, see ensure_prepared_image) is given. Raises PipelineBusy, before
-    anything is stored, when the backlog is full (SCAN_BACKLOG_LIMIT).
+    of the vision step, see ensure_prepared_image) is given. Raises, before anything is stored,
+    PipelineBusy when the backlog is full (SCAN_BACKLOG_LIMIT) and ScanRateLimited when the
+    owner is over SCAN_CREATE_RATE.
     """
     if (image is None) == (not image_url):
         raise ValueError("create_scan needs exactly one of image and image_url")
     ensure_capacity()
+    ensure_within_rate(owner)
     scan = Scan(owner=owner, hint=hint.strip(), image_url=image_url or "")
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
@@ -243,8 +243,9 @@ def relay_pending_dispatches(now=None) -> int:
 def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBatch:
     """One scan per photo and one chord over their pipelines, dispatched after commit.
 
-    Raises PipelineBusy, before anything is stored, when the backlog is full."""
+    Raises PipelineBusy or ScanRateLimited (each photo counts), before anything is stored."""
     ensure_capacity(len(images))
+    ensure_within_rate(owner, len(images))
     batch = ScanBatch(owner=owner)
     scans = []
     for image in images:
@@ -548,7 +549,9 @@ def _usage_fields(scan: Scan, step: str, usage: dict | None) -> dict:
 
 
 # Concurrent misses of one cache key: the first scan pays, the others wait for its entry.
-VISION_LEASE = timedelta(seconds=60)  # the vision step's soft time limit: no call lasts longer
+# Twice OPENAI_TIMEOUT's default: a call that outlasts it (a server trickling its answer; the
+# threads pool enforces no time limit) lets a waiter pay for its own call instead.
+VISION_LEASE = timedelta(seconds=60)
 VISION_WAIT_MAX = 20.0  # then a waiter pays itself: better a second call than a failed scan
 VISION_WAIT_POLL = 0.25
 
@@ -759,23 +762,31 @@ STEP_LABELS = {
 }
 
 
+def failure_code(exc: BaseException) -> str:
+    """The stable code of an exception (scans.errors.ERROR_CODES says what users read)."""
+    if isinstance(exc, CodedError):
+        return exc.code
+    if isinstance(exc, WorkerLostError):
+        return "worker_lost"
+    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+        return "step_timeout"
+    return "internal_error"
+
+
 def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
-    """A stable error code and a message a user can read, for an exception in ``step``."""
+    """The code of an exception in ``step`` and its technical detail (English, for staff).
+
+    Users never read the detail: they get ``error_message(code)`` in their language.
+    """
+    code = failure_code(exc)
     label = STEP_LABELS.get(step, step)
     if isinstance(exc, CodedError):
-        return exc.code, exc.message
-    if isinstance(exc, WorkerLostError):
-        return (
-            "worker_lost",
-            f"The worker running the {label} step stopped repeatedly; the scan was set aside "
-            "for review. Please try again later.",
-        )
-    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
-        return "step_timeout", f"The {label} step took too long and was stopped. Please try again."
-    return (
-        "internal_error",
-        f"An unexpected error stopped the {label} step ({type(exc).__name__}). Please try again.",
-    )
+        return code, exc.message
+    if code == "worker_lost":
+        return code, f"The worker running the {label} step stopped repeatedly."
+    if code == "step_timeout":
+        return code, f"The {label} step took too long and was stopped."
+    return code, f"An unexpected error stopped the {label} step ({type(exc).__name__})."
 
 
 def is_broker_error(exc: BaseException) -> bool:
@@ -844,7 +855,7 @@ def sweep_stalled_scans(now=None) -> tuple[int, int]:
                 scan_id,
                 code="stalled",
                 message=f"No progress for {minutes} minutes, even after {requeues} restarts; "
-                "the pipeline was interrupted. Please retry.",
+                "the pipeline was interrupted.",
             )
     return requeued, failed
 

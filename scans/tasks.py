@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
+from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -83,9 +84,10 @@ class AnswerStep(ScanStepTask):
 
 
 # Soft time limits raise inside the step (the scan fails with a reason); hard limits kill the
-# process. Both sit far below RabbitMQ's 30-minute consumer timeout, and the OpenAI client's
-# own timeout (OPENAI_TIMEOUT) sits below the soft limit. A step's final failure, also when
-# its worker process died, is handled in scans.ledger (task_failure signal).
+# process. Only the prefork pool enforces them (photo preparation; the AI steps under prefork):
+# the threads pool of scan.ai.pipeline ignores them, and there the OpenAI client's timeout
+# (OPENAI_TIMEOUT) bounds each call (docs/reliability.md, "Time limits"). A step's final
+# failure, also when its worker process died, is handled in scans.ledger (task_failure signal).
 
 
 @shared_task(
@@ -150,8 +152,8 @@ def send_daily_digest() -> int:
     from notifications.models import NotificationKind
     from notifications.services import notify_staff
 
-    subject, body = reports.daily_digest()
-    day = timezone.localdate()
+    day = timezone.localdate() - timedelta(days=1)  # yesterday, midnight to midnight (KST)
+    subject, body = reports.daily_digest(day)
     return notify_staff(NotificationKind.DAILY_DIGEST, subject, body, dedupe_key=f"digest:{day}")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -20,7 +19,10 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, services
-from .forms import HistoryFilterForm, ScanUploadForm
+from .creation_rate import ScanRateLimited
+from .errors import error_message, retry_helps
+from .filters import ScanFilter
+from .forms import ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .selectors import scans_visible_to
 from .serializers import ScanSerializer
@@ -48,6 +50,9 @@ def upload(request):
         except services.PipelineBusy as busy:
             form.add_error(None, busy.message)
             status, retry_after = 503, busy.retry_after
+        except ScanRateLimited as limited:
+            form.add_error(None, limited.message)
+            status, retry_after = 429, limited.retry_after
         else:
             return redirect("scans:detail", scan_id=scan.id)
     context = {"form": form, "max_bytes": settings.SCAN_IMAGE_MAX_BYTES}
@@ -86,46 +91,19 @@ def stage_states(scan: Scan) -> list[dict]:
     return states
 
 
-# Failure reasons a user can read, in their language; the stored message stays as the detail.
-FAILURE_REASONS = {
-    "worker_lost": gettext_lazy("The worker running this scan stopped several times in a row."),
-    "step_timeout": gettext_lazy("A step of the scan took too long and was stopped."),
-    "internal_error": gettext_lazy("An unexpected error stopped the scan."),
-    "stalled": gettext_lazy("The scan made no progress for a long time and was stopped."),
-    "provider_refused": gettext_lazy("The recognition service refused to describe this photo."),
-    "provider_rejected": gettext_lazy("The recognition service rejected the request."),
-    "invalid_provider_output": gettext_lazy(
-        "The recognition service gave an answer that could not be used."
-    ),
-    "provider_auth": gettext_lazy("The recognition service is not set up correctly."),
-    "provider_quota_exceeded": gettext_lazy("The recognition service's quota is used up."),
-    "provider_rate_limited": gettext_lazy("The recognition service is busy."),
-    "provider_timeout": gettext_lazy("The recognition service did not answer in time."),
-    "provider_unavailable": gettext_lazy("The recognition service is unavailable."),
-    "provider_unreachable": gettext_lazy("The recognition service could not be reached."),
-    "provider_error": gettext_lazy("The recognition service reported an error."),
-    "image_missing": gettext_lazy("The uploaded photo is no longer available."),
-    "corrupt": gettext_lazy("The photo is damaged and cannot be read."),
-    "too_many_pixels": gettext_lazy("The photo has too many pixels."),
-    "unsupported_format": gettext_lazy(
-        "The photo is not a JPEG, PNG, WebP, GIF, HEIC or AVIF image."
-    ),
-}
-# Retrying cannot help these: the photo itself is the problem.
-PHOTO_PROBLEMS = frozenset({"image_missing", "corrupt", "too_many_pixels", "unsupported_format"})
-
-
-def failure_info(scan: Scan) -> dict | None:
+def failure_info(scan: Scan, *, staff: bool = False) -> dict | None:
+    """Why the scan failed, in the page's language, from its error code (scans.errors); the
+    stored technical detail only for staff."""
     if scan.status != ScanStatus.FAILED:
         return None
-    reason = FAILURE_REASONS.get(scan.error_code)
     return {
-        "reason": str(reason) if reason else scan.error_message or _("The scan failed."),
-        "detail": scan.error_message if reason else "",
+        "reason": error_message(scan.error_code),
+        "detail": scan.error_message if staff else "",
         "code": scan.error_code,
         "step": STAGE_LABELS.get(scan.step)
         or (ScanStep(scan.step).label if scan.step in ScanStep.values else scan.step),
-        "photo_problem": scan.error_code in PHOTO_PROBLEMS,
+        # nothing to retry: the photo (or the address) itself is the problem
+        "photo_problem": not retry_helps(scan.error_code),
     }
 
 
@@ -133,7 +111,7 @@ def can_retry(scan: Scan, user) -> bool:
     return (
         scan.status == ScanStatus.FAILED
         and scan.owner_id == user.pk
-        and scan.error_code not in PHOTO_PROBLEMS
+        and retry_helps(scan.error_code)
     )
 
 
@@ -197,7 +175,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
         card["answer"] = answer.get("user_answer", "")
     if staff:
         card["usage"] = {
-            "cost_usd": scan.cost_usd.quantize(Decimal("0.000001")),
+            "cost_usd": format(scan.cost_usd.normalize(), "f"),  # exact, no trailing zeros
             "input_tokens": scan.input_tokens,
             "cached_input_tokens": scan.cached_input_tokens,
             "output_tokens": scan.output_tokens,
@@ -243,7 +221,7 @@ def detail(request, scan_id):
             "stages": stage_states(scan),
             "labels": live_labels(),
             "card": result_card(scan, language=language, staff=request.user.is_staff),
-            "failure": failure_info(scan),
+            "failure": failure_info(scan, staff=request.user.is_staff),
             "can_retry": can_retry(scan, request.user),
             "retries": retries,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
@@ -258,18 +236,17 @@ def history(request):
     scans = (
         Scan.objects.filter(owner=request.user).select_related("category").order_by("-created_at")
     )
-    form = HistoryFilterForm(request.GET or None, language=translation.get_language())
-    if form.is_bound:
-        form.is_valid()  # the valid filters apply; the others show their error
-        scans = form.filter(scans)
-    page = Paginator(scans, 20).get_page(request.GET.get("page"))
+    # the same filters as GET /api/v1/scans; here the valid ones apply and the others show
+    # their error beside the field
+    scan_filter = ScanFilter(request.GET or None, queryset=scans, request=request)
+    page = Paginator(scan_filter.qs, 20).get_page(request.GET.get("page"))
     for scan in page:
         scan.can_retry = can_retry(scan, request.user)
         scan.failure = failure_info(scan)
     return render(
         request,
         "scans/history.html",
-        {"page": page, "form": form, "filtered": form.is_bound and form.has_filters()},
+        {"page": page, "form": scan_filter.form, "filtered": scan_filter.has_filters()},
     )
 
 
@@ -282,6 +259,8 @@ def retry(request, scan_id):
         raise Http404(_("No such scan."))
     if scan.status != ScanStatus.FAILED:
         messages.info(request, _("Only a failed scan can be retried."))
+    elif not can_retry(scan, request.user):  # the check that shows the button
+        messages.info(request, _("Trying again would fail the same way: upload another photo."))
     elif services.retry_scans([scan.id], actor=f"web:{request.user.username}"):
         messages.success(request, _("The scan was sent again."))
     else:  # someone else retried it in the same moment

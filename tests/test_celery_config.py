@@ -51,3 +51,28 @@ def test_threaded_pools_keep_their_prefetch_count_after_a_reconnect(pool, reduce
     options = {"pool": get_implementation(pool), "pool_cls": None}  # as the worker CLI passes it
     _no_prefetch_reduction_on_threaded_pools(sender="w@host", conf=conf, options=options)
     assert conf.worker_enable_prefetch_count_reduction is reduced
+
+
+def test_the_threads_pool_does_not_enforce_time_limits():
+    """What docs/reliability.md ("Time limits") states: the threads pool that runs the AI steps
+    hands soft and hard time limits to nothing. A job far over both runs to its end, so on that
+    pool the OpenAI client's timeout is what bounds a step."""
+    import threading
+    import time
+
+    from celery.concurrency.thread import TaskPool
+
+    finished = threading.Event()
+
+    def slow_step():
+        time.sleep(0.6)
+        finished.set()
+
+    pool = TaskPool(limit=1)
+    pool.start()
+    try:
+        pool.apply_async(slow_step, soft_timeout=0.1, timeout=0.2)
+        assert finished.wait(5), "a time limit stopped the job"
+    finally:
+        pool.stop()
+    assert STEP_TASKS["vision"].soft_time_limit == 60, "the limit the docs say is not enforced"

@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.models import F
 from django.test import Client
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 from kombu import Queue
@@ -217,7 +218,7 @@ def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
     )
 
     rerun = TaskRerun.objects.get(original_task_id=task_id)
-    assert "re-run as" in response.content.decode()
+    assert "다시 실행했어요" in response.content.decode()
     new = TaskResult.objects.get(task_id=rerun.new_task_id)
     assert (new.task_name, decode_arguments(new.task_args, [])) == (
         "scans.tasks.prepare_image",
@@ -374,7 +375,7 @@ def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
         input_tokens=1200, cached_input_tokens=1000, output_tokens=80, cost_usd="0.0031"
     )
 
-    subject, body = daily_digest()
+    subject, body = daily_digest(timezone.localdate())
 
     assert "2 scans, 1 failed" in subject
     assert "completed: 1" in body and "failed: 1" in body
@@ -382,6 +383,36 @@ def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
     assert "provider_refused: 1" in body and "declined" in body
     assert "input 1200 (cached 1000), output 80" in body and "$0.0031" in body
     assert ScanStatus.FAILED in body
+
+
+@pytest.mark.django_db
+def test_the_daily_digest_covers_the_day_it_names(user, photo, monkeypatch):
+    """Sent at 09:00 KST on 2 May, it is 1 May's digest: 1 May from midnight to midnight."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from scans.models import Scan
+    from scans.reports import daily_digest
+
+    seoul = ZoneInfo("Asia/Seoul")
+    made = {
+        "before": datetime(2026, 4, 30, 23, 50, tzinfo=seoul),
+        "early": datetime(2026, 5, 1, 0, 10, tzinfo=seoul),
+        "late": datetime(2026, 5, 1, 23, 50, tzinfo=seoul),
+        "next_morning": datetime(2026, 5, 2, 8, 0, tzinfo=seoul),
+    }
+    for name, created_at in made.items():
+        scan = services.create_scan(owner=user, image=photo(), hint=name)
+        services.fail_scan(scan.id, code="provider_refused", message=f"refused {name}")
+        Scan.objects.filter(pk=scan.pk).update(created_at=created_at)
+    monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 5, 2, 9, 0, tzinfo=seoul))
+
+    subject, body = daily_digest()
+
+    assert "Daily digest 2026-05-01: 2 scans, 2 failed" in subject
+    assert "2026-05-01 00:00 → 2026-05-02 00:00 KST" in body
+    assert "refused early" in body and "refused late" in body
+    assert "refused before" not in body and "refused next_morning" not in body
 
 
 @pytest.mark.django_db
@@ -413,3 +444,55 @@ def test_digest_and_dead_letter_warning_reach_staff_once(
     assert kinds == ["daily_digest", "dead_letter_alert"]
     warning = Notification.objects.get(kind="dead_letter_alert")
     assert "1 dead letter(s)" in warning.subject and "redrive_dlq" in warning.body
+
+
+# --- manage.py scan without --user -------------------------------------------------------------
+def scan_on_the_command_line(tmp_path, **options) -> str:
+    """Run `manage.py scan` (no worker: it stops waiting at once); the scan's owner."""
+    import io
+
+    from django.core.management import call_command
+
+    from scans.models import Scan
+
+    path = tmp_path / "can.jpg"
+    path.write_bytes(make_photo_bytes())
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as stopped:
+        call_command("scan", str(path), timeout=0.1, stdout=out, stderr=io.StringIO(), **options)
+    assert stopped.value.code == 2, out.getvalue()  # queued, then "no result" (no worker)
+    return Scan.objects.get().owner.username
+
+
+@pytest.mark.django_db
+def test_the_command_line_scans_as_the_local_account_of_make_run(settings, tmp_path):
+    """`DEMO_USERNAME=alice make run` created alice; a second shell without that variable
+    still scans as her instead of failing on a missing "demo"."""
+    settings.DEMO_USERNAME = "demo"
+    UserFactory(username="alice", is_staff=True, is_superuser=True)
+    UserFactory(username="someone")
+
+    assert scan_on_the_command_line(tmp_path) == "alice"
+
+
+@pytest.mark.django_db
+def test_the_command_line_scans_as_demo_username(settings, tmp_path):
+    settings.DEMO_USERNAME = "alice"
+    UserFactory(username="alice", is_superuser=True)
+    UserFactory(username="root", is_superuser=True)
+
+    assert scan_on_the_command_line(tmp_path) == "alice"
+
+
+@pytest.mark.django_db
+def test_the_command_line_asks_for_a_user_when_it_cannot_tell(settings, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    settings.DEMO_USERNAME = "demo"
+    UserFactory(username="root", is_superuser=True)
+    UserFactory(username="admin2", is_superuser=True)
+    path = tmp_path / "can.jpg"
+    path.write_bytes(make_photo_bytes())
+
+    with pytest.raises(CommandError, match="pass --user"):
+        call_command("scan", str(path), timeout=0.1)

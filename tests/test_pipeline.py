@@ -100,7 +100,8 @@ def test_a_step_that_raises_fails_the_scan_with_a_reason(client_for, user, photo
     assert body["result"] is None
     assert body["error"]["code"] == "internal_error"
     assert body["error"]["step"] == "vision"
-    assert "recognition step" in body["error"]["message"]
+    assert body["error"]["message"] == "예상하지 못한 오류로 스캔이 멈췄어요."  # from the code
+    assert "recognition step" in scan.error_message  # the detail, for staff
     assert scan.classification is None and scan.answer is None, "later steps did not run"
     (attempt,) = scan.attempts.filter(step="vision")
     assert (attempt.step, attempt.outcome, attempt.exception_class) == (
@@ -117,15 +118,17 @@ def test_a_step_that_raises_fails_the_scan_with_a_reason(client_for, user, photo
     )
 
 
-def test_a_provider_refusal_fails_with_the_providers_message(client_for, user, photo):
+def test_a_provider_refusal_fails_with_a_readable_reason(client_for, user, photo):
     client = client_for(user)
     task_id = upload(client, photo, REFUSE_HINT)
 
-    wait_for_scan(task_id)
-    error = client.get(f"/api/v1/scans/{task_id}").json()["error"]
+    scan = wait_for_scan(task_id)
+    error = client.get(f"/api/v1/scans/{task_id}", HTTP_ACCEPT_LANGUAGE="en").json()["error"]
 
     assert error["code"] == "provider_refused"
-    assert error["message"] == "The vision model refused to describe this photo."
+    assert error["message"] == "The recognition service refused to describe this photo."
+    assert error["retryable"] is False
+    assert scan.error_message == "The vision model refused to describe this photo."
 
 
 def test_many_scans_each_end_in_exactly_one_terminal_state(client_for, user, photo):

@@ -150,7 +150,8 @@ def test_a_refusal_fails_the_scan_with_a_readable_reason(client, replies):
         "vision",
     )
     error = client.get(f"/api/v1/scans/{scan.id}").json()["error"]
-    assert "declined" in error["message"]
+    assert error["message"] == "인식 서비스가 이 사진의 설명을 거부했어요."
+    assert "declined" in scan.error_message  # the provider's detail, for staff
     assert replies.requests_for_schema(ANSWER) == []
 
 

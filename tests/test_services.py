@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -9,7 +10,7 @@ from django.utils import timezone
 
 from scans import services
 from scans.models import Scan, ScanStatus, ScanStep, VisionCacheEntry
-from scans.providers.base import Classification, ProviderError, Usage
+from scans.providers.base import Answer, Classification, ProviderError, Usage
 
 pytestmark = pytest.mark.django_db
 
@@ -199,6 +200,7 @@ class PaidVisionProvider:
     name = "paid"
     cache_namespace = "paid|model-x|prompt-1"
     calls = 0
+    cost = 0.0123
 
     def classify(self, request):
         type(self).calls += 1
@@ -212,7 +214,7 @@ class PaidVisionProvider:
                 input_tokens=1000,
                 cached_input_tokens=400,
                 output_tokens=50,
-                cost_usd=0.0123,
+                cost_usd=self.cost,
                 prompt_version="vision-1",
             ),
         )
@@ -236,12 +238,46 @@ def test_vision_usage_is_stored_per_step_and_summed(rulebase, user, photo, paid_
 
     assert scan.usage["vision"]["input_tokens"] == 1000
     assert (scan.input_tokens, scan.cached_input_tokens, scan.output_tokens) == (1000, 400, 50)
-    assert str(scan.cost_usd) == "0.012300"
+    assert scan.cost_usd == Decimal("0.0123")
     assert (scan.vision_model, scan.prompt_version, scan.vision_cache_hit) == (
         "model-x",
         "vision-1",
         False,
     )
+
+
+class PaidAnswerProvider:
+    name = "paid"
+
+    def compose(self, request):
+        return Answer(
+            disposal_steps=["헹궈 주세요."],
+            insufficiencies=[],
+            user_answer="금속류로 배출해요.",
+            provider=self.name,
+            usage=Usage(model="model-x", input_tokens=300, output_tokens=40, cost_usd=0.0000005),
+        )
+
+
+def test_a_scans_cost_is_the_exact_sum_of_its_steps(rulebase, user, photo, settings):
+    from scans.providers import _build
+
+    PaidVisionProvider.cost = 0.0000012345  # priced to 10 decimals, as the OpenAI provider
+    settings.SCAN_VISION_PROVIDER = "tests.test_services.PaidVisionProvider"
+    settings.SCAN_ANSWER_PROVIDER = "tests.test_services.PaidAnswerProvider"
+    _build.cache_clear()
+    try:
+        scan = services.create_scan(owner=user, image=photo(), hint="캔")
+        for step in (services.run_vision_step, services.run_rule_step, services.run_answer_step):
+            step(scan.id)
+    finally:
+        PaidVisionProvider.cost = 0.0123
+        _build.cache_clear()
+    scan.refresh_from_db()
+
+    steps = [Decimal(str(scan.usage[name]["cost_usd"])) for name in ("vision", "answer")]
+    assert steps == [Decimal("0.0000012345"), Decimal("0.0000005")]
+    assert scan.cost_usd == sum(steps) == Decimal("0.0000017345")
 
 
 def test_the_same_photo_and_hint_never_pay_twice(rulebase, user, photo, paid_provider):

@@ -9,6 +9,8 @@ from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 
 from scans import services
+from scans.creation_rate import ScanRateLimited
+from scans.errors import error_message
 from scans.images import validate_scan_image
 from scans.models import Scan, ScanStatus
 from scans.serializers import scan_result
@@ -21,19 +23,17 @@ class Command(BaseCommand):
         parser.add_argument("path", type=Path)
         parser.add_argument("--hint", default="", help='e.g. "투명 페트병, 라벨 있음"')
         parser.add_argument(
-            "--user", default=None, help="owner of the scan (default: DEMO_USERNAME)"
+            "--user",
+            default=None,
+            help="owner of the scan (default: DEMO_USERNAME, else the one local admin account "
+            "that `make run` created)",
         )
         parser.add_argument(
             "--timeout", type=float, default=120.0, help="seconds to wait for a worker"
         )
 
     def handle(self, *args, path: Path, hint: str, user: str | None, timeout: float, **options):
-        username = user or settings.DEMO_USERNAME
-        owner = get_user_model().objects.filter(username=username).first()
-        if owner is None:
-            raise CommandError(
-                f"no user {username!r}; run `python manage.py ensure_demo_user` or pass --user"
-            )
+        owner = self._owner(user)
         if not path.is_file():
             raise CommandError(f"{path} is not a file")
         with path.open("rb") as fh:
@@ -44,10 +44,33 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: {' '.join(exc.messages)}") from exc
             try:
                 scan = services.create_scan(owner=owner, image=upload, hint=hint)
-            except services.PipelineBusy as busy:
-                raise CommandError(busy.message) from busy
+            except (services.PipelineBusy, ScanRateLimited) as refused:
+                raise CommandError(
+                    f"{refused.message} (retry in {refused.retry_after} s)"
+                ) from refused
         self.stdout.write(f"scan {scan.id} queued")
         self._follow(scan.id, timeout)
+
+    def _owner(self, username: str | None):
+        """--user; else the local account: DEMO_USERNAME, or, when this shell does not have the
+        DEMO_USERNAME `make run` had (`DEMO_USERNAME=alice make run`), the only superuser."""
+        users = get_user_model().objects
+        if username:
+            owner = users.filter(username=username).first()
+            if owner is None:
+                raise CommandError(f"no user {username!r}")
+            return owner
+        owner = users.filter(username=settings.DEMO_USERNAME).first()
+        if owner is None:
+            admins = list(users.filter(is_superuser=True)[:2])
+            if len(admins) != 1:
+                raise CommandError(
+                    f"no user {settings.DEMO_USERNAME!r} (DEMO_USERNAME) and no single local "
+                    "admin account: pass --user NAME, or set DEMO_USERNAME as for `make run`"
+                )
+            owner = admins[0]
+            self.stdout.write(f"scanning as {owner.get_username()} (the local admin account)")
+        return owner
 
     def _follow(self, scan_id, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -65,8 +88,12 @@ class Command(BaseCommand):
                 self._print_guidance(scan)
                 return
             if scan.status == ScanStatus.FAILED:
+                # the operator's terminal gets the reason and the technical detail
                 self.stderr.write(
-                    self.style.ERROR(f"scan failed ({scan.error_code}): {scan.error_message}")
+                    self.style.ERROR(
+                        f"scan failed ({scan.error_code}): {error_message(scan.error_code)}"
+                        f"\n  detail: {scan.error_message}"
+                    )
                 )
                 sys.exit(1)
             if time.monotonic() > deadline:
