@@ -188,6 +188,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_HANDLER = "eco2.login_guard.LoginAttemptHandler"  # axes' database handler
+AXES_VERBOSE = False  # no version banner on every start of every process and command
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 _cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
 if AXES_FAILURE_LIMIT < 1 or _cooloff_minutes < 1:

@@ -67,6 +67,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "unsupported_format": ErrorCode(
         _("The photo is not a JPEG, PNG, WebP, GIF, HEIC or AVIF image."), retry=False
     ),
+    # --- messages that are not a scan's (scans.ledger, eco2/worker_consumer.py)
+    "malformed_message": ErrorCode(
+        _("The task message for this scan was damaged and could not be run."), retry=False
+    ),
+    "unknown_scan": ErrorCode(_("The task named a scan that does not exist."), retry=False),
     # --- photos given by address (scans.fetch)
     "image_url_refused": ErrorCode(
         _(
