@@ -133,7 +133,8 @@ STEP_TASKS = {
 @shared_task(name="scans.tasks.sweep_stalled_scans")
 def sweep_stalled_scans() -> dict:
     requeued, failed = services.sweep_stalled_scans()
-    return {"requeued": requeued, "failed": failed}
+    batches = services.finish_ended_batches()
+    return {"requeued": requeued, "failed": failed, "batches_finished": batches}
 
 
 @shared_task(name="scans.tasks.relay_pending_dispatches")

@@ -299,6 +299,46 @@ def test_a_batch_completes_with_per_item_outcomes_even_when_one_fails(
     assert batch.chord_id
 
 
+def _wait_for_batch(batch_id, timeout: float = 15.0) -> ScanBatch:
+    deadline = time.monotonic() + timeout
+    batch = ScanBatch.objects.get(pk=batch_id)
+    while batch.status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        batch.refresh_from_db()
+    return batch
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_members_fail_at_the_same_moment_ends_with_a_summary(
+    celery_worker, rulebase, user
+):
+    """Two photos fail in the same instant on the worker's two processes. The chord's error
+    callback runs once, as soon as the last member *returned*, which is before that member's
+    failure handler has failed its scan: it found a member still active and wrote nothing,
+    and nothing else ever finished the batch. The member that ends last finishes it now."""
+    client = APIClient()
+    client.force_authenticate(user)
+    images = [
+        SimpleUploadedFile(
+            f"{n}.jpg", make_photo_bytes(size=CRASH_IMAGE_SIZE), content_type="image/jpeg"
+        )
+        for n in range(2)
+    ]
+    response = client.post("/api/v1/scans/batch", {"images": images}, format="multipart")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    for task_id in body["task_ids"]:
+        assert wait_for_scan(task_id).status == ScanStatus.FAILED
+
+    batch = _wait_for_batch(body["batch_id"])
+
+    assert batch.status == "completed", "a failure never hangs a batch"
+    detail = client.get(f"/api/v1/batches/{batch.id}").json()
+    assert (detail["summary"]["count"], detail["summary"]["failed"]) == (2, 2)
+    assert {f["code"] for f in detail["summary"]["failures"]} == {"internal_error"}
+
+
 @pytest.mark.django_db
 def test_batch_input_errors_and_privacy(api_client, photo, other_user):
     assert api_client.post("/api/v1/scans/batch", {}, format="multipart").status_code == 400
@@ -357,7 +397,7 @@ def test_run_now_from_the_beat_admin_runs_the_job_on_a_worker(celery_worker, ops
         if done.exists():
             break
         time.sleep(0.1)
-    assert json.loads(done.get().result) == {"requeued": 0, "failed": 0}
+    assert json.loads(done.get().result) == {"requeued": 0, "failed": 0, "batches_finished": 0}
 
 
 @pytest.mark.django_db
