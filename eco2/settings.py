@@ -397,6 +397,11 @@ SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # Retry backoff of a step: 1, 2, 4 … seconds with jitter, capped here (and never sooner than
 # the provider's Retry-After).
 SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
+# The longest provider Retry-After a step waits for (seconds); beyond it the scan fails at once
+# (provider_rate_limited, with the time to try again). A waiting retry is a message the worker
+# holds unacknowledged: keep this far below RabbitMQ's consumer_timeout (30 min) and below
+# SCAN_STALLED_AFTER_SECONDS.
+SCAN_RETRY_AFTER_MAX = env.float("SCAN_RETRY_AFTER_MAX", default=300.0)
 # A scan with no progress for this long is picked up by the sweeper (beat, every minute)…
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)
 # …and re-enqueued from its current step this many times before it is failed as stalled.

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import reports, services
+from .errors import CodedError
 from .models import ScanStep
 from .outbox import RELAY_GRACE, publish_pending_events
 from .providers.base import TransientProviderError
@@ -26,18 +27,37 @@ MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff (1, 2, 4 … s) with equal jitter, never sooner than the provider's
-    Retry-After, capped by SCAN_RETRY_BACKOFF_CAP: a retry waits as an ETA message held by the
-    worker, which must stay far below RabbitMQ's consumer timeout.
+    """Exponential backoff (1, 2, 4 … s) with equal jitter, capped by SCAN_RETRY_BACKOFF_CAP,
+    and never sooner than the provider's Retry-After (which the cap does not shorten: see
+    ProviderAskedTooLong for a Retry-After beyond SCAN_RETRY_AFTER_MAX).
 
     Equal jitter (half fixed, half random) rather than full jitter: a draw near 0 s let the
     retry run to success on another worker process before this one stored RETRY in the task
     history, which then stayed at RETRY for a task that had succeeded.
     """
-    cap = settings.SCAN_RETRY_BACKOFF_CAP
-    ceiling = min(cap, 2**retries)
+    ceiling = min(settings.SCAN_RETRY_BACKOFF_CAP, 2**retries)
     backoff = random.uniform(ceiling / 2, ceiling)
-    return min(cap, max(backoff, retry_after or 0))
+    return max(backoff, retry_after or 0)
+
+
+class ProviderAskedTooLong(CodedError):
+    """The provider's Retry-After is longer than a step waits (SCAN_RETRY_AFTER_MAX).
+
+    A retry waits as an ETA message the worker holds unacknowledged, which must stay far
+    below RabbitMQ's consumer timeout (30 min) and below the sweeper's stall threshold; a
+    scan is better failed with the time to come back than silently held for an hour.
+    """
+
+    code = "provider_rate_limited"
+
+    @classmethod
+    def after(cls, seconds: float) -> ProviderAskedTooLong:
+        until = timezone.localtime() + timedelta(seconds=seconds)
+        return cls(
+            f"The AI provider is rate-limiting Eco² and asked to wait {seconds:.0f} s, longer "
+            f"than a scan waits ({settings.SCAN_RETRY_AFTER_MAX:.0f} s). Please try again after "
+            f"{until:%H:%M} (in about {max(1, round(seconds / 60))} min)."
+        )
 
 
 class ScanStepTask(Task):
@@ -60,6 +80,8 @@ class ScanStepTask(Task):
         try:
             outcome = service(scan_id)
         except TransientProviderError as exc:
+            if (exc.retry_after or 0) > settings.SCAN_RETRY_AFTER_MAX:
+                raise ProviderAskedTooLong.after(exc.retry_after) from exc
             # after max_retries, retry() re-raises exc: the failure handler gives the reason
             raise self.retry(
                 exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)

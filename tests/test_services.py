@@ -470,14 +470,15 @@ def test_a_damaged_stored_photo_fails_the_step_with_its_reason(rulebase, user, c
 
 @pytest.mark.parametrize(
     ("retries", "retry_after", "low", "high"),
-    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 2, 2)],
+    # the cap bounds the backoff, never a Retry-After: 30 s asked with a cap of 2 s is 30 s
+    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 30, 30)],
 )
 def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
     settings, retries, retry_after, low, high
 ):
     from scans.tasks import retry_countdown
 
-    settings.SCAN_RETRY_BACKOFF_CAP = 10 if high != 2 else 2
+    settings.SCAN_RETRY_BACKOFF_CAP = 2 if high in (2, 30) else 10
     for _ in range(50):
         assert low <= retry_countdown(retries, retry_after) <= high
 
