@@ -40,8 +40,9 @@ def json_argsrepr(sender=None, body=None, headers=None, **kwargs) -> None:
 
 @signals.after_task_publish.connect
 def record_queued(sender=None, headers=None, **kwargs) -> None:
-    """A PENDING row as soon as the broker has the message (never for a failed publish)."""
-    if not headers or "id" not in headers:
+    """A PENDING row as soon as the broker has the message (never for a failed publish); none
+    for a task sent with ignore_result (tasks.RecordedWhenBusy: the relays)."""
+    if not headers or "id" not in headers or headers.get("ignore_result"):
         return
     row = TaskResult(
         task_id=headers["id"],

@@ -400,6 +400,47 @@ def test_run_now_from_the_beat_admin_runs_the_job_on_a_worker(celery_worker, ops
     assert json.loads(done.get().result) == {"requeued": 0, "failed": 0, "batches_finished": 0}
 
 
+def _run_on_the_worker(task) -> str:
+    """Send a periodic job as beat does (task.apply_async) and wait until the worker ran it."""
+    from scans.models import TaskAttempt
+
+    task_id = task.apply_async(headers={"periodic_task_name": "test"}).id
+    deadline = time.monotonic() + 20
+    while not TaskAttempt.objects.filter(task_id=task_id, finished_at__isnull=False).exists():
+        assert time.monotonic() < deadline, f"{task.name} did not run"
+        time.sleep(0.1)
+    return task_id
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, user, photo):
+    """The two relays run every 5 and 10 s: their idle runs wrote ~26,000 task results a day
+    and buried the scans' tasks. A run that published something is in the history."""
+    from datetime import timedelta
+
+    from scans.tasks import publish_events, relay_pending_dispatches
+
+    idle = [_run_on_the_worker(relay_pending_dispatches), _run_on_the_worker(publish_events)]
+    assert not TaskResult.objects.filter(task_id__in=idle).exists()
+
+    scan = services.create_scan(owner=user, image=photo())
+    wait_for_scan(scan.id)  # no hint: unclassified, completed with its event published
+    ScanEvent.objects.update(
+        published_at=None, occurred_at=F("occurred_at") - timedelta(seconds=11)
+    )  # as if the prompt publish had failed: the relay owes it
+
+    busy = _run_on_the_worker(publish_events)
+
+    row = TaskResult.objects.get(task_id=busy)
+    assert (row.status, json.loads(row.result), row.task_name) == (
+        "SUCCESS",
+        1,
+        "scans.tasks.publish_events",
+    )
+    assert row.periodic_task_name == "test"
+
+
 @pytest.mark.django_db
 def test_the_daily_digest_counts_scans_failures_and_cost(rulebase, user, photo):
     from scans.reports import daily_digest
