@@ -40,6 +40,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "stalled": ErrorCode(
         _("The scan made no progress for a long time and was stopped."), retry=True
     ),
+    # an operator revoked or terminated one of its steps (admin task history)
+    "cancelled": ErrorCode(_("An operator cancelled the scan."), retry=True),
     # --- the recognition / answer service (scans.providers)
     "provider_refused": ErrorCode(
         _("The recognition service refused to describe this photo."), retry=False

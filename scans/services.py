@@ -869,6 +869,26 @@ def fail_scan(scan_id: str, *, code: str, message: str) -> bool:
     return failed
 
 
+CANCEL_MESSAGES = {
+    "revoked": "The scan was cancelled: an operator revoked its {label} step before it ran.",
+    "terminated": "The scan was cancelled: an operator stopped its {label} step while it ran.",
+    "expired": "The scan was cancelled: its {label} step expired before a worker took it.",
+}
+
+
+def cancel_scan(scan_id, step: str, how: str = "revoked") -> bool:
+    """End an active scan whose pipeline an operator stopped (a revoked or terminated task).
+
+    A revoked step never runs, and neither do the steps after it, so the scan would otherwise
+    stay queued or processing until the sweeper quietly runs it again. It fails like any
+    failure (code ``cancelled``, a ScanFailed event), and *Retry* resumes it. False if the
+    scan had already ended.
+    """
+    label = STEP_LABELS.get(step, step)
+    message = CANCEL_MESSAGES.get(how, CANCEL_MESSAGES["revoked"]).format(label=label)
+    return fail_scan(scan_id, code="cancelled", message=message)
+
+
 def sweep_stalled_scans(now=None) -> tuple[int, int]:
     """Scans with no progress for SCAN_STALLED_AFTER_SECONDS: re-enqueued from their current
     step up to SCAN_MAX_REQUEUES times, then failed with a reason. Returns (requeued, failed).

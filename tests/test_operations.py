@@ -232,6 +232,92 @@ def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
     assert "scans.tasks.answer_gen" in scan_page, "the scan links to its task history"
 
 
+def _assert_cancelled(scan_id, how: str):
+    scan = wait_for_scan(scan_id)
+    assert (scan.status, scan.error_code) == (ScanStatus.FAILED, "cancelled")
+    assert f"an operator {how}" in scan.error_message, scan.error_message
+    (event,) = ScanEvent.objects.filter(scan_id=scan_id)
+    assert (event.type, event.payload["error_code"]) == ("ScanFailed", "cancelled")
+    return scan
+
+
+def _wait_for_running_step(scan_id, step: str) -> str:
+    from scans.models import TaskAttempt
+
+    deadline = time.monotonic() + 30
+    while True:
+        attempt = TaskAttempt.objects.filter(scan_id=scan_id, step=step, outcome="started").first()
+        if attempt is not None:
+            return attempt.task_id
+        assert time.monotonic() < deadline, f"the {step} step of {scan_id} never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_step_revoked_before_it_started_cancels_its_scan(
+    celery_worker, rulebase, user, photo, monkeypatch
+):
+    """Revoked, the step was discarded by the worker and the rest of its chain never ran:
+    the scan stayed queued, with nothing said, until the sweeper ran it again 15 min later."""
+    publish = services.dispatch_pipeline
+    monkeypatch.setattr(services, "dispatch_pipeline", lambda *args, **kwargs: False)
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    # the worker has the revoke (it replied) before the step reaches it
+    assert app.control.revoke(scan.celery_root_id, reply=True, timeout=10, limit=1)
+    monkeypatch.undo()
+
+    assert publish(scan.id)
+
+    _assert_cancelled(scan.id, "revoked")
+    assert wait_for_scan(services.create_scan(owner=user, image=photo(), hint="캔").id).status == (
+        ScanStatus.COMPLETED
+    ), "the worker goes on"
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_step_terminated_while_it_runs_cancels_its_scan(worker_manager, rulebase, user, photo):
+    worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="3")  # prefork: terminate kills the child
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    task_id = _wait_for_running_step(scan.id, "vision")
+
+    app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+
+    scan = _assert_cancelled(scan.id, "stopped")
+    assert "recognition step" in scan.error_message
+    time.sleep(3.5)  # the killed step would have finished by now
+    scan.refresh_from_db()
+    assert (scan.status, scan.classification) == (ScanStatus.FAILED, None)
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_terminate_on_the_threads_pool_says_it_cannot_stop_the_step_and_cancels_the_scan(
+    worker_manager, ops_client, rulebase, user, photo
+):
+    """Celery's threads pool cannot terminate a task: the admin said "Terminated" while the AI
+    step and the rest of its scan ran on."""
+    worker_manager.ensure(pool="threads", concurrency=4, FAKE_VISION_DELAY_SECONDS="3")
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    task_id = _wait_for_running_step(scan.id, "vision")
+    row = TaskResult.objects.get(task_id=task_id)
+
+    page = ops_client.post(
+        "/admin/django_celery_results/taskresult/",
+        {"action": "terminate_selected", "_selected_action": [row.pk]},
+        follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
+    ).content.decode()
+
+    assert "1 running AI step(s) cannot be stopped" in page and "threads pool" in page
+    assert "Terminated" not in page
+    scan = _assert_cancelled(scan.id, "stopped")
+    time.sleep(3.5)  # the step's call has returned; its result is discarded
+    scan.refresh_from_db()
+    assert (scan.status, scan.error_code, scan.classification) == ("failed", "cancelled", None)
+
+
 def test_task_controls_need_the_permission(db):
     from django.contrib.auth.models import Permission
 
