@@ -414,6 +414,13 @@ WORKER_THREADS_SWITCH_INTERVAL = env.float("WORKER_THREADS_SWITCH_INTERVAL", def
 # Seconds a prefork worker's child keeps its database connection between tasks (its own
 # CONN_MAX_AGE; the web keeps CONN_MAX_AGE). 0: a new connection for every task.
 WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
+# A worker that holds work (received, or queued for it) and starts or finishes no task for
+# WORKER_STALL_SECONDS is reported stalled to its health check and to /metrics (eco2/
+# worker_watch.py); longer than the longest hard time limit (90 s). The watch looks every
+# WORKER_WATCH_INTERVAL seconds (0: off) and writes its report into WORKER_STATE_DIR.
+WORKER_STALL_SECONDS = env.float("WORKER_STALL_SECONDS", default=180.0)
+WORKER_WATCH_INTERVAL = env.float("WORKER_WATCH_INTERVAL", default=15.0)
+WORKER_STATE_DIR = Path(env.str("WORKER_STATE_DIR", default=str(VAR_DIR / "state" / "workers")))
 
 # --- E-mail (notifications) ----------------------------------------------------------------
 # EMAIL_URL in django-environ's form: consolemail:// (the default: `make run` prints mails on
