@@ -398,9 +398,9 @@ SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # the provider's Retry-After).
 SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
 # The longest provider Retry-After a step waits for (seconds); beyond it the scan fails at once
-# (provider_rate_limited, with the time to try again). A waiting retry is a message the worker
-# holds unacknowledged: keep this far below RabbitMQ's consumer_timeout (30 min) and below
-# SCAN_STALLED_AFTER_SECONDS.
+# (provider_rate_limited_long, the time to try again in its detail). A waiting retry is a
+# message the worker holds unacknowledged: keep this far below RabbitMQ's consumer_timeout
+# (30 min) and below SCAN_STALLED_AFTER_SECONDS.
 SCAN_RETRY_AFTER_MAX = env.float("SCAN_RETRY_AFTER_MAX", default=300.0)
 # A scan with no progress for this long is picked up by the sweeper (beat, every minute)…
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)

@@ -48,10 +48,12 @@ class ProviderAskedTooLong(CodedError):
     scan is better failed with the time to come back than silently held for an hour.
     """
 
-    code = "provider_rate_limited"
+    code = "provider_rate_limited_long"
 
     @classmethod
     def after(cls, seconds: float) -> ProviderAskedTooLong:
+        """With the time to try again in the technical detail (staff, English); people read
+        the code's message (scans.errors)."""
         until = timezone.localtime() + timedelta(seconds=seconds)
         return cls(
             f"The AI provider is rate-limiting Eco² and asked to wait {seconds:.0f} s, longer "
