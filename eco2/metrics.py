@@ -12,6 +12,10 @@ What is exported
     ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
     ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
     ``eco2_dead_letters{state}``                 pending / redriven / resolved (DB), broker_dlq
+    ``eco2_worker_stalled{worker}``              1 while a worker of this host holds work and
+                                                 makes no progress (eco2/worker_watch.py); with
+                                                 ``eco2_worker_seconds_since_progress`` and
+                                                 ``eco2_worker_held_tasks``
     ``eco2_metrics_collector_up{part}``          1 when that part of the scrape-time collector
                                                  answered, 0 when it failed or timed out (its
                                                  families are then left out and the error logged)
@@ -68,6 +72,8 @@ from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+
+from eco2.worker_watch import WorkerWatchCollector  # and its worker_ready handler
 
 logger = logging.getLogger(__name__)
 
@@ -475,6 +481,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return denied
     registry = multiprocess_registry(settings.PROMETHEUS_MULTIPROC_DIR)
     registry.register(AppCollector(timeout=settings.METRICS_COLLECT_TIMEOUT))
+    registry.register(WorkerWatchCollector())  # the workers of this host (eco2/worker_watch.py)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(registry), content_type=content_type)
 
@@ -493,7 +500,9 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     path = Path(settings.PROMETHEUS_MULTIPROC_DIR)  # loads the settings (and the variable)
     path.mkdir(parents=True, exist_ok=True)
-    start_http_server(args.port, addr=args.addr, registry=multiprocess_registry(path))
+    registry = multiprocess_registry(path)
+    registry.register(WorkerWatchCollector())
+    start_http_server(args.port, addr=args.addr, registry=registry)
     print(f"eco2 metrics exporter: http://{args.addr}:{args.port}/metrics ({path})", flush=True)
     with suppress(KeyboardInterrupt):
         threading.Event().wait()

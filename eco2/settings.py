@@ -397,6 +397,11 @@ SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # Retry backoff of a step: 1, 2, 4 … seconds with jitter, capped here (and never sooner than
 # the provider's Retry-After).
 SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
+# The longest provider Retry-After a step waits for (seconds); beyond it the scan fails at once
+# (provider_rate_limited_long, the time to try again in its detail). A waiting retry is a
+# message the worker holds unacknowledged: keep this far below RabbitMQ's consumer_timeout
+# (30 min) and below SCAN_STALLED_AFTER_SECONDS.
+SCAN_RETRY_AFTER_MAX = env.float("SCAN_RETRY_AFTER_MAX", default=300.0)
 # A scan with no progress for this long is picked up by the sweeper (beat, every minute)…
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)
 # …and re-enqueued from its current step this many times before it is failed as stalled.
@@ -409,6 +414,13 @@ WORKER_THREADS_SWITCH_INTERVAL = env.float("WORKER_THREADS_SWITCH_INTERVAL", def
 # Seconds a prefork worker's child keeps its database connection between tasks (its own
 # CONN_MAX_AGE; the web keeps CONN_MAX_AGE). 0: a new connection for every task.
 WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
+# A worker that holds work (received, or queued for it) and starts or finishes no task for
+# WORKER_STALL_SECONDS is reported stalled to its health check and to /metrics (eco2/
+# worker_watch.py); longer than the longest hard time limit (90 s). The watch looks every
+# WORKER_WATCH_INTERVAL seconds (0: off) and writes its report into WORKER_STATE_DIR.
+WORKER_STALL_SECONDS = env.float("WORKER_STALL_SECONDS", default=180.0)
+WORKER_WATCH_INTERVAL = env.float("WORKER_WATCH_INTERVAL", default=15.0)
+WORKER_STATE_DIR = Path(env.str("WORKER_STATE_DIR", default=str(VAR_DIR / "state" / "workers")))
 
 # --- E-mail (notifications) ----------------------------------------------------------------
 # EMAIL_URL in django-environ's form: consolemail:// (the default: `make run` prints mails on

@@ -635,23 +635,52 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
         description=gettext_lazy("Revoke (discard if not started)"), permissions=["retry"]
     )
     def revoke_selected(self, request, queryset):
-        marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
+        done = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
         self.message_user(
             request,
-            _("Revoked %(count)d task(s); %(marked)d waiting one(s) marked REVOKED.")
-            % {"count": queryset.count(), "marked": marked},
+            _(
+                "Revoked %(count)d task(s); %(waiting)d waiting one(s) marked REVOKED: a worker "
+                "discards them when it receives them, and the scan of a scan step is cancelled."
+            )
+            % {"count": queryset.count(), "waiting": done.waiting},
         )
+        if done.running:
+            self.message_user(
+                request,
+                _(
+                    "%(count)d had already started and go on: revoking does not stop a running "
+                    "task (Terminate does, except for the AI steps)."
+                )
+                % {"count": len(done.running)},
+                messages.WARNING,
+            )
 
     @admin.action(
-        description=gettext_lazy("Terminate (revoke and stop if running)"), permissions=["retry"]
+        description=gettext_lazy("Terminate (revoke, and stop if running: not the AI steps)"),
+        permissions=["retry"],
     )
     def terminate_selected(self, request, queryset):
-        marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
+        done = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
         self.message_user(
             request,
-            _("Terminated %(count)d task(s); %(marked)d waiting one(s) marked REVOKED.")
-            % {"count": queryset.count(), "marked": marked},
+            _(
+                "Revoked %(count)d task(s); %(waiting)d waiting one(s) marked REVOKED; SIGTERM "
+                "sent to %(signalled)d running one(s) (prefork workers); the scan of a scan step "
+                "is cancelled."
+            )
+            % {"count": queryset.count(), "waiting": done.waiting, "signalled": done.signalled},
         )
+        if done.cancelled_in_place:
+            self.message_user(
+                request,
+                _(
+                    "%(count)d running AI step(s) cannot be stopped: the AI worker runs a threads "
+                    "pool, where a task cannot be terminated. Their scans were cancelled instead; "
+                    "the provider call in flight finishes and its result is discarded."
+                )
+                % {"count": done.cancelled_in_place},
+                messages.WARNING,
+            )
 
 
 def _decoded(text, empty):

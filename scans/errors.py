@@ -40,6 +40,8 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "stalled": ErrorCode(
         _("The scan made no progress for a long time and was stopped."), retry=True
     ),
+    # an operator revoked or terminated one of its steps (admin task history)
+    "cancelled": ErrorCode(_("An operator cancelled the scan."), retry=True),
     # --- the recognition / answer service (scans.providers)
     "provider_refused": ErrorCode(
         _("The recognition service refused to describe this photo."), retry=False
@@ -54,6 +56,14 @@ ERROR_CODES: dict[str, ErrorCode] = {
         _("The recognition service's quota is used up."), retry=True
     ),
     "provider_rate_limited": ErrorCode(_("The recognition service is busy."), retry=True),
+    # its Retry-After was longer than SCAN_RETRY_AFTER_MAX: the detail has the time to come back
+    "provider_rate_limited_long": ErrorCode(
+        _(
+            "The recognition service asked Eco² to pause for longer than a scan can wait. "
+            "Please try again later."
+        ),
+        retry=True,
+    ),
     "provider_timeout": ErrorCode(_("The recognition service did not answer in time."), retry=True),
     "provider_unavailable": ErrorCode(_("The recognition service is unavailable."), retry=True),
     "provider_unreachable": ErrorCode(

@@ -264,7 +264,10 @@ def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBa
 def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
     """chord(group(per-scan chains), aggregate_results): the callback runs once all members
     have ended. A member that fails makes the chord fail, and the body's errback
-    (aggregate_results_after_error) writes the same summary, so a failure never hangs it."""
+    (aggregate_results_after_error) writes the same summary. Neither is what guarantees the
+    summary: the errback runs before the last member's failure is written (Celery reports a
+    chord part when the task returns, its failure handler runs after), so the member that ends
+    last writes it (finish_batch_of), and the sweeper finishes any batch left behind."""
     from .tasks import aggregate_results, aggregate_results_after_error
 
     batch = ScanBatch.objects.filter(pk=batch_id, dispatched_at=None).first()
@@ -287,22 +290,39 @@ def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
 
 
 def summarize_batch(batch_id) -> dict | None:
-    """Write the batch summary (per category, failures, total cost) once every member ended.
+    """Write the batch summary (per category, failures, total cost) once every member ended;
+    None while a member is still active.
 
-    Idempotent: the chord callback and its errback may both arrive, or arrive twice.
+    Idempotent, and safe when called at once from several places (the chord callback, its
+    errback, each member that ends, the sweeper): the batch row is locked while its members
+    are read, so the last caller reads every member's committed state, and a summary already
+    written is left as it is.
     """
-    batch = ScanBatch.objects.filter(pk=batch_id).first()
-    if batch is None:
-        return None
-    scans = list(batch.scans.select_related("category"))
-    if any(scan.status not in TERMINAL_STATUSES for scan in scans):
-        return None  # a member was re-enqueued after the chord ended: the sweeper brings it home
+    with transaction.atomic():
+        batch = ScanBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            return None
+        scans = list(batch.scans.select_related("category"))
+        if any(scan.status not in TERMINAL_STATUSES for scan in scans):
+            return None  # the member that ends last (or the sweeper) writes it
+        summary = _batch_summary(scans)
+        if batch.status == BatchStatus.COMPLETED and batch.summary == summary:
+            return summary
+        ScanBatch.objects.filter(pk=batch.pk).update(
+            status=BatchStatus.COMPLETED,
+            summary=summary,
+            completed_at=batch.completed_at or timezone.now(),
+        )
+    return summary
+
+
+def _batch_summary(scans: list[Scan]) -> dict:
     by_category: dict[str, int] = {}
     for scan in scans:
         if scan.status == ScanStatus.COMPLETED:
             key = scan.category.code if scan.category else "unclassified"
             by_category[key] = by_category.get(key, 0) + 1
-    summary = {
+    return {
         "count": len(scans),
         "completed": sum(scan.status == ScanStatus.COMPLETED for scan in scans),
         "failed": sum(scan.status == ScanStatus.FAILED for scan in scans),
@@ -314,12 +334,25 @@ def summarize_batch(batch_id) -> dict | None:
         ],
         "total_cost_usd": str(sum((scan.cost_usd for scan in scans), Decimal(0))),
     }
-    ScanBatch.objects.filter(pk=batch.pk).update(
-        status=BatchStatus.COMPLETED,
-        summary=summary,
-        completed_at=batch.completed_at or timezone.now(),
+
+
+def finish_batch_of(scan: Scan) -> None:
+    """After a batch member's final state is committed: write the batch's summary if every
+    member has ended. Run after the commit, never inside it: two members ending at once in
+    two transactions would each see the other still active, and neither would write."""
+    if scan.batch_id is not None:
+        summarize_batch(scan.batch_id)
+
+
+def finish_ended_batches() -> int:
+    """Summarize batches whose members have all ended but that were left unfinished (a
+    worker died between a member's end and the summary); return how many (the sweeper)."""
+    ended = ScanBatch.objects.filter(status=BatchStatus.PROCESSING).exclude(
+        scans__status__in=ACTIVE_STATUSES
     )
-    return summary
+    return sum(
+        summarize_batch(batch_id) is not None for batch_id in ended.values_list("id", flat=True)
+    )
 
 
 def _requeue(scan_id, *, extra_filter: dict, **changes) -> bool:
@@ -412,6 +445,9 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
             # only a scan that ran again can have dead letters: no query for all the others
             if scan.retry_count or scan.requeue_count:
                 resolve_dead_letters(scan.pk)
+        # robust: an error there is logged; the scan's end stands and the sweeper finishes
+        # the batch
+        transaction.on_commit(partial(finish_batch_of, scan), robust=True)
     return True
 
 
@@ -831,6 +867,26 @@ def fail_scan(scan_id: str, *, code: str, message: str) -> bool:
     if failed:
         logger.warning("scan %s failed at %s: %s (%s)", scan_id, scan.step, code, message)
     return failed
+
+
+CANCEL_MESSAGES = {
+    "revoked": "The scan was cancelled: an operator revoked its {label} step before it ran.",
+    "terminated": "The scan was cancelled: an operator stopped its {label} step while it ran.",
+    "expired": "The scan was cancelled: its {label} step expired before a worker took it.",
+}
+
+
+def cancel_scan(scan_id, step: str, how: str = "revoked") -> bool:
+    """End an active scan whose pipeline an operator stopped (a revoked or terminated task).
+
+    A revoked step never runs, and neither do the steps after it, so the scan would otherwise
+    stay queued or processing until the sweeper quietly runs it again. It fails like any
+    failure (code ``cancelled``, a ScanFailed event), and *Retry* resumes it. False if the
+    scan had already ended.
+    """
+    label = STEP_LABELS.get(step, step)
+    message = CANCEL_MESSAGES.get(how, CANCEL_MESSAGES["revoked"]).format(label=label)
+    return fail_scan(scan_id, code="cancelled", message=message)
 
 
 def sweep_stalled_scans(now=None) -> tuple[int, int]:

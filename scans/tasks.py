@@ -11,11 +11,12 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 
-from celery import Task, shared_task
+from celery import Task, shared_task, states
 from django.conf import settings
 from django.utils import timezone
 
 from . import reports, services
+from .errors import CodedError
 from .models import ScanStep
 from .outbox import RELAY_GRACE, publish_pending_events
 from .providers.base import TransientProviderError
@@ -26,18 +27,39 @@ MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff (1, 2, 4 … s) with equal jitter, never sooner than the provider's
-    Retry-After, capped by SCAN_RETRY_BACKOFF_CAP: a retry waits as an ETA message held by the
-    worker, which must stay far below RabbitMQ's consumer timeout.
+    """Exponential backoff (1, 2, 4 … s) with equal jitter, capped by SCAN_RETRY_BACKOFF_CAP,
+    and never sooner than the provider's Retry-After (which the cap does not shorten: see
+    ProviderAskedTooLong for a Retry-After beyond SCAN_RETRY_AFTER_MAX).
 
     Equal jitter (half fixed, half random) rather than full jitter: a draw near 0 s let the
     retry run to success on another worker process before this one stored RETRY in the task
     history, which then stayed at RETRY for a task that had succeeded.
     """
-    cap = settings.SCAN_RETRY_BACKOFF_CAP
-    ceiling = min(cap, 2**retries)
+    ceiling = min(settings.SCAN_RETRY_BACKOFF_CAP, 2**retries)
     backoff = random.uniform(ceiling / 2, ceiling)
-    return min(cap, max(backoff, retry_after or 0))
+    return max(backoff, retry_after or 0)
+
+
+class ProviderAskedTooLong(CodedError):
+    """The provider's Retry-After is longer than a step waits (SCAN_RETRY_AFTER_MAX).
+
+    A retry waits as an ETA message the worker holds unacknowledged, which must stay far
+    below RabbitMQ's consumer timeout (30 min) and below the sweeper's stall threshold; a
+    scan is better failed with the time to come back than silently held for an hour.
+    """
+
+    code = "provider_rate_limited_long"
+
+    @classmethod
+    def after(cls, seconds: float) -> ProviderAskedTooLong:
+        """With the time to try again in the technical detail (staff, English); people read
+        the code's message (scans.errors)."""
+        until = timezone.localtime() + timedelta(seconds=seconds)
+        return cls(
+            f"The AI provider is rate-limiting Eco² and asked to wait {seconds:.0f} s, longer "
+            f"than a scan waits ({settings.SCAN_RETRY_AFTER_MAX:.0f} s). Please try again after "
+            f"{until:%H:%M} (in about {max(1, round(seconds / 60))} min)."
+        )
 
 
 class ScanStepTask(Task):
@@ -60,6 +82,8 @@ class ScanStepTask(Task):
         try:
             outcome = service(scan_id)
         except TransientProviderError as exc:
+            if (exc.retry_after or 0) > settings.SCAN_RETRY_AFTER_MAX:
+                raise ProviderAskedTooLong.after(exc.retry_after) from exc
             # after max_retries, retry() re-raises exc: the failure handler gives the reason
             raise self.retry(
                 exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
@@ -133,15 +157,31 @@ STEP_TASKS = {
 @shared_task(name="scans.tasks.sweep_stalled_scans")
 def sweep_stalled_scans() -> dict:
     requeued, failed = services.sweep_stalled_scans()
-    return {"requeued": requeued, "failed": failed}
+    batches = services.finish_ended_batches()
+    return {"requeued": requeued, "failed": failed, "batches_finished": batches}
 
 
-@shared_task(name="scans.tasks.relay_pending_dispatches")
+class RecordedWhenBusy(Task):
+    """A frequent periodic job (the relays, every 5 and 10 s) in the task history only when it
+    did something: a run that found nothing to publish stores no result and no PENDING row
+    (scans.task_history skips tasks sent with ignore_result). Idle runs wrote ~26,000 rows a
+    day and buried the scans' tasks. A failure is always stored."""
+
+    ignore_result = True
+    store_errors_even_if_ignored = True
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
+        if status == states.SUCCESS and retval and task_id:
+            # store_result: mark_as_done skips a request sent with ignore_result
+            self.backend.store_result(task_id, retval, states.SUCCESS, request=self.request)
+
+
+@shared_task(base=RecordedWhenBusy, name="scans.tasks.relay_pending_dispatches")
 def relay_pending_dispatches() -> int:
     return services.relay_pending_dispatches()
 
 
-@shared_task(name="scans.tasks.publish_events")
+@shared_task(base=RecordedWhenBusy, name="scans.tasks.publish_events")
 def publish_events() -> int:
     """The outbox relay for ScanCompleted / ScanFailed events (beat)."""
     return publish_pending_events(min_age=RELAY_GRACE)

@@ -105,7 +105,10 @@ def test_custom_actions_and_their_messages_are_translated(admin_client_, user, p
             (DeadLetterAdmin.redrive_selected, "선택한 데드 레터 재처리 (해당 스캔을 이어서 실행)"),
             (TaskHistoryAdmin.rerun_selected, "작업 다시 실행 (같은 이름과 인자, 새 ID)"),
             (TaskHistoryAdmin.revoke_selected, "취소 (시작 전이면 버리기)"),
-            (TaskHistoryAdmin.terminate_selected, "강제 종료 (취소하고 실행 중이면 중지)"),
+            (
+                TaskHistoryAdmin.terminate_selected,
+                "강제 종료 (취소하고 실행 중이면 중지: AI 단계 제외)",
+            ),
             (NotificationAdmin.send_again, "선택한 실패 알림 다시 보내기"),
         ):
             assert str(action.short_description) == label

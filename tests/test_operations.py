@@ -232,6 +232,92 @@ def test_re_run_sends_the_same_task_with_a_new_id_linked_to_the_original(
     assert "scans.tasks.answer_gen" in scan_page, "the scan links to its task history"
 
 
+def _assert_cancelled(scan_id, how: str):
+    scan = wait_for_scan(scan_id)
+    assert (scan.status, scan.error_code) == (ScanStatus.FAILED, "cancelled")
+    assert f"an operator {how}" in scan.error_message, scan.error_message
+    (event,) = ScanEvent.objects.filter(scan_id=scan_id)
+    assert (event.type, event.payload["error_code"]) == ("ScanFailed", "cancelled")
+    return scan
+
+
+def _wait_for_running_step(scan_id, step: str) -> str:
+    from scans.models import TaskAttempt
+
+    deadline = time.monotonic() + 30
+    while True:
+        attempt = TaskAttempt.objects.filter(scan_id=scan_id, step=step, outcome="started").first()
+        if attempt is not None:
+            return attempt.task_id
+        assert time.monotonic() < deadline, f"the {step} step of {scan_id} never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_step_revoked_before_it_started_cancels_its_scan(
+    celery_worker, rulebase, user, photo, monkeypatch
+):
+    """Revoked, the step was discarded by the worker and the rest of its chain never ran:
+    the scan stayed queued, with nothing said, until the sweeper ran it again 15 min later."""
+    publish = services.dispatch_pipeline
+    monkeypatch.setattr(services, "dispatch_pipeline", lambda *args, **kwargs: False)
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    # the worker has the revoke (it replied) before the step reaches it
+    assert app.control.revoke(scan.celery_root_id, reply=True, timeout=10, limit=1)
+    monkeypatch.undo()
+
+    assert publish(scan.id)
+
+    _assert_cancelled(scan.id, "revoked")
+    assert wait_for_scan(services.create_scan(owner=user, image=photo(), hint="캔").id).status == (
+        ScanStatus.COMPLETED
+    ), "the worker goes on"
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_step_terminated_while_it_runs_cancels_its_scan(worker_manager, rulebase, user, photo):
+    worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="3")  # prefork: terminate kills the child
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    task_id = _wait_for_running_step(scan.id, "vision")
+
+    app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+
+    scan = _assert_cancelled(scan.id, "stopped")
+    assert "recognition step" in scan.error_message
+    time.sleep(3.5)  # the killed step would have finished by now
+    scan.refresh_from_db()
+    assert (scan.status, scan.classification) == (ScanStatus.FAILED, None)
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_terminate_on_the_threads_pool_says_it_cannot_stop_the_step_and_cancels_the_scan(
+    worker_manager, ops_client, rulebase, user, photo
+):
+    """Celery's threads pool cannot terminate a task: the admin said "Terminated" while the AI
+    step and the rest of its scan ran on."""
+    worker_manager.ensure(pool="threads", concurrency=4, FAKE_VISION_DELAY_SECONDS="3")
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    task_id = _wait_for_running_step(scan.id, "vision")
+    row = TaskResult.objects.get(task_id=task_id)
+
+    page = ops_client.post(
+        "/admin/django_celery_results/taskresult/",
+        {"action": "terminate_selected", "_selected_action": [row.pk]},
+        follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
+    ).content.decode()
+
+    assert "1 running AI step(s) cannot be stopped" in page and "threads pool" in page
+    assert "Terminated" not in page
+    scan = _assert_cancelled(scan.id, "stopped")
+    time.sleep(3.5)  # the step's call has returned; its result is discarded
+    scan.refresh_from_db()
+    assert (scan.status, scan.error_code, scan.classification) == ("failed", "cancelled", None)
+
+
 def test_task_controls_need_the_permission(db):
     from django.contrib.auth.models import Permission
 
@@ -299,6 +385,46 @@ def test_a_batch_completes_with_per_item_outcomes_even_when_one_fails(
     assert batch.chord_id
 
 
+def _wait_for_batch(batch_id, timeout: float = 15.0) -> ScanBatch:
+    deadline = time.monotonic() + timeout
+    batch = ScanBatch.objects.get(pk=batch_id)
+    while batch.status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        batch.refresh_from_db()
+    return batch
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_members_fail_at_the_same_moment_ends_with_a_summary(
+    celery_worker, rulebase, user
+):
+    """Two photos fail in the same instant on the worker's two processes. The chord's error
+    callback runs once, as soon as the last member *returned*, which is before that member's
+    failure handler has failed its scan: it found a member still active and wrote nothing,
+    and nothing else ever finished the batch. The member that ends last finishes it now."""
+    client = APIClient()
+    client.force_authenticate(user)
+    images = [
+        SimpleUploadedFile(
+            f"{n}.jpg", make_photo_bytes(size=CRASH_IMAGE_SIZE), content_type="image/jpeg"
+        )
+        for n in range(2)
+    ]
+    response = client.post("/api/v1/scans/batch", {"images": images}, format="multipart")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    for task_id in body["task_ids"]:
+        assert wait_for_scan(task_id).status == ScanStatus.FAILED
+
+    batch = _wait_for_batch(body["batch_id"])
+
+    assert batch.status == "completed", "a failure never hangs a batch"
+    detail = client.get(f"/api/v1/batches/{batch.id}").json()
+    assert (detail["summary"]["count"], detail["summary"]["failed"]) == (2, 2)
+    assert {f["code"] for f in detail["summary"]["failures"]} == {"internal_error"}
+
+
 @pytest.mark.django_db
 def test_batch_input_errors_and_privacy(api_client, photo, other_user):
     assert api_client.post("/api/v1/scans/batch", {}, format="multipart").status_code == 400
@@ -357,7 +483,48 @@ def test_run_now_from_the_beat_admin_runs_the_job_on_a_worker(celery_worker, ops
         if done.exists():
             break
         time.sleep(0.1)
-    assert json.loads(done.get().result) == {"requeued": 0, "failed": 0}
+    assert json.loads(done.get().result) == {"requeued": 0, "failed": 0, "batches_finished": 0}
+
+
+def _run_on_the_worker(task) -> str:
+    """Send a periodic job as beat does (task.apply_async) and wait until the worker ran it."""
+    from scans.models import TaskAttempt
+
+    task_id = task.apply_async(headers={"periodic_task_name": "test"}).id
+    deadline = time.monotonic() + 20
+    while not TaskAttempt.objects.filter(task_id=task_id, finished_at__isnull=False).exists():
+        assert time.monotonic() < deadline, f"{task.name} did not run"
+        time.sleep(0.1)
+    return task_id
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, user, photo):
+    """The two relays run every 5 and 10 s: their idle runs wrote ~26,000 task results a day
+    and buried the scans' tasks. A run that published something is in the history."""
+    from datetime import timedelta
+
+    from scans.tasks import publish_events, relay_pending_dispatches
+
+    idle = [_run_on_the_worker(relay_pending_dispatches), _run_on_the_worker(publish_events)]
+    assert not TaskResult.objects.filter(task_id__in=idle).exists()
+
+    scan = services.create_scan(owner=user, image=photo())
+    wait_for_scan(scan.id)  # no hint: unclassified, completed with its event published
+    ScanEvent.objects.update(
+        published_at=None, occurred_at=F("occurred_at") - timedelta(seconds=11)
+    )  # as if the prompt publish had failed: the relay owes it
+
+    busy = _run_on_the_worker(publish_events)
+
+    row = TaskResult.objects.get(task_id=busy)
+    assert (row.status, json.loads(row.result), row.task_name) == (
+        "SUCCESS",
+        1,
+        "scans.tasks.publish_events",
+    )
+    assert row.periodic_task_name == "test"
 
 
 @pytest.mark.django_db

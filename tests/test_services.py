@@ -151,6 +151,41 @@ def test_the_sweeper_requeues_stalled_scans_then_fails_them(user, photo, setting
     assert fresh.status == ScanStatus.QUEUED and fresh.requeue_count == 0
 
 
+def test_the_sweeper_finishes_a_batch_whose_members_all_ended(user, photo):
+    from scans.models import ScanBatch
+    from scans.tasks import sweep_stalled_scans
+
+    # the test's transaction never commits, so no member's end writes the summary: as if the
+    # worker had died between the last member's end and the summary
+    batch = services.create_batch(owner=user, images=[photo(), photo()])
+    first, second = batch.scans.all()
+    services.fail_scan(first.id, code="x", message="why")
+    assert sweep_stalled_scans()["batches_finished"] == 0, "a member is still queued"
+
+    services.fail_scan(second.id, code="y", message="why not")
+    assert sweep_stalled_scans()["batches_finished"] == 1
+    batch = ScanBatch.objects.get(pk=batch.pk)
+    assert (batch.status, batch.summary["count"], batch.summary["failed"]) == ("completed", 2, 2)
+    assert batch.completed_at is not None
+    assert sweep_stalled_scans()["batches_finished"] == 0, "finished once"
+
+
+def test_the_member_that_ends_last_writes_its_batch_summary(
+    user, photo, django_capture_on_commit_callbacks
+):
+    from scans.models import ScanBatch
+
+    batch = services.create_batch(owner=user, images=[photo(), photo()])
+    first, second = batch.scans.all()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.fail_scan(first.id, code="x", message="why")
+    assert ScanBatch.objects.get(pk=batch.pk).summary is None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.fail_scan(second.id, code="y", message="why not")
+    batch = ScanBatch.objects.get(pk=batch.pk)
+    assert (batch.status, batch.summary["failed"]) == ("completed", 2)
+
+
 def test_a_failed_scan_resumes_from_the_failed_step(rulebase, scan, counting_provider):
     services.run_vision_step(scan.id)
     services.fail_scan(scan.id, code="provider_unavailable", message="busy")
@@ -435,14 +470,15 @@ def test_a_damaged_stored_photo_fails_the_step_with_its_reason(rulebase, user, c
 
 @pytest.mark.parametrize(
     ("retries", "retry_after", "low", "high"),
-    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 2, 2)],
+    # the cap bounds the backoff, never a Retry-After: 30 s asked with a cap of 2 s is 30 s
+    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 30, 30)],
 )
 def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
     settings, retries, retry_after, low, high
 ):
     from scans.tasks import retry_countdown
 
-    settings.SCAN_RETRY_BACKOFF_CAP = 10 if high != 2 else 2
+    settings.SCAN_RETRY_BACKOFF_CAP = 2 if high in (2, 30) else 10
     for _ in range(50):
         assert low <= retry_countdown(retries, retry_after) <= high
 
