@@ -44,8 +44,30 @@ _open_attempts: dict[str, tuple[int, datetime]] = {}
 _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
 
 
-def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) -> None:
-    """Finish the latest open attempt of ``task_id`` with ``outcome``."""
+# Attempts of jobs that are recorded only when they did something (tasks.RecordedWhenBusy: the
+# relays, every 5 and 10 s): built at prerun, inserted at their end only if the run published
+# something or failed. An idle run costs no write (two rows a run were ~26,000 a day).
+_deferred_attempts: dict[str, TaskAttempt] = {}
+
+
+def close_attempt(
+    task_id: str, outcome: str, exc: BaseException | None = None, *, busy: bool = True
+) -> None:
+    """Finish the latest open attempt of ``task_id`` with ``outcome``; ``busy``: the run did
+    something (an idle run of a RecordedWhenBusy job leaves no attempt)."""
+    deferred = _deferred_attempts.pop(task_id, None)
+    if deferred is not None:
+        if busy or exc is not None or outcome != AttemptOutcome.SUCCEEDED:
+            deferred.outcome = outcome
+            deferred.finished_at = timezone.now()
+            deferred.duration_ms = int(
+                (deferred.finished_at - deferred.started_at).total_seconds() * 1000
+            )
+            if exc is not None:
+                deferred.exception_class = type(exc).__name__
+                deferred.exception_message = coded_text(exc)[:2000]
+            deferred.save(force_insert=True)
+        return
     handle = _open_attempts.pop(task_id, None)
     if handle is None:
         attempt = (
@@ -86,6 +108,10 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
         worker=request.hostname or "",
         queue=delivery.get("routing_key") or "",
     )
+    if getattr(task, "recorded_when_busy", False):
+        attempt.started_at = timezone.now()
+        _deferred_attempts[task_id] = attempt
+        return
     # Every step pays this insert: no existence query first. A scan deleted meanwhile makes
     # the foreign key refuse the row (checked at commit: workers run in autocommit, so at this
     # statement), and the attempt is kept without its scan.
@@ -106,7 +132,7 @@ def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None
     if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
     outcome = retval.get("outcome") if isinstance(retval, dict) else None
-    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED)
+    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED, busy=bool(retval))
 
 
 @signals.task_retry.connect

@@ -169,6 +169,7 @@ class RecordedWhenBusy(Task):
 
     ignore_result = True
     store_errors_even_if_ignored = True
+    recorded_when_busy = True  # the attempt ledger (scans.ledger) keeps busy and failed runs only
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
         if status == states.SUCCESS and retval and task_id:

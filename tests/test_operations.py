@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from eco2.celery import app
 from scans import services
-from scans.models import ScanBatch, ScanEvent, ScanStatus, TaskRerun
+from scans.models import ScanBatch, ScanEvent, ScanStatus, TaskAttempt, TaskRerun
 from scans.outbox import EVENTS_EXCHANGE, publish_pending_events
 from scans.schedules import SCHEDULES, ensure_schedules
 from scans.task_history import decode_arguments
@@ -486,13 +486,12 @@ def test_run_now_from_the_beat_admin_runs_the_job_on_a_worker(celery_worker, ops
     assert json.loads(done.get().result) == {"requeued": 0, "failed": 0, "batches_finished": 0}
 
 
-def _run_on_the_worker(task) -> str:
-    """Send a periodic job as beat does (task.apply_async) and wait until the worker ran it."""
-    from scans.models import TaskAttempt
-
+def _run_on_the_worker(worker, task) -> str:
+    """Send a periodic job as beat does (task.apply_async) and wait until the worker ran it
+    (its log says so: an idle relay run leaves no row anywhere to wait for)."""
     task_id = task.apply_async(headers={"periodic_task_name": "test"}).id
     deadline = time.monotonic() + 20
-    while not TaskAttempt.objects.filter(task_id=task_id, finished_at__isnull=False).exists():
+    while f"[{task_id}] succeeded" not in worker.log():
         assert time.monotonic() < deadline, f"{task.name} did not run"
         time.sleep(0.1)
     return task_id
@@ -507,8 +506,12 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
 
     from scans.tasks import publish_events, relay_pending_dispatches
 
-    idle = [_run_on_the_worker(relay_pending_dispatches), _run_on_the_worker(publish_events)]
+    idle = [
+        _run_on_the_worker(celery_worker, relay_pending_dispatches),
+        _run_on_the_worker(celery_worker, publish_events),
+    ]
     assert not TaskResult.objects.filter(task_id__in=idle).exists()
+    assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
 
     scan = services.create_scan(owner=user, image=photo())
     wait_for_scan(scan.id)  # no hint: unclassified, completed with its event published
@@ -516,7 +519,7 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
         published_at=None, occurred_at=F("occurred_at") - timedelta(seconds=11)
     )  # as if the prompt publish had failed: the relay owes it
 
-    busy = _run_on_the_worker(publish_events)
+    busy = _run_on_the_worker(celery_worker, publish_events)
 
     row = TaskResult.objects.get(task_id=busy)
     assert (row.status, json.loads(row.result), row.task_name) == (
@@ -525,6 +528,9 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
         "scans.tasks.publish_events",
     )
     assert row.periodic_task_name == "test"
+    attempt = TaskAttempt.objects.get(task_id=busy)
+    assert (attempt.outcome, attempt.task_name) == ("succeeded", "scans.tasks.publish_events")
+    assert attempt.finished_at >= attempt.started_at
 
 
 @pytest.mark.django_db
