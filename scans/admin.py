@@ -144,6 +144,7 @@ class ScanAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "classification_pretty",
+        "choices_pretty",
         "rules_pretty",
         "answer_pretty",
         "task_results",
@@ -174,6 +175,7 @@ class ScanAdmin(admin.ModelAdmin):
                     "category",
                     "provider",
                     "classification_pretty",
+                    "choices_pretty",
                     "rules_pretty",
                     "answer_pretty",
                 )
@@ -255,6 +257,10 @@ class ScanAdmin(admin.ModelAdmin):
     @admin.display(description="classification")
     def classification_pretty(self, scan):
         return pretty_json(scan.classification)
+
+    @admin.display(description="choices offered")
+    def choices_pretty(self, scan):
+        return pretty_json(scan.choices)
 
     @admin.display(description="matched rules")
     def rules_pretty(self, scan):

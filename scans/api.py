@@ -15,7 +15,7 @@ from django.utils.translation import gettext as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import (
@@ -39,7 +39,9 @@ from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
     BatchCreateSerializer,
     ScanAcceptedSerializer,
+    ScanChooseSerializer,
     ScanCreateSerializer,
+    ScanHintSerializer,
     ScanSerializer,
     TaxonomySerializer,
     batch_detail,
@@ -294,6 +296,85 @@ class ScanDetailView(APIView):
     def get(self, request, task_id: str):
         scan = get_visible_scan(request, task_id)
         return Response(ScanSerializer(scan, context={"request": request}).data)
+
+
+class ScanAnswerMixin:
+    """Answering a scan that asked which one it is: the owner's (or staff's) scan, else 404;
+    an answer that cannot resume it is a 400 naming the field; a scan not waiting is a 409."""
+
+    request_serializer: type[serializers.Serializer]
+
+    def resume(self, scan: Scan, data: dict, actor: str) -> Scan:
+        raise NotImplementedError
+
+    def post(self, request, task_id: str):
+        scan = get_visible_scan(request, task_id)
+        form = self.request_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            scan = self.resume(scan, form.validated_data, f"api:{request.user.get_username()}")
+        except services.InvalidAnswer as exc:
+            raise ValidationError({exc.field: [exc.message]}, code=exc.code) from None
+        except services.ScanNotWaiting as exc:
+            return Response({"detail": exc.message, "code": exc.code}, status=409)
+        links = scan_links(scan, request)
+        body = {"task_id": str(scan.id), "status": scan.status, **links}
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers={"Location": links["status_url"]}
+        )
+
+
+ANSWER_ERRORS = {
+    400: OpenApiResponse(
+        description="Not a category code, an item of another category, or "
+        "the same hint again (a message per field)"
+    ),
+    404: OpenApiResponse(description="No scan with this task id (or not yours)"),
+    409: OpenApiResponse(
+        description="The scan is not waiting for a choice (status is not "
+        "needs_input), e.g. the second of two taps"
+    ),
+}
+
+
+class ScanChooseView(ScanAnswerMixin, APIView):
+    request_serializer = ScanChooseSerializer
+
+    @extend_schema(
+        request=ScanChooseSerializer,
+        responses={202: ScanAcceptedSerializer, **ANSWER_ERRORS},
+        summary="Answer “which one is it?”: resume the scan at the rule step with this category",
+        description="Only while the scan's status is `needs_input`. The photo is not recognised "
+        "again (no new provider call); the classification becomes the owner's choice "
+        '(`chosen_by: "user"`, confidence 1.0), then the rules and the guidance follow as usual '
+        "and the scan completes. Follow it at `status_url` or `events_url`.",
+    )
+    def post(self, request, task_id: str):
+        return super().post(request, task_id)
+
+    def resume(self, scan: Scan, data: dict, actor: str) -> Scan:
+        return services.choose_category(
+            scan, category_code=data["category_code"], item=data.get("item", ""), actor=actor
+        )
+
+
+class ScanHintView(ScanAnswerMixin, APIView):
+    request_serializer = ScanHintSerializer
+
+    @extend_schema(
+        request=ScanHintSerializer,
+        responses={202: ScanAcceptedSerializer, **ANSWER_ERRORS},
+        summary="Answer “which one is it?” with a hint: recognise the photo again",
+        description="Only while the scan's status is `needs_input`. The hint replaces the scan's "
+        "hint and the scan runs again from the vision step. With the OpenAI provider that is a "
+        "new, paid call (the recognition is cached per photo and hint); the offline provider "
+        "costs nothing. The scan may ask again.",
+    )
+    def post(self, request, task_id: str):
+        return super().post(request, task_id)
+
+    def resume(self, scan: Scan, data: dict, actor: str) -> Scan:
+        return services.rerun_with_hint(scan, hint=data["hint"], actor=actor)
 
 
 class CategoriesView(APIView):

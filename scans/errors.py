@@ -117,6 +117,19 @@ ERROR_CODES: dict[str, ErrorCode] = {
         _("Eco² has more scans waiting than it can take right now. Try again in %(seconds)d s."),
         retry=True,
     ),
+    # --- answers to a scan that asked which one it is (status needs_input)
+    "scan_not_waiting": ErrorCode(
+        _("This scan is not waiting for a choice (it is %(status)s)."), retry=False
+    ),
+    "invalid_choice": ErrorCode(
+        _("“%(value)s” is not a category code: the codes are listed at /api/v1/categories."),
+        retry=False,
+    ),
+    "invalid_choice_item": ErrorCode(_("“%(item)s” is not an item of %(category)s."), retry=False),
+    "same_hint": ErrorCode(
+        _("The hint is the one the scan already had: describe the item another way."),
+        retry=False,
+    ),
 }
 # A code nobody has described yet still gets a sentence, never the exception's text.
 UNKNOWN_ERROR = ErrorCode(_("The scan failed."), retry=True)

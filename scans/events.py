@@ -2,8 +2,9 @@
 
 Polls the Redis mirror when there is one (cheap), else the Scan row, about every half second,
 and sends a ``progress`` event only when status, step, progress or the current step's retries
-changed. The final event (``completed`` or ``failed``) carries the whole scan, then the stream
-ends. Browsers reconnect by themselves (``retry``) and send the last event id they saw
+changed. The final event (``completed``, ``failed``, or ``needs_input`` when the scan asks which
+one it is) carries the whole scan, then the stream ends; a scan resumed by its owner's answer is
+followed by a new stream. Browsers reconnect by themselves (``retry``) and send the last event id they saw
 (``Last-Event-ID``); a reconnected stream does not repeat that state. Comments keep idle
 connections open, and a stream never outlives ``MAX_SECONDS``.
 

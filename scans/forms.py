@@ -33,3 +33,13 @@ class ScanUploadForm(forms.Form):
             attrs={"placeholder": "투명 페트병, 라벨 있음", "autocomplete": "off"}
         ),
     )
+
+
+class HintForm(forms.Form):
+    """A hint for a scan that asked which one it is: the photo is recognised again with it."""
+
+    hint = forms.CharField(
+        label=_("Or describe it and scan again"),
+        max_length=settings.SCAN_HINT_MAX_LENGTH,
+        error_messages={"required": _("Describe the item in the hint.")},
+    )

@@ -16,9 +16,15 @@ class ScanStatus(models.TextChoices):
     PROCESSING = "processing", _("Processing")
     COMPLETED = "completed", _("Completed")
     FAILED = "failed", _("Failed")
+    # the classification was not sure: the run ended with a question (Scan.choices); the
+    # owner's choice, or a hint, resumes it (services.choose_category, rerun_with_hint)
+    NEEDS_INPUT = "needs_input", _("Needs your choice")
 
 
-TERMINAL_STATUSES = frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED})
+# The end of a pipeline run. needs_input is one too (nothing runs until the owner answers:
+# the sweeper leaves it alone, a batch counts it as ended), but it is the only one that can
+# go on, to completed or failed.
+TERMINAL_STATUSES = frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.NEEDS_INPUT})
 
 
 class ScanStep(models.TextChoices):
@@ -27,12 +33,14 @@ class ScanStep(models.TextChoices):
     VISION = "vision", _("Recognising the item")
     RULE = "rule", _("Finding disposal rules")
     ANSWER = "answer", _("Writing the guidance")
+    INPUT = "input", _("Waiting for your choice")  # status needs_input
     DONE = "done", _("Done")
 
 
 class ScanOutcome(models.TextChoices):
     CLASSIFIED = "classified", _("Classified")
-    UNCLASSIFIED = "unclassified", _("Needs a description")
+    UNCLASSIFIED = "unclassified", _("Needs a description")  # scans completed before needs_input
+    AMBIGUOUS = "ambiguous", _("Asked which one it is")  # status needs_input
 
 
 class CategoryKind(models.TextChoices):
@@ -254,6 +262,14 @@ class Scan(models.Model):
     answer = models.JSONField(null=True, blank=True)
     outcome = models.CharField(max_length=20, choices=ScanOutcome.choices, blank=True)
     provider = models.CharField(max_length=40, blank=True)
+    choices = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "What a scan that was not sure offered (status needs_input): up to 4 items with "
+            "their bins, best first."
+        ),
+    )
 
     # What the scan cost: per step in ``usage`` ({"vision": {...}, "answer": {...}}), summed here.
     usage = models.JSONField(default=dict, blank=True)
@@ -435,11 +451,21 @@ class DeadLetter(models.Model):
 class ScanEventType(models.TextChoices):
     COMPLETED = "ScanCompleted", "ScanCompleted"
     FAILED = "ScanFailed", "ScanFailed"
+    NEEDS_INPUT = "ScanNeedsInput", "ScanNeedsInput"  # the run ended with a question
+    RESUMED = "ScanResumed", "ScanResumed"  # the owner answered it: a choice or a hint
+
+
+EVENT_ROUTING_KEYS = {
+    ScanEventType.COMPLETED: "scan.completed",
+    ScanEventType.FAILED: "scan.failed",
+    ScanEventType.NEEDS_INPUT: "scan.needs_input",
+    ScanEventType.RESUMED: "scan.resumed",
+}
 
 
 class ScanEvent(models.Model):
     """An event in the event store, appended in the same transaction as the scan's final
-    status; the relay publishes it to the topic exchange ``eco2.events`` (at least once).
+    status (or its resumption after a question); the relay publishes it to the topic exchange ``eco2.events`` (at least once).
 
     The id is the message id on the broker: consumers deduplicate by it.
     """
@@ -460,7 +486,7 @@ class ScanEvent(models.Model):
 
     @property
     def routing_key(self) -> str:
-        return "scan.completed" if self.type == ScanEventType.COMPLETED else "scan.failed"
+        return EVENT_ROUTING_KEYS[ScanEventType(self.type)]
 
 
 class TaskRerun(models.Model):

@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -143,9 +144,74 @@ def scan_links(scan: Scan, request) -> dict[str, str]:
     }
 
 
+class ChoiceSerializer(serializers.Serializer):
+    """One item a scan that is not sure offers, with its bin."""
+
+    category_code = serializers.CharField(help_text="A code of GET /api/v1/categories.")
+    item = serializers.CharField(help_text="The item, in Korean.")
+    item_en = serializers.CharField(help_text="The item, in English.")
+    category_ko = serializers.CharField(help_text="The bin (the category), in Korean.")
+    category_en = serializers.CharField(help_text="The bin (the category), in English.")
+    major_ko = serializers.CharField()
+    major_en = serializers.CharField()
+    kind = serializers.CharField()
+    score = serializers.FloatField(
+        allow_null=True, help_text="The provider's score for it (higher is likelier)."
+    )
+
+
+class QuestionSerializer(serializers.Serializer):
+    """What a scan in status needs_input asks, and where to answer it."""
+
+    reason = serializers.CharField(
+        help_text="Why it is not sure: no_hint, ambiguous, low_confidence, or another reason "
+        "its provider gave."
+    )
+    message = serializers.CharField(help_text="The question, in the request's language.")
+    choices = ChoiceSerializer(
+        many=True, help_text="Up to 4 items, best first; may be empty (no hint at all)."
+    )
+    choose_url = serializers.CharField(
+        help_text='POST {"category_code": …, "item": …}: resume at the rule step.'
+    )
+    hint_url = serializers.CharField(
+        help_text='POST {"hint": …}: recognise the photo again with this hint.'
+    )
+
+
+# lazy: rendered in the language of the request that shows them
+QUESTION_MESSAGES = {
+    "no_hint": gettext_lazy("What is it? Choose its bin, or describe it in a hint."),
+    "ambiguous": gettext_lazy("Which one is it? Choose the item in your photo."),
+}
+QUESTION_DEFAULT = gettext_lazy("We are not sure what this is. Which one is it?")
+
+
+def question_reason(scan: Scan) -> str:
+    details = (scan.classification or {}).get("details") or {}
+    return str(details.get("reason") or "low_confidence")
+
+
+def scan_question(scan: Scan, request=None) -> dict[str, Any] | None:
+    """What a scan that asks (status needs_input) offers; None for any other status."""
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        return None
+    reason = question_reason(scan)
+    choose = reverse("api:scan-choose", args=[scan.id])
+    hint = reverse("api:scan-hint", args=[scan.id])
+    return {
+        "reason": reason,
+        "message": str(QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT)),
+        "choices": scan.choices or [],
+        "choose_url": request.build_absolute_uri(choose) if request else choose,
+        "hint_url": request.build_absolute_uri(hint) if request else hint,
+    }
+
+
 class ScanSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(source="id", read_only=True)
     result = serializers.SerializerMethodField()
+    question = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
 
     class Meta:
@@ -157,11 +223,16 @@ class ScanSerializer(serializers.ModelSerializer):
             "progress",
             "hint",
             "result",
+            "question",
             "error",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(QuestionSerializer(allow_null=True))
+    def get_question(self, scan: Scan) -> dict[str, Any] | None:
+        return scan_question(scan, self.context.get("request"))
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_result(self, scan: Scan) -> dict[str, Any] | None:
@@ -172,6 +243,29 @@ class ScanSerializer(serializers.ModelSerializer):
     def get_error(self, scan: Scan) -> dict[str, Any] | None:
         request = self.context.get("request")
         return scan_error(scan, include_detail=bool(request and request.user.is_staff))
+
+
+class ScanChooseSerializer(serializers.Serializer):
+    category_code = serializers.CharField(
+        max_length=40,
+        help_text="One of the offered choices' category_code, or any code of "
+        "GET /api/v1/categories.",
+    )
+    item = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=120,
+        help_text="Optional: the item, as offered (item or item_en) or as the rule base names it.",
+    )
+
+
+class ScanHintSerializer(serializers.Serializer):
+    hint = serializers.CharField(
+        max_length=settings.SCAN_HINT_MAX_LENGTH,
+        validators=[validate_hint_text],
+        help_text='What the item is, e.g. "유리병" or "broken glass bottle". It replaces the '
+        "scan's hint; the photo is recognised again (with OpenAI: a new, paid call).",
+    )
 
 
 class TaxonomySerializer(serializers.Serializer):
@@ -224,13 +318,14 @@ def batch_detail(batch, *, include_detail: bool = False) -> dict[str, Any]:
         }
         for scan in batch.scans.select_related("category").order_by("created_at", "id")
     ]
-    done = sum(item["status"] in ("completed", "failed") for item in items)
+    ended = {ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.NEEDS_INPUT}
+    done = sum(item["status"] in ended for item in items)
     return {
         "batch_id": str(batch.id),
         "status": batch.status,
-        # a failed item is as finished as a completed one
+        # a failed item, or one that asks which one it is, has ended as much as a completed one
         "progress": round(
-            sum(100 if item["status"] == "failed" else item["progress"] for item in items)
+            sum(100 if item["status"] in ended else item["progress"] for item in items)
             / max(1, len(items))
         ),
         "finished": done,

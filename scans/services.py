@@ -54,7 +54,7 @@ from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, VisionRequest
 from .publishing import publish_promptly
 from .rulebase_cache import current_rulebase
-from .selectors import rule_step_result
+from .selectors import item_named, offered_choices, rule_step_result
 
 logger = logging.getLogger(__name__)
 
@@ -326,6 +326,9 @@ def _batch_summary(scans: list[Scan]) -> dict:
         "count": len(scans),
         "completed": sum(scan.status == ScanStatus.COMPLETED for scan in scans),
         "failed": sum(scan.status == ScanStatus.FAILED for scan in scans),
+        # ended with a question (needs_input): the owner's answer resumes the member, and the
+        # summary is written again when it ends
+        "asked": sum(scan.status == ScanStatus.NEEDS_INPUT for scan in scans),
         "by_category": by_category,
         "failures": [
             {"task_id": str(scan.id), "code": scan.error_code, "message": scan.error_message}
@@ -400,6 +403,174 @@ def retry_scans(scan_ids, *, actor: str = "") -> int:
     return count
 
 
+# --- answering a scan that asked (status needs_input) ----------------------------------------
+class ScanNotWaiting(CodedError):
+    """The scan is not waiting for its owner's answer (any more): 409 on the API."""
+
+    code = "scan_not_waiting"
+
+
+class InvalidAnswer(CodedError):
+    """A choice or hint that cannot resume the scan: 400 on the API, with ``field``."""
+
+    code = "invalid_choice"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str = "") -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+def _not_waiting(scan: Scan) -> ScanNotWaiting:
+    status = ScanStatus(scan.status).label if scan.status in ScanStatus.values else scan.status
+    return ScanNotWaiting(error_message(ScanNotWaiting.code, status=str(status).lower()))
+
+
+def _resume(scan: Scan, *, event: dict, **changes) -> bool:
+    """needs_input → queued, with ``changes``, a ScanResumed event and the scan's pipeline
+    dispatched from its first unfinished step; False if the scan was not waiting (any more).
+
+    The conditional UPDATE is the lock: of two answers at the same moment (two taps, two
+    tabs) exactly one resumes the scan. A batch the scan belongs to is processing again until
+    the scan ends, and the member that ends last rewrites its summary (finish_batch_of).
+    """
+    with transaction.atomic():
+        resumed = _requeue(
+            scan.pk,
+            extra_filter={"status": ScanStatus.NEEDS_INPUT},
+            finished_at=None,
+            **changes,
+        )
+        if not resumed:
+            return False
+        append_event(Scan.objects.get(pk=scan.pk), ScanEventType.RESUMED, extra=event)
+        if scan.batch_id is not None:
+            ScanBatch.objects.filter(pk=scan.batch_id).update(
+                status=BatchStatus.PROCESSING, completed_at=None
+            )
+    return True
+
+
+def choose_category(scan: Scan, *, category_code: str, item: str = "", actor: str = "") -> Scan:
+    """The owner says which one it is: resume the scan at the rule step, without recognising
+    the photo again.
+
+    ``category_code`` is one of the offered choices or any category of the rule base; ``item``
+    (optional) an item of that category (Korean or English name, or an offered item). The
+    classification becomes the owner's: ``chosen_by: "user"``, confidence 1.0, the chosen
+    category and item, with what the provider had said (``before_choice``) and its candidates
+    kept. Raises InvalidAnswer (400) or ScanNotWaiting (409, also for the second of two taps).
+    """
+    rulebase = current_rulebase()
+    category = rulebase.by_code.get((category_code or "").strip())
+    if category is None:
+        raise InvalidAnswer(
+            error_message("invalid_choice", value=category_code), field="category_code"
+        )
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        raise _not_waiting(scan)
+    offered = [c for c in scan.choices or [] if c.get("category_code") == category.code]
+    minor = _chosen_item(category, item.strip(), offered, rulebase)
+    before = scan.classification or {}
+    now = timezone.now()
+    chosen = {
+        **before,
+        "outcome": ScanOutcome.CLASSIFIED.value,
+        "category_code": category.code,
+        "major_category": category.major_ko,
+        "middle_category": category.middle_ko,
+        "minor_category": minor,
+        "confidence": 1.0,  # the owner said so
+        "chosen_by": "user",
+        "chosen_at": now.isoformat(),
+        "before_choice": {
+            key: before.get(key)
+            for key in ("outcome", "category_code", "minor_category", "confidence")
+        }
+        | {"reason": (before.get("details") or {}).get("reason")},
+    }
+    resumed = _resume(
+        scan,
+        event={
+            "resumed_by": "choice",
+            "choice": {"category_code": category.code, "item": minor},
+            "actor": actor,
+        },
+        classification=chosen,
+        outcome="",
+        category=None,
+        matched_rules=None,
+        answer=None,
+        step=ScanStep.RULE,
+        progress=STEP_PROGRESS[ScanStep.VISION][1],
+    )
+    if not resumed:
+        raise _not_waiting(Scan.objects.get(pk=scan.pk))
+    logger.info("scan %s: %s chose %s (%s)", scan.pk, actor or "owner", category.code, minor)
+    return Scan.objects.select_related("owner", "category").get(pk=scan.pk)
+
+
+def _chosen_item(category, item: str, offered: list[dict], rulebase) -> str | None:
+    """The item of a choice as the classification names it (minor_category): the rule base's
+    Korean name, or the provider's words for an offered item the rule base does not list; None
+    for the category as a whole."""
+    if item:
+        known = item_named(category.code, item, rulebase)
+        if known is not None:
+            return known.name_ko
+        for choice in offered:
+            if item in (choice.get("item"), choice.get("item_en")):
+                return None if choice["item"] == category.middle_ko else choice["item"]
+        raise InvalidAnswer(
+            error_message("invalid_choice_item", item=item, category=category.middle_ko),
+            code="invalid_choice_item",
+            field="item",
+        )
+    if offered:  # the first offered item of this category: what the button showed
+        known = item_named(category.code, offered[0]["item"], rulebase)
+        if known is not None:
+            return known.name_ko
+        return None if offered[0]["item"] == category.middle_ko else offered[0]["item"]
+    return None
+
+
+def rerun_with_hint(scan: Scan, *, hint: str, actor: str = "") -> Scan:
+    """The owner describes the item: the scan runs again from the vision step with the new
+    hint (which replaces the old one), its classification and question reset.
+
+    With OpenAI that is a new, paid recognition of the photo (the cache is keyed by the hint);
+    what the first one cost stays in the scan's usage and cost. Raises InvalidAnswer (the same
+    hint again) or ScanNotWaiting.
+    """
+    hint = " ".join(hint.split())
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        raise _not_waiting(scan)
+    if hint == " ".join(scan.hint.split()):
+        raise InvalidAnswer(error_message("same_hint"), code="same_hint", field="hint")
+    usage = dict(scan.usage or {})
+    if "vision" in usage:  # kept (and still summed) under a name of its own
+        earlier = sum(key.startswith("vision_before_hint") for key in usage)
+        usage[f"vision_before_hint_{earlier + 1}"] = usage.pop("vision")
+    resumed = _resume(
+        scan,
+        event={"resumed_by": "hint", "hint": hint, "actor": actor},
+        hint=hint,
+        classification=None,
+        outcome="",
+        category=None,
+        matched_rules=None,
+        answer=None,
+        choices=None,
+        vision_cache_hit=False,
+        usage=usage,
+        step=ScanStep.VISION,
+        progress=STEP_PROGRESS[ScanStep.PREPARE][1] if scan.image_prepared_at else 0,
+    )
+    if not resumed:
+        raise _not_waiting(Scan.objects.get(pk=scan.pk))
+    logger.info("scan %s: %s added a hint; recognising again", scan.pk, actor or "owner")
+    return Scan.objects.select_related("owner", "category").get(pk=scan.pk)
+
+
 # --- step bookkeeping -----------------------------------------------------------------------
 def _mirror(scan: Scan) -> None:
     mirror_progress(
@@ -431,15 +602,18 @@ def _save_if_active(scan: Scan, *, unless_stored: dict | None = None, **fields) 
 
 
 def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
-    """Give the scan its final state, its event and (when completed) the owner's opted-in
-    notification, in one transaction: each exists exactly when the state does. False if the
-    scan had already ended."""
-    from notifications.services import notify_scan_completed  # notifications imports scans
+    """Give the scan its final state (the end of a run: completed, failed or needs_input), its
+    event and (completed, needs_input) the owner's opted-in notification, in one transaction:
+    each exists exactly when the state does. False if the scan had already ended."""
+    # notifications imports scans
+    from notifications.services import notify_scan_completed, notify_scan_needs_input
 
     with transaction.atomic():
         if not _save_if_active(scan, **fields):
             return False
         append_event(scan, event_type)
+        if event_type == ScanEventType.NEEDS_INPUT:
+            notify_scan_needs_input(scan)  # "which one is it?": one mail per scan
         if event_type == ScanEventType.COMPLETED:
             notify_scan_completed(scan)  # one mail per (scan, kind), sent after commit
             # only a scan that ran again can have dead letters: no query for all the others
@@ -723,7 +897,7 @@ def run_vision_step(scan_id: str) -> str:
 
 
 def run_rule_step(scan_id: str) -> str:
-    scan = _load_active(scan_id)
+    scan = _load_active(scan_id, "owner")  # a question notifies the owner
     if scan is None:
         return SKIPPED
     if scan.progress >= STEP_PROGRESS[ScanStep.RULE][1]:
@@ -736,14 +910,29 @@ def run_rule_step(scan_id: str) -> str:
     # one write below records step and result together
     rulebase = current_rulebase()  # in memory: one revision check, no table reads
     rules, outcome = rule_step_result(scan.classification, rulebase)
-    category = rulebase.by_code.get(rules["category_code"]) if rules else None
+    if rules is None:
+        # not sure: ask which one it is instead of answering "we don't know"
+        asked = _finish(
+            scan,
+            ScanEventType.NEEDS_INPUT,
+            unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
+            status=ScanStatus.NEEDS_INPUT,
+            step=ScanStep.INPUT,
+            matched_rules=None,
+            category=None,
+            outcome=outcome,
+            choices=offered_choices(scan.classification, rulebase),
+            progress=STEP_PROGRESS[ScanStep.RULE][0],
+            finished_at=timezone.now(),
+        )
+        return SUCCEEDED if asked else SKIPPED
     saved = _save_if_active(
         scan,
         unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
         status=ScanStatus.PROCESSING,
         step=ScanStep.RULE,
         matched_rules=rules,
-        category=category,
+        category=rulebase.by_code.get(rules["category_code"]),
         outcome=outcome,
         progress=STEP_PROGRESS[ScanStep.RULE][1],
     )
@@ -755,9 +944,13 @@ def run_answer_step(scan_id: str) -> str:
     if scan is None:
         return SKIPPED
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
-        raise ScanStepError(
-            "Disposal rules were not looked up before the answer.", code="rules_missing"
-        )
+        # The current run publishes its answer step only after its rule step: this message is
+        # from a run the scan has left. Above all the answer step of a run that asked (the
+        # rule step cannot stop its chain), still queued when the owner's choice resumed the
+        # scan at the rule step; failing here would fail the resumed scan. The current run
+        # carries its own answer step (and the sweeper resumes a scan that has none).
+        logger.info("scan %s: answer step of an earlier run skipped (rules not looked up)", scan_id)
+        return SKIPPED
     answer_fields: dict = {}
     if scan.answer is None:
         if not _begin(scan, ScanStep.ANSWER):

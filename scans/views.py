@@ -22,10 +22,10 @@ from . import events, services
 from .creation_rate import ScanRateLimited
 from .errors import error_message, retry_helps
 from .filters import ScanFilter
-from .forms import ScanUploadForm
+from .forms import HintForm, ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .selectors import scans_visible_to
-from .serializers import ScanSerializer
+from .serializers import QUESTION_DEFAULT, QUESTION_MESSAGES, ScanSerializer, question_reason
 
 
 def _visible_scan_or_404(request, scan_id) -> Scan:
@@ -72,19 +72,23 @@ STAGE_LABELS = {
 
 
 def stage_states(scan: Scan) -> list[dict]:
-    """Each pipeline stage with its state for the page: done, active, failed or waiting."""
+    """Each pipeline stage with its state for the page: done, active, failed, asking (the rule
+    stage of a scan that asks which one it is) or waiting."""
     order = [s.value for s in PIPELINE_STAGES]
-    current = (
-        order.index(scan.step)
-        if scan.step in order
-        else (len(order) if scan.step == ScanStep.DONE else -1)
-    )
+    if scan.step == ScanStep.INPUT:
+        current = order.index(ScanStep.RULE)
+    elif scan.step == ScanStep.DONE:
+        current = len(order)
+    else:
+        current = order.index(scan.step) if scan.step in order else -1
     states = []
     for index, stage in enumerate(PIPELINE_STAGES):
         if index < current:
             state = "done"
         elif index == current:
-            state = "failed" if scan.status == ScanStatus.FAILED else "active"
+            state = {ScanStatus.FAILED: "failed", ScanStatus.NEEDS_INPUT: "asking"}.get(
+                scan.status, "active"
+            )
         else:
             state = "waiting"
         states.append({"code": stage.value, "label": STAGE_LABELS[stage], "state": state})
@@ -120,6 +124,27 @@ def _category_names(language: str) -> dict[str, str]:
     return dict(Category.objects.values_list("code", field))
 
 
+CERTAIN = 0.97  # at or above: "sure"; from SCAN_MATCH_CONFIDENT up to here: "almost sure"
+
+
+def certainty(classification: dict) -> dict:
+    """How sure the answer is, in words a person understands, from the classification's
+    ``confidence`` (or the owner's own choice). Below SCAN_MATCH_CONFIDENT the card marks the
+    answer as a guess: a classified result that weak should have asked, and if one still
+    reaches the card it must not look like a certain one."""
+    if classification.get("chosen_by") == "user":
+        return {"level": "chosen", "label": _("You chose this"), "uncertain": False}
+    try:
+        confidence = float(classification.get("confidence") or 0)
+    except (TypeError, ValueError):
+        confidence = 0.0
+    if confidence >= max(CERTAIN, settings.SCAN_MATCH_CONFIDENT):
+        return {"level": "certain", "label": _("Sure"), "uncertain": False}
+    if confidence >= settings.SCAN_MATCH_CONFIDENT:
+        return {"level": "likely", "label": _("Almost sure"), "uncertain": False}
+    return {"level": "unsure", "label": _("Not sure"), "uncertain": True}
+
+
 def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
     """What the result card shows, in the page's language.
 
@@ -136,7 +161,8 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
     card: dict = {
         "english": english,
         "classified": scan.outcome == ScanOutcome.CLASSIFIED and bool(rules),
-        "offline": scan.provider == "offline",
+        # "classified from your hint": not said of a category the owner chose
+        "offline": scan.provider == "offline" and classification.get("chosen_by") != "user",
         "provider": scan.provider,
     }
     if card["classified"]:
@@ -151,6 +177,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
                 or minor
             )
         card["minor"] = minor
+        card["certainty"] = certainty(classification)
         card["summary"] = rules.get("summary_en" if english else "summary_ko", "")
         goes_to = _category_names(language)
         card["exclusions"] = [
@@ -187,6 +214,31 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
     return card
 
 
+def question_card(scan: Scan, *, language: str) -> dict | None:
+    """What a scan that asks which one it is (status needs_input) shows: the question, its
+    choices as one-tap buttons (the item and its bin, in the page's language), every category
+    for "none of these", and the hint form."""
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        return None
+    english = language == "en"
+    reason = question_reason(scan)
+    choices = []
+    for choice in scan.choices or []:
+        item = (choice.get("item_en") if english else None) or choice.get("item", "")
+        bin_ = choice.get("category_en" if english else "category_ko", "")
+        if item == bin_:  # offered as the category itself: say where it belongs instead
+            bin_ = choice.get("major_en" if english else "major_ko", "")
+        choices.append({**choice, "name": item, "bin": bin_})
+    name = "middle_en" if english else "middle_ko"
+    return {
+        "message": QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT),
+        "choices": choices,
+        "categories": list(Category.objects.values_list("code", name)),
+        "offline": scan.provider == "offline",
+        "hint_max_length": settings.SCAN_HINT_MAX_LENGTH,
+    }
+
+
 RETRYING_ONE = "Retrying: %(counter)s failed attempt so far."
 RETRYING_OTHER = "Retrying: %(counter)s failed attempts so far."
 
@@ -204,6 +256,8 @@ def live_labels() -> dict:
         "last_error": _("Last error"),
         "failed": _("The scan failed"),
         "loading": _("Loading the result…"),
+        "resuming": _("Going on with your answer…"),
+        "answer_failed": _("Your answer could not be sent. Try again."),
     }
 
 
@@ -221,11 +275,14 @@ def detail(request, scan_id):
             "stages": stage_states(scan),
             "labels": live_labels(),
             "card": result_card(scan, language=language, staff=request.user.is_staff),
+            "question": question_card(scan, language=language),
             "failure": failure_info(scan, staff=request.user.is_staff),
             "can_retry": can_retry(scan, request.user),
             "retries": retries,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
             "events_url": reverse("api:scan-events", args=[scan.id]),
+            "choose_url": reverse("api:scan-choose", args=[scan.id]),
+            "hint_url": reverse("api:scan-hint", args=[scan.id]),
         },
     )
 
@@ -265,6 +322,52 @@ def retry(request, scan_id):
         messages.success(request, _("The scan was sent again."))
     else:  # someone else retried it in the same moment
         messages.info(request, _("The scan is already being retried."))
+    return redirect("scans:detail", scan_id=scan.id)
+
+
+@login_required
+@require_POST
+def choose(request, scan_id):
+    """The page's answer to "which one is it?" without JavaScript (the page's script uses the
+    API): resume the scan with the chosen category, then show it."""
+    scan = _visible_scan_or_404(request, scan_id)
+    actor = f"web:{request.user.get_username()}"
+    return _answer(
+        request,
+        scan,
+        lambda: services.choose_category(
+            scan,
+            category_code=request.POST.get("category_code", ""),
+            item=request.POST.get("item", ""),
+            actor=actor,
+        ),
+    )
+
+
+@login_required
+@require_POST
+def add_hint(request, scan_id):
+    """A hint instead of a choice: the photo is recognised again with it."""
+    scan = _visible_scan_or_404(request, scan_id)
+    form = HintForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("scans:detail", scan_id=scan.id)
+    actor = f"web:{request.user.get_username()}"
+    return _answer(
+        request,
+        scan,
+        lambda: services.rerun_with_hint(scan, hint=form.cleaned_data["hint"], actor=actor),
+    )
+
+
+def _answer(request, scan: Scan, resume):
+    try:
+        resume()
+    except (services.InvalidAnswer, services.ScanNotWaiting) as refused:
+        messages.error(request, refused.message)
     return redirect("scans:detail", scan_id=scan.id)
 
 

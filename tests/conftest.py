@@ -19,7 +19,7 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from bench.common import descendants
-from scans.models import Scan, ScanStatus
+from scans.models import TERMINAL_STATUSES, Scan
 from scans.rulebase import load_rulebase, read_rulebase
 
 from .environment import TEST_VAR_DIR
@@ -435,11 +435,12 @@ def openai_worker(worker_manager, fake_openai):
 
 
 def wait_for_scan(scan_id, timeout: float = 30.0) -> Scan:
-    """Poll the row until the scan is terminal; fail the test with its state otherwise."""
+    """Poll the row until the scan's run has ended (completed, failed, or needs_input: it asks
+    which one it is); fail the test with its state otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         scan = Scan.objects.get(pk=scan_id)
-        if scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED):
+        if scan.status in TERMINAL_STATUSES:
             return scan
         if time.monotonic() > deadline:
             attempts = "\n".join(
