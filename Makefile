@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 export PORT
+# One origin for the links in e-mails, for every process of `make run`: honcho gives each
+# process a PORT of its own (web 8000, worker-ai 8100, …), so the workers must not derive the
+# site's address from theirs. A SITE_URL in the environment or in .env wins.
+SITE_URL ?= http://localhost:$(PORT)
+export SITE_URL
 
 # Real services for the second test pass (CI runs it against loopback services).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test

@@ -233,12 +233,7 @@ def main() -> int:
     phases = [phase for phase in PHASES if not (phase.floor and args.no_floor)]
 
     var_dir = tempfile.mkdtemp(prefix="eco2-bench-api-")
-    env = {
-        **common.bench_env(args.smoke, var_dir),
-        # the endpoint is measured, not the per-user cost guard: 30/min would answer 429s, and
-        # a huge rate would make DRF's throttle carry a history of every request in a minute
-        "SCAN_CREATE_RATE": "",
-    }
+    env = common.bench_env(args.smoke, var_dir)  # SCAN_CREATE_RATE off: the endpoint is measured
     if not args.smoke:
         # as in production (Procfile, compose): the web's connection pool, per process
         env.setdefault("DB_POOL_MAX_SIZE", "8")

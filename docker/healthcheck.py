@@ -3,9 +3,11 @@
     python docker/healthcheck.py http /readyz        web: GET on 127.0.0.1:$PORT, 2xx = healthy
     python docker/healthcheck.py flower              Flower's own /healthcheck (honours
                                                      FLOWER_URL_PREFIX and FLOWER_PORT)
-    python docker/healthcheck.py worker              a Celery worker process runs and holds an
-                                                     ESTABLISHED TCP connection to the broker
-    python docker/healthcheck.py worker --process-only   the process check alone (liveness)
+    python docker/healthcheck.py worker              a Celery worker process runs, is not
+                                                     stalled (below), and holds an ESTABLISHED
+                                                     TCP connection to the broker
+    python docker/healthcheck.py worker --process-only   the same without the broker connection
+                                                     (liveness: a broker outage restarts nothing)
     python docker/healthcheck.py process celery beat     a process whose command line has all
                                                          of these words runs (beat)
 
@@ -26,13 +28,23 @@ nothing and does not depend on how busy the worker is:
   has reconnected; give the check enough retries to ride that out (compose.yaml: 5 × 30 s).
 
 The broker check only applies to amqp:// URLs (the embedded filesystem broker has no socket).
+
+Neither notices a worker that is connected and alive but makes no progress: SIGKILL of a prefork
+pool child (the OOM killer) once left the main process deadlocked on the pool's lock, every
+check green, no task run for minutes. Each worker therefore watches its own progress
+(eco2/worker_watch.py) and writes a report to ``WORKER_STATE_DIR/<node name>.json`` (default
+``$ECO2_VAR_DIR/state/workers``); the worker check fails while a live worker's report says
+stalled (work received or queued, no task started or finished for WORKER_STALL_SECONDS), or was
+not rewritten in time (the process is frozen). Reading a file costs nothing under load either.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -80,8 +92,11 @@ def processes(proc: Path = PROC) -> Iterator[tuple[int, list[str], str]]:
         yield int(entry.name), words, state
 
 
-def find_process(words: Iterable[str], proc: Path = PROC) -> list[int]:
-    """Pids of live processes whose command line has every word as a token.
+def find_process(
+    words: Iterable[str], proc: Path = PROC, bad_states: Iterable[str] = BAD_STATES
+) -> list[int]:
+    """Pids of live processes (not in ``bad_states``) whose command line has every word as a
+    token.
 
     Tokens are split at spaces, slashes and punctuation, so ``/opt/venv/bin/celery`` has
     ``celery``, and a title set by setproctitle (``[celeryd: ai@host:MainProcess] -active-
@@ -90,7 +105,7 @@ def find_process(words: Iterable[str], proc: Path = PROC) -> list[int]:
     wanted = list(words)
     found = []
     for pid, argv, state in processes(proc):
-        if pid == os.getpid() or state in BAD_STATES:
+        if pid == os.getpid() or state in bad_states:
             continue
         tokens = set(re.split(r"[\s/=:,()\[\]]+", " ".join(argv)))
         if all(word in tokens or word + "d" in tokens for word in wanted):
@@ -160,10 +175,50 @@ def connected_to(pids: Iterable[int], ports: set[int], proc: Path = PROC) -> boo
     return False
 
 
-def check_worker(broker_url: str, process_only: bool = False, proc: Path = PROC) -> str | None:
+# --- progress -------------------------------------------------------------------------------
+def worker_state_dir() -> Path:
+    """Where the workers write their progress reports (eco2/worker_watch.py, the settings'
+    WORKER_STATE_DIR)."""
+    if os.environ.get("WORKER_STATE_DIR"):
+        return Path(os.environ["WORKER_STATE_DIR"])
+    var = os.environ.get("ECO2_VAR_DIR") or Path(__file__).resolve().parent.parent / "var"
+    return Path(var) / "state" / "workers"
+
+
+def stalled_workers(directory: Path, proc: Path = PROC, now: float | None = None) -> list[str]:
+    """Why each worker of this host is stalled, from its progress report. A stopped (SIGSTOP,
+    traced) worker counts: it is the frozen process whose report goes stale."""
+    now = time.time() if now is None else now
+    live = set(find_process(["celery", "worker"], proc, bad_states={"Z", "X", "x"}))
+    problems = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            report = json.loads(path.read_text())
+            pid, name = int(report["pid"]), report["nodename"]
+            silent = now - float(report["written_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid not in live:
+            continue  # a worker that has exited (or not ours)
+        if silent > float(report.get("stale_after", 60)):
+            problems.append(f"{name}: its progress watch has not reported for {silent:.0f} s")
+        elif report.get("stalled"):
+            problems.append(f"{name}: {report.get('reason') or 'stalled'}")
+    return problems
+
+
+def check_worker(
+    broker_url: str,
+    process_only: bool = False,
+    proc: Path = PROC,
+    state: Path | None = None,
+) -> str | None:
     pids = worker_pids(proc)
     if not pids:
         return "no running `celery worker` process"
+    stalled = stalled_workers(state or worker_state_dir(), proc)
+    if stalled:
+        return "stalled worker: " + "; ".join(stalled)
     if process_only:
         return None
     ports = broker_ports(broker_url)

@@ -74,6 +74,9 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    # A message that cannot be decoded or bound is rejected (to scan.ai.dlq) and recorded
+    # instead of stopping the worker, and every worker after it (eco2/worker_consumer.py).
+    worker_consumer="eco2.worker_consumer:Consumer",
     # A worker that lost its broker connection cannot ack what it runs any more: the broker
     # redelivers those messages, so stop running them here rather than run them twice.
     worker_cancel_long_running_tasks_on_connection_loss=True,
@@ -81,8 +84,8 @@ app.conf.update(
     worker_soft_shutdown_timeout=20.0,
     worker_enable_soft_shutdown_on_idle=True,
     # Publishing from a worker (the next step of a chain, a retry) rides out a broker restart
-    # of up to ~1 minute instead of failing the step. The web request publishes with a short
-    # policy of its own (scans.services.dispatch_pipeline) and leaves the rest to the outbox.
+    # of up to ~1 minute instead of failing the step. The web request publishes once, with
+    # bounded waits of its own (scans/publishing.py), and leaves the rest to the outbox.
     task_publish_retry_policy={
         "max_retries": 40,
         "interval_start": 0,
@@ -165,6 +168,29 @@ def _no_task_events_on_threaded_pools(sender=None, conf=None, options=None, **kw
             sender,
             pool,
         )
+
+
+@signals.celeryd_init.connect
+def _no_prefetch_reduction_on_threaded_pools(
+    sender=None, conf=None, options=None, **kwargs
+) -> None:
+    """A threads or gevent worker keeps its full prefetch count after a broker reconnect.
+
+    With the reduction on, Celery lowers the prefetch count after a reconnect by the tasks
+    still running and restores it step by step from each later task's ack. The ack runs on the
+    pool thread that ran the task, and so does the restoring ``basic_qos``: a synchronous call
+    on the connection whose frames the worker's event loop reads, often while the loop sends a
+    ``basic_qos`` of its own. Both waited for a ``qos-ok`` that neither took, and the worker
+    ran nothing until the broker dropped the silent connection (about three minutes; py-spy
+    showed both threads in ``basic_qos``, tests/chaos/test_network_faults.py). Without it the
+    worker may take up to a full prefetch of new messages while cut tasks still finish; those
+    wait unacked in the pool's queue and are redelivered if it dies. Prefork workers ack from
+    their event loop and keep the reduction.
+    """
+    options = options or {}
+    pool = pool_name(options.get("pool") or options.get("pool_cls") or conf.worker_pool)
+    if pool in THREADED_POOLS:
+        conf.worker_enable_prefetch_count_reduction = False
 
 
 @signals.celeryd_init.connect

@@ -1,11 +1,21 @@
-"""Database connection helpers shared by the pipeline and its providers."""
+"""Database connection helpers shared by the pipeline and its providers, and the web's answer
+when the database is unavailable."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Model
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.utils.deprecation import MiddlewareMixin
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
 
 
 def release_db_connection() -> None:
@@ -34,3 +44,33 @@ def insert_unless_exists(instance: Model) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
+    """503 with Retry-After, never a 500, when the database cannot serve a request.
+
+    PostgreSQL unreachable (or no pooled connection within DB_POOL_TIMEOUT) raises
+    OperationalError or InterfaceError from wherever the view first needs the database: the
+    session, the API token, the upload's INSERT. The API answers JSON like its other errors
+    (``code: database_unavailable``); pages get a standalone page that needs no database (no
+    user, no session).
+    """
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.error("database unavailable for %s %s: %r", request.method, request.path, exception)
+        retry_after = settings.DB_UNAVAILABLE_RETRY_AFTER
+        message = _(
+            "Eco² cannot reach its database right now, so nothing was saved. Try again in %(seconds)d s."
+        ) % {"seconds": retry_after}
+        if request.path_info.startswith("/api/"):
+            response = JsonResponse({"detail": message, "code": "database_unavailable"}, status=503)
+        else:
+            html = render_to_string(
+                "database_unavailable.html",
+                {"message": message, "LANGUAGE_CODE": get_language()},
+            )
+            response = HttpResponse(html, status=503)
+        response["Retry-After"] = str(retry_after)
+        return response

@@ -47,14 +47,22 @@ def broker_connection(url: str, timeout: float) -> Connection:
 
 
 def check_database(timeout: float) -> None:
-    # Runs in its own thread, hence on its own connection, closed again afterwards.
-    from django.db import DEFAULT_DB_ALIAS, connections
+    # Runs in its own thread, hence on its own connection, closed again afterwards: with the
+    # connection pool (DB_POOL_MAX_SIZE) "closed" means handed back, to serve the next request.
+    # So the time box is SET LOCAL, inside the probe's own transaction: a session-level SET
+    # stayed on the pooled connection and cancelled later requests' queries after 1 s (and
+    # would follow the connection through PgBouncer the same way).
+    # (SQLite has no statement timeout, and its IMMEDIATE transactions would take the write lock.)
+    from contextlib import nullcontext
+
+    from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
     connection = connections[DEFAULT_DB_ALIAS]
+    postgresql = connection.vendor == "postgresql"
     try:
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute(f"SET statement_timeout = {max(1, int(timeout * 1000))}")
+        with transaction.atomic() if postgresql else nullcontext(), connection.cursor() as cursor:
+            if postgresql:
+                cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
             cursor.execute("SELECT 1")
             cursor.fetchone()
     finally:

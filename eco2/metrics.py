@@ -11,7 +11,11 @@ What is exported
                                                  reason backlog: SCAN_BACKLOG_LIMIT (503)
     ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
     ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
-    ``eco2_dead_letters{state}``                 pending / redriven (DB), broker_dlq (scan.ai.dlq)
+    ``eco2_dead_letters{state}``                 pending / redriven / resolved (DB), broker_dlq
+    ``eco2_worker_stalled{worker}``              1 while a worker of this host holds work and
+                                                 makes no progress (eco2/worker_watch.py); with
+                                                 ``eco2_worker_seconds_since_progress`` and
+                                                 ``eco2_worker_held_tasks``
     ``eco2_metrics_collector_up{part}``          1 when that part of the scrape-time collector
                                                  answered, 0 when it failed or timed out (its
                                                  families are then left out and the error logged)
@@ -69,6 +73,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from eco2.worker_watch import WorkerWatchCollector  # and its worker_ready handler
+
 logger = logging.getLogger(__name__)
 
 TASK_STATUSES = ("succeeded", "failed", "retried", "revoked", "rejected")
@@ -94,7 +100,8 @@ TASK_LATENCY = Histogram(
 
 SCANS_REFUSED = Counter(
     "eco2_scans_refused_total",
-    "Scans refused before anything was stored, by reason (backlog: SCAN_BACKLOG_LIMIT).",
+    "Scans refused before anything was stored, by reason (backlog: SCAN_BACKLOG_LIMIT; rate: "
+    "SCAN_CREATE_RATE).",
     ["reason"],
     registry=None,
 )
@@ -412,16 +419,18 @@ class AppCollector:
 
         with _db_time_box(self.timeout):
             counts = DeadLetter.objects.aggregate(
-                pending=Count("pk", filter=Q(redriven_at__isnull=True)),
-                redriven=Count("pk", filter=Q(redriven_at__isnull=False)),
+                pending=Count("pk", filter=Q(redriven_at__isnull=True, resolved_at__isnull=True)),
+                redriven=Count("pk", filter=Q(redriven_at__isnull=False, resolved_at__isnull=True)),
+                resolved=Count("pk", filter=Q(resolved_at__isnull=False)),
             )
         family = GaugeMetricFamily(
             "eco2_dead_letters",
-            "Dead letters: pending / redriven (DB), broker_dlq (messages in scan.ai.dlq).",
+            "Dead letters: pending / redriven (scan re-enqueued) / resolved (scan completed, or "
+            "dismissed) in the DB, broker_dlq (messages in scan.ai.dlq).",
             labels=["state"],
         )
-        family.add_metric(["pending"], counts["pending"])
-        family.add_metric(["redriven"], counts["redriven"])
+        for state in ("pending", "redriven", "resolved"):
+            family.add_metric([state], counts[state])
         if dlq_depth:
             family.add_metric(["broker_dlq"], dlq_depth[0])
         return [family]
@@ -472,6 +481,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return denied
     registry = multiprocess_registry(settings.PROMETHEUS_MULTIPROC_DIR)
     registry.register(AppCollector(timeout=settings.METRICS_COLLECT_TIMEOUT))
+    registry.register(WorkerWatchCollector())  # the workers of this host (eco2/worker_watch.py)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return HttpResponse(encoder(registry), content_type=content_type)
 
@@ -490,7 +500,9 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     path = Path(settings.PROMETHEUS_MULTIPROC_DIR)  # loads the settings (and the variable)
     path.mkdir(parents=True, exist_ok=True)
-    start_http_server(args.port, addr=args.addr, registry=multiprocess_registry(path))
+    registry = multiprocess_registry(path)
+    registry.register(WorkerWatchCollector())
+    start_http_server(args.port, addr=args.addr, registry=registry)
     print(f"eco2 metrics exporter: http://{args.addr}:{args.port}/metrics ({path})", flush=True)
     with suppress(KeyboardInterrupt):
         threading.Event().wait()

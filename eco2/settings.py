@@ -74,8 +74,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",
     "rest_framework",
     "rest_framework.authtoken",
+    "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
@@ -94,6 +96,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # the database unreachable: 503 with Retry-After instead of a 500 (API and pages)
+    "eco2.db.DatabaseUnavailableMiddleware",
+    # a locked-out log-in (django-axes, eco2/login_guard.py) is answered with 429 and the reason
+    "axes.middleware.AxesMiddleware",
     # publishing a new scan's chain waits for the broker: done after the 202 is sent
     "eco2.after_response.AfterResponseMiddleware",
     # 413 for oversized scan uploads from Content-Length, before any view or CSRF check
@@ -158,6 +164,9 @@ else:
         # PostgreSQL runs out (Django's docs: disable them under ASGI, or pool).
         DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# A request the database cannot serve (unreachable, no pooled connection within
+# DB_POOL_TIMEOUT) is answered 503 with this Retry-After (s), not 500 (eco2/db.py).
+DB_UNAVAILABLE_RETRY_AFTER = env.int("DB_UNAVAILABLE_RETRY_AFTER", default=10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------
@@ -170,6 +179,25 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "scans:upload"
 LOGOUT_REDIRECT_URL = "login"
+# Password guessing (django-axes, eco2/login_guard.py): after AXES_FAILURE_LIMIT failed log-ins
+# for a username, or from an address (REMOTE_ADDR: behind a proxy, uvicorn's --proxy-headers
+# and FORWARDED_ALLOW_IPS set it), both are refused for AXES_COOLOFF_MINUTES on the login page,
+# the admin login and POST /api/v1/auth/token. Failures during a lockout do not extend it.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "eco2.login_guard.LoginAttemptHandler"  # axes' database handler
+AXES_VERBOSE = False  # no version banner on every start of every process and command
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+_cooloff_minutes = env.int("AXES_COOLOFF_MINUTES", default=15)
+if AXES_FAILURE_LIMIT < 1 or _cooloff_minutes < 1:
+    raise ImproperlyConfigured("AXES_FAILURE_LIMIT and AXES_COOLOFF_MINUTES must be at least 1.")
+AXES_COOLOFF_TIME = timedelta(minutes=_cooloff_minutes)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = False  # a success clears that username's failures from that address
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "eco2.login_guard.lockout_response"
 DEMO_USERNAME = env.str("DEMO_USERNAME", default="demo")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="eco2-demo")
 
@@ -199,9 +227,10 @@ SCAN_IMAGE_MAX_BYTES = env.int("SCAN_IMAGE_MAX_BYTES", default=10 * 1024 * 1024)
 SCAN_HINT_MAX_LENGTH = 200
 SCAN_BATCH_MAX_IMAGES = env.int("SCAN_BATCH_MAX_IMAGES", default=10)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
-# Scan creation (single and batch, per user) is a cost guard: DRF throttle rate "N/s|min|hour|day",
-# answered with 429 and Retry-After. Empty disables it. Shared across web processes through the
-# cache (Redis when REDIS_URL is set, below).
+# Scan creation per user is a cost guard, "N/s|min|hour|day", enforced by the services for the
+# API, the upload page, batches (each photo counts) and `manage.py scan`; over it, 429 with
+# Retry-After. Counted in Redis when REDIS_URL is set, else (and while Redis does not answer) in
+# the database (scans/creation_rate.py). Empty disables it.
 SCAN_CREATE_RATE = env.str("SCAN_CREATE_RATE", default="30/min").strip()
 if SCAN_CREATE_RATE and not re.fullmatch(
     r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", SCAN_CREATE_RATE
@@ -281,14 +310,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # publisher confirms: without them a broker under pressure can drop a publish silently
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# The most an upload's publish waits for the broker (connect, send, confirm), in seconds; it
+# runs after the 202 was sent, without a database connection. A broker that did not answer is
+# not tried again from requests for a few seconds: the outbox relay publishes what is owed.
+SCAN_PUBLISH_TIMEOUT = env.float("SCAN_PUBLISH_TIMEOUT", default=2.0)
 # task history kept by django-celery-results; celery.backend_cleanup (beat) prunes older rows
 CELERY_RESULT_EXPIRES = timedelta(days=env.int("CELERY_RESULT_EXPIRES_DAYS", default=7))
 
 # --- Redis (optional fast path for live progress) -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Connect and read timeout (s) of every Redis call (progress mirror, throttle cache): Redis is
+# a fast path, and a partitioned one must cost an upload a fraction of a second, not seconds.
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=0.25)
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
-# Django's cache holds the API throttle history: local memory (per process) by default, Redis
-# when REDIS_URL is set so every web process counts against the same limit.
+# Django's cache: local memory (per process) by default, Redis when REDIS_URL is set.
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -296,8 +331,8 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "eco2",
             "OPTIONS": {
-                "socket_connect_timeout": 1,
-                "socket_timeout": 1,
+                "socket_connect_timeout": REDIS_TIMEOUT,
+                "socket_timeout": REDIS_TIMEOUT,
                 "pool_class": "eco2.redis_pool.ProcessConnectionPool",
             },
         }
@@ -323,7 +358,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 OPENAI_VISION_MODEL = env.str("OPENAI_VISION_MODEL", default="gpt-4.1-mini")
 OPENAI_ANSWER_MODEL = env.str("OPENAI_ANSWER_MODEL", default="gpt-4.1-mini")
 OPENAI_IMAGE_DETAIL = env.str("OPENAI_IMAGE_DETAIL", default="low")  # low | high | auto
-# Below the steps' soft time limit (60 s), so a slow call ends as a retry, not a killed task.
+# Per call: for connecting and for each wait for data (not the whole call). On the threads pool
+# that runs the AI steps this is what bounds a step: Celery's soft/hard time limits are not
+# enforced there (docs/reliability.md, "Time limits"). A timeout is a retry, not a failure.
 OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=30.0)
 # USD per 1M tokens: {"model": {"input": …, "cached_input": …, "output": …}}
 OPENAI_PRICES = env.json(
@@ -364,6 +401,11 @@ SCAN_MATCH_CONFIDENT = env.float("SCAN_MATCH_CONFIDENT", default=0.9)
 # Retry backoff of a step: 1, 2, 4 … seconds with jitter, capped here (and never sooner than
 # the provider's Retry-After).
 SCAN_RETRY_BACKOFF_CAP = env.float("SCAN_RETRY_BACKOFF_CAP", default=60.0)
+# The longest provider Retry-After a step waits for (seconds); beyond it the scan fails at once
+# (provider_rate_limited_long, the time to try again in its detail). A waiting retry is a
+# message the worker holds unacknowledged: keep this far below RabbitMQ's consumer_timeout
+# (30 min) and below SCAN_STALLED_AFTER_SECONDS.
+SCAN_RETRY_AFTER_MAX = env.float("SCAN_RETRY_AFTER_MAX", default=300.0)
 # A scan with no progress for this long is picked up by the sweeper (beat, every minute)…
 SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 60)
 # …and re-enqueued from its current step this many times before it is failed as stalled.
@@ -376,6 +418,13 @@ WORKER_THREADS_SWITCH_INTERVAL = env.float("WORKER_THREADS_SWITCH_INTERVAL", def
 # Seconds a prefork worker's child keeps its database connection between tasks (its own
 # CONN_MAX_AGE; the web keeps CONN_MAX_AGE). 0: a new connection for every task.
 WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
+# A worker that holds work (received, or queued for it) and starts or finishes no task for
+# WORKER_STALL_SECONDS is reported stalled to its health check and to /metrics (eco2/
+# worker_watch.py); longer than the longest hard time limit (90 s). The watch looks every
+# WORKER_WATCH_INTERVAL seconds (0: off) and writes its report into WORKER_STATE_DIR.
+WORKER_STALL_SECONDS = env.float("WORKER_STALL_SECONDS", default=180.0)
+WORKER_WATCH_INTERVAL = env.float("WORKER_WATCH_INTERVAL", default=15.0)
+WORKER_STATE_DIR = Path(env.str("WORKER_STATE_DIR", default=str(VAR_DIR / "state" / "workers")))
 
 # --- E-mail (notifications) ----------------------------------------------------------------
 # EMAIL_URL in django-environ's form: consolemail:// (the default: `make run` prints mails on

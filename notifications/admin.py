@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy, ngettext
 
 from . import services
 from .models import Notification, NotificationPreference, NotificationStatus
@@ -37,12 +38,19 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # notifications come from events, with a dedupe key
 
-    @admin.action(description="Send selected failed notifications again")
+    @admin.action(description=gettext_lazy("Send selected failed notifications again"))
     def send_again(self, request, queryset) -> None:
         ids = list(queryset.filter(status=NotificationStatus.FAILED).values_list("pk", flat=True))
         count = services.send_again(ids)
         self.message_user(
-            request, f"{count} notification(s) queued to be sent again.", messages.SUCCESS
+            request,
+            ngettext(
+                "%(count)d notification queued to be sent again.",
+                "%(count)d notifications queued to be sent again.",
+                count,
+            )
+            % {"count": count},
+            messages.SUCCESS,
         )
 
 

@@ -19,6 +19,7 @@ class NotificationChannel(models.TextChoices):
 
 class NotificationKind(models.TextChoices):
     SCAN_COMPLETED = "scan_completed", _("Scan completed")
+    SCAN_NEEDS_INPUT = "scan_needs_input", _("Scan needs a choice")
     DAILY_DIGEST = "daily_digest", _("Daily digest")
     DEAD_LETTER_ALERT = "dead_letter_alert", _("Dead-letter alert")
 

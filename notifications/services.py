@@ -139,6 +139,34 @@ def scan_completed_message(scan: Scan) -> tuple[str, str]:
     return subject, "\n".join(lines) + "\n"
 
 
+def scan_needs_input_message(scan: Scan) -> tuple[str, str]:
+    """Subject and plain-text body (Korean, then English) for a scan that asks which one it
+    is: the owner's choice (on the scan page) resumes it."""
+    link = _absolute(reverse("scans:detail", args=[scan.id]))
+    settings_link = _absolute(reverse("notifications:preferences"))
+    name = scan.owner.get_username()
+    choices = scan.choices or []
+    subject = _one_line("[Eco²] 어느 쪽인지 골라 주세요 · Your scan needs your choice")
+    lines = [
+        f"{name}님, 사진 속 물건이 무엇인지 확실하지 않아요. 골라 주시면 이어서 안내해 드릴게요.",
+    ]
+    lines += [f"  - {c.get('item')} → {c.get('category_ko')}" for c in choices]
+    lines += [
+        f"고르기: {link}",
+        "",
+        f"Hello {name}, we are not sure what the item in your photo is. Choose one and the "
+        "scan goes on.",
+    ]
+    lines += [f"  - {c.get('item_en') or c.get('item')} → {c.get('category_en')}" for c in choices]
+    lines += [
+        f"Choose: {link}",
+        "",
+        "--",
+        f"알림 설정 · Notification settings: {settings_link}",
+    ]
+    return subject, "\n".join(lines) + "\n"
+
+
 def notify_scan_completed(scan: Scan) -> Notification | None:
     """Record the "scan finished" e-mail for the scan's owner and send it after commit.
 
@@ -147,6 +175,17 @@ def notify_scan_completed(scan: Scan) -> Notification | None:
     notification (also when it already existed), or None when the owner did not opt in or has
     no e-mail address. Calling it again for the same scan creates and sends nothing.
     """
+    return _notify_owner(scan, NotificationKind.SCAN_COMPLETED, scan_completed_message)
+
+
+def notify_scan_needs_input(scan: Scan) -> Notification | None:
+    """The same for a scan whose run ended with a question (status needs_input): owners who
+    opted in to "scan finished" mails are told it needs their choice. One per scan, however
+    often it asks; its completion after the choice still gets the "scan finished" mail."""
+    return _notify_owner(scan, NotificationKind.SCAN_NEEDS_INPUT, scan_needs_input_message)
+
+
+def _notify_owner(scan: Scan, kind: NotificationKind, message) -> Notification | None:
     owner = scan.owner
     if not owner.is_active or not owner.email:
         return None
@@ -155,15 +194,15 @@ def notify_scan_completed(scan: Scan) -> Notification | None:
     ).exists()
     if not opted_in:
         return None
-    subject, body = scan_completed_message(scan)
+    subject, body = message(scan)
     # get_or_create inserts inside a savepoint and falls back to a read on a unique-key
     # conflict, so a concurrent or repeated call ends with the same single row
     notification, created = Notification.objects.get_or_create(
-        dedupe_key=_bounded_key(f"{NotificationKind.SCAN_COMPLETED}:{scan.id}:{owner.pk}"),
+        dedupe_key=_bounded_key(f"{kind}:{scan.id}:{owner.pk}"),
         defaults={
             "recipient": owner,
             "channel": NotificationChannel.EMAIL,
-            "kind": NotificationKind.SCAN_COMPLETED,
+            "kind": kind,
             "scan": scan,
             "to_address": owner.email,
             "subject": subject,

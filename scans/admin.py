@@ -5,6 +5,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 from django_celery_results.models import TaskResult
 
 from eco2.celery import SCAN_PIPELINE_TASKS
@@ -35,6 +37,12 @@ def pretty_json(value) -> str:
         "<pre style='white-space:pre-wrap'>{}</pre>",
         json.dumps(value, ensure_ascii=False, indent=2),
     )
+
+
+def retried_message(count: int) -> str:
+    return ngettext("%(count)d scan re-enqueued.", "%(count)d scans re-enqueued.", count) % {
+        "count": count
+    }
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -136,6 +144,7 @@ class ScanAdmin(admin.ModelAdmin):
         "started_at",
         "finished_at",
         "classification_pretty",
+        "choices_pretty",
         "rules_pretty",
         "answer_pretty",
         "task_results",
@@ -166,6 +175,7 @@ class ScanAdmin(admin.ModelAdmin):
                     "category",
                     "provider",
                     "classification_pretty",
+                    "choices_pretty",
                     "rules_pretty",
                     "answer_pretty",
                 )
@@ -198,28 +208,42 @@ class ScanAdmin(admin.ModelAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     @admin.action(
-        description="Retry selected scans (resume from the failed step)", permissions=["retry"]
+        description=gettext_lazy("Retry selected scans (resume from the failed step)"),
+        permissions=["retry"],
     )
     def retry_selected(self, request, queryset):
+        # counted before the retry: with the list filtered by status=failed, the same queryset
+        # afterwards no longer holds the scans just re-enqueued ("-1 skipped")
+        selected = queryset.count()
         failed = list(queryset.filter(status=ScanStatus.FAILED).values_list("id", flat=True))
         retried = services.retry_scans(failed, actor=request.user.get_username())
         for scan in Scan.objects.filter(pk__in=failed, status=ScanStatus.QUEUED):
             self.log_change(request, scan, "Retried from the admin")
-        skipped = queryset.count() - retried
-        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        skipped = selected - retried
+        self.message_user(request, retried_message(retried), messages.SUCCESS)
         if skipped:
             self.message_user(
                 request,
-                f"{skipped} skipped: not failed, or already retried by someone else.",
+                _("%(count)d skipped: not failed, or already retried by someone else.")
+                % {"count": skipped},
                 messages.WARNING,
             )
 
-    @admin.action(description="Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    @admin.action(
+        description=gettext_lazy("Regenerate thumbnails (Canvas: chunks of starmap, in parallel)")
+    )
     def regenerate_thumbnails(self, request, queryset):
         ids = list(queryset.exclude(image_prepared_at=None).values_list("id", flat=True))
         group_id = services.regenerate_thumbnails(ids)
         self.message_user(
-            request, f"Regenerating {len(ids)} thumbnail(s) (group {group_id}).", messages.SUCCESS
+            request,
+            ngettext(
+                "Regenerating %(count)d thumbnail (group %(group)s).",
+                "Regenerating %(count)d thumbnails (group %(group)s).",
+                len(ids),
+            )
+            % {"count": len(ids), "group": group_id},
+            messages.SUCCESS,
         )
 
     @admin.display(description="tokens", ordering="input_tokens")
@@ -233,6 +257,10 @@ class ScanAdmin(admin.ModelAdmin):
     @admin.display(description="classification")
     def classification_pretty(self, scan):
         return pretty_json(scan.classification)
+
+    @admin.display(description="choices offered")
+    def choices_pretty(self, scan):
+        return pretty_json(scan.choices)
 
     @admin.display(description="matched rules")
     def rules_pretty(self, scan):
@@ -360,8 +388,22 @@ class TaskAttemptAdmin(ReadOnlyAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "task_name", "reason_code", "scan", "redriven_at", "redriven_by")
-    list_filter = ("reason_code", "task_name", ("redriven_at", admin.EmptyFieldListFilter))
+    list_display = (
+        "created_at",
+        "task_name",
+        "reason_code",
+        "scan",
+        "redriven_at",
+        "redriven_by",
+        "resolved_at",
+        "resolved_by",
+    )
+    list_filter = (
+        "reason_code",
+        "task_name",
+        ("redriven_at", admin.EmptyFieldListFilter),
+        ("resolved_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("task_id", "scan__id", "reason")
     readonly_fields = (
         "scan",
@@ -373,8 +415,10 @@ class DeadLetterAdmin(admin.ModelAdmin):
         "created_at",
         "redriven_at",
         "redriven_by",
+        "resolved_at",
+        "resolved_by",
     )
-    actions = ["redrive_selected"]
+    actions = ["redrive_selected", "dismiss_selected"]
 
     def has_add_permission(self, request):
         return False
@@ -383,15 +427,65 @@ class DeadLetterAdmin(admin.ModelAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     @admin.action(
-        description="Redrive selected dead letters (resume their scans)", permissions=["retry"]
+        description=gettext_lazy("Redrive selected dead letters (resume their scans)"),
+        permissions=["retry"],
     )
     def redrive_selected(self, request, queryset):
-        pending = queryset.filter(redriven_at=None).exclude(scan=None)
-        retried = services.retry_scans(
-            list(pending.values_list("scan_id", flat=True)), actor=request.user.get_username()
+        report = services.redrive_dead_letters(actor=request.user.get_username(), letters=queryset)
+        self.message_user(
+            request,
+            _("%(count)d scan(s) re-enqueued.") % {"count": report.retried},
+            messages.SUCCESS,
         )
-        pending.update(redriven_at=timezone.now(), redriven_by=request.user.get_username())
-        self.message_user(request, f"{retried} scan(s) re-enqueued.", messages.SUCCESS)
+        if report.permanent:
+            codes = ", ".join(f"{code} ({n})" for code, n in sorted(report.permanent.items()))
+            self.message_user(
+                request,
+                _(
+                    "Skipped %(count)d scan(s) whose failure is permanent: %(codes)s. A redrive "
+                    "would fail them again; retry them from the scan list if you are sure."
+                )
+                % {"count": sum(report.permanent.values()), "codes": codes},
+                messages.WARNING,
+            )
+        if report.without_scan:
+            self.message_user(
+                request,
+                _(
+                    "Skipped %(count)d dead letter(s) that name no scan: nothing to redrive. "
+                    "Dismiss them once reviewed."
+                )
+                % {"count": report.without_scan},
+                messages.WARNING,
+            )
+        if report.running:
+            self.message_user(
+                request,
+                _("Skipped %(count)d dead letter(s) of scans queued or running again.")
+                % {"count": report.running},
+                messages.INFO,
+            )
+        if report.resolved:
+            self.message_user(
+                request,
+                _("%(count)d dead letter(s) belonged to completed scans: resolved.")
+                % {"count": report.resolved},
+                messages.INFO,
+            )
+
+    @admin.action(
+        description=gettext_lazy("Dismiss selected dead letters (reviewed; nothing to redrive)"),
+        permissions=["retry"],
+    )
+    def dismiss_selected(self, request, queryset):
+        dismissed = queryset.pending().update(
+            resolved_at=timezone.now(), resolved_by=request.user.get_username()
+        )
+        self.message_user(
+            request,
+            _("%(count)d dead letter(s) dismissed.") % {"count": dismissed},
+            messages.SUCCESS,
+        )
 
 
 # --- task history (django-celery-results), with control -------------------------------------
@@ -521,7 +615,8 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
         )
 
     @admin.action(
-        description="Re-run task (same name and arguments, new id)", permissions=["retry"]
+        description=gettext_lazy("Re-run task (same name and arguments, new id)"),
+        permissions=["retry"],
     )
     def rerun_selected(self, request, queryset):
         actor = request.user.get_username()
@@ -530,25 +625,68 @@ class TaskHistoryAdmin(ReadOnlyAdmin):
                 new_id = rerun_task(result, actor=actor)
             except (ValueError, SyntaxError) as exc:
                 self.message_user(
-                    request, f"{result.task_id}: arguments unreadable ({exc})", messages.ERROR
+                    request,
+                    _("%(task)s: its arguments cannot be read (%(error)s).")
+                    % {"task": result.task_id, "error": exc},
+                    messages.ERROR,
                 )
                 continue
-            self.message_user(request, f"{result.task_name} re-run as {new_id}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                _("%(name)s re-run as %(id)s.") % {"name": result.task_name, "id": new_id},
+                messages.SUCCESS,
+            )
 
-    @admin.action(description="Revoke (discard if not started)", permissions=["retry"])
+    @admin.action(
+        description=gettext_lazy("Revoke (discard if not started)"), permissions=["retry"]
+    )
     def revoke_selected(self, request, queryset):
-        marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
-        self.message_user(
-            request, f"Revoked {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED."
-        )
-
-    @admin.action(description="Terminate (revoke and stop if running)", permissions=["retry"])
-    def terminate_selected(self, request, queryset):
-        marked = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
+        done = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=False)
         self.message_user(
             request,
-            f"Terminated {queryset.count()} task(s); {marked} waiting one(s) marked REVOKED.",
+            _(
+                "Revoked %(count)d task(s); %(waiting)d waiting one(s) marked REVOKED: a worker "
+                "discards them when it receives them, and the scan of a scan step is cancelled."
+            )
+            % {"count": queryset.count(), "waiting": done.waiting},
         )
+        if done.running:
+            self.message_user(
+                request,
+                _(
+                    "%(count)d had already started and go on: revoking does not stop a running "
+                    "task (Terminate does, except for the AI steps)."
+                )
+                % {"count": len(done.running)},
+                messages.WARNING,
+            )
+
+    @admin.action(
+        description=gettext_lazy("Terminate (revoke, and stop if running: not the AI steps)"),
+        permissions=["retry"],
+    )
+    def terminate_selected(self, request, queryset):
+        done = revoke_tasks(list(queryset.values_list("task_id", flat=True)), terminate=True)
+        self.message_user(
+            request,
+            _(
+                "Revoked %(count)d task(s); %(waiting)d waiting one(s) marked REVOKED; SIGTERM "
+                "sent to %(signalled)d running one(s) (prefork workers); the scan of a scan step "
+                "is cancelled."
+            )
+            % {"count": queryset.count(), "waiting": done.waiting, "signalled": done.signalled},
+        )
+        if done.cancelled_in_place:
+            self.message_user(
+                request,
+                _(
+                    "%(count)d running AI step(s) cannot be stopped: the AI worker runs a threads "
+                    "pool, where a task cannot be terminated. Their scans were cancelled instead; "
+                    "the provider call in flight finishes and its result is discarded."
+                )
+                % {"count": done.cancelled_in_place},
+                messages.WARNING,
+            )
 
 
 def _decoded(text, empty):

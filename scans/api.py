@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
-from rest_framework.exceptions import APIException, NotFound, ParseError, Throttled
+from rest_framework import generics, serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import (
+    APIException,
+    NotFound,
+    ParseError,
+    Throttled,
+    ValidationError,
+)
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
+from eco2 import login_guard
+
 from . import idempotency, services
+from .creation_rate import ScanRateLimited
+from .filters import ScanFilter
 from .models import Scan, ScanBatch
 from .selectors import get_taxonomy, scans_visible_to
 from .serializers import (
     BatchCreateSerializer,
     ScanAcceptedSerializer,
+    ScanChooseSerializer,
     ScanCreateSerializer,
+    ScanHintSerializer,
     ScanSerializer,
     TaxonomySerializer,
     batch_detail,
@@ -97,23 +111,43 @@ class UploadSizeLimitMiddleware:
         return None
 
 
-class ScanCreateThrottle(UserRateThrottle):
-    """Per-user rate of scan creation (single and batch share it): a cost guard, not abuse
-    protection (that belongs at the proxy). The rate is read from settings on every request."""
+class LoginLockedOut(APIException):
+    """429 with Retry-After for a username or address locked out by django-axes."""
 
-    scope = "scan_create"
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = login_guard.LOCKED_OUT_CODE
 
-    def get_rate(self):
-        return settings.SCAN_CREATE_RATE or None
+    def __init__(self) -> None:
+        super().__init__(login_guard.lockout_message())
+        self.wait = login_guard.lockout_seconds()
 
-    def allow_request(self, request, view):
-        if request.method != "POST":
-            return True
-        try:
-            return super().allow_request(request, view)
-        except Exception as exc:  # the cache (Redis) is down: count nothing rather than fail
-            logger.warning("scan-create throttle skipped: cache unavailable (%s)", exc)
-            return True
+
+class TokenView(ObtainAuthToken):
+    """DRF's obtain_auth_token under the login lockout (eco2/login_guard.py). axes marks the
+    DRF request it was given, which its middleware never sees: the view answers for it. A
+    token issued is a log-in (user_logged_in), which clears that address's failures."""
+
+    @extend_schema(
+        responses={
+            200: OpenApiTypes.OBJECT,
+            400: OpenApiResponse(description="Wrong username or password"),
+            429: OpenApiResponse(
+                description="Too many failed log-ins for the username or from the address; "
+                "see Retry-After"
+            ),
+        },
+        summary="A token for Authorization: Token …",
+    )
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            if getattr(request, "axes_locked_out", False):
+                raise LoginLockedOut()
+            raise ValidationError(serializer.errors)
+        user = serializer.validated_data["user"]
+        user_logged_in.send(sender=type(user), request=request, user=user)
+        token, _created = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
 
 
 class PipelineBusyResponse(APIException):
@@ -128,19 +162,9 @@ class PipelineBusyResponse(APIException):
 
 
 class ScanCreateMixin:
-    """What both scan-creating endpoints share: the throttle, its message, 4xx (never 500)
-    for requests Django's parser refuses, and 503 when the backlog is full."""
-
-    def get_throttles(self):
-        return [*super().get_throttles(), ScanCreateThrottle()]
-
-    def throttled(self, request, wait):
-        rate = settings.SCAN_CREATE_RATE
-        raise Throttled(
-            wait=math.ceil(wait) if wait is not None else None,
-            detail=_("Too many scans in a short time (at most %(rate)s per user).")
-            % {"rate": rate},
-        )
+    """What both scan-creating endpoints share: 4xx (never 500) for requests Django's parser
+    refuses, 429 over the per-user rate (enforced by the services, scans.creation_rate) and 503
+    when the backlog is full, both with Retry-After."""
 
     def handle_exception(self, exc):
         if isinstance(exc, RequestDataTooBig):
@@ -149,6 +173,8 @@ class ScanCreateMixin:
             exc = ParseError(_("The request could not be read (%(reason)s).") % {"reason": exc})
         elif isinstance(exc, services.PipelineBusy):
             exc = PipelineBusyResponse(exc)
+        elif isinstance(exc, ScanRateLimited):
+            exc = Throttled(wait=exc.retry_after, detail=exc.message, code=exc.code)
         return super().handle_exception(exc)
 
 
@@ -177,9 +203,14 @@ def get_visible_scan(request, task_id: str) -> Scan:
 
 class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
     serializer_class = ScanSerializer
+    # the history page's filters (status, category, dates, search); a bad value is a 400
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = ScanFilter
 
     def get_queryset(self):
         scans = Scan.objects.order_by("-created_at")
+        if getattr(self, "swagger_fake_view", False):  # the schema's filters read the model only
+            return scans.none()
         # staff may list everyone's scans with ?all=1; for anyone else the flag changes nothing
         if self.request.user.is_staff and self.request.query_params.get("all") in ("1", "true"):
             return scans
@@ -193,7 +224,7 @@ class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
                 description="Staff only: every user's scans (ignored for others).",
             )
         ],
-        summary="Your scans, newest first",
+        summary="Your scans, newest first; filtered as on the history page",
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -267,6 +298,85 @@ class ScanDetailView(APIView):
         return Response(ScanSerializer(scan, context={"request": request}).data)
 
 
+class ScanAnswerMixin:
+    """Answering a scan that asked which one it is: the owner's (or staff's) scan, else 404;
+    an answer that cannot resume it is a 400 naming the field; a scan not waiting is a 409."""
+
+    request_serializer: type[serializers.Serializer]
+
+    def resume(self, scan: Scan, data: dict, actor: str) -> Scan:
+        raise NotImplementedError
+
+    def post(self, request, task_id: str):
+        scan = get_visible_scan(request, task_id)
+        form = self.request_serializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            scan = self.resume(scan, form.validated_data, f"api:{request.user.get_username()}")
+        except services.InvalidAnswer as exc:
+            raise ValidationError({exc.field: [exc.message]}, code=exc.code) from None
+        except services.ScanNotWaiting as exc:
+            return Response({"detail": exc.message, "code": exc.code}, status=409)
+        links = scan_links(scan, request)
+        body = {"task_id": str(scan.id), "status": scan.status, **links}
+        return Response(
+            body, status=status.HTTP_202_ACCEPTED, headers={"Location": links["status_url"]}
+        )
+
+
+ANSWER_ERRORS = {
+    400: OpenApiResponse(
+        description="Not a category code, an item of another category, or "
+        "the same hint again (a message per field)"
+    ),
+    404: OpenApiResponse(description="No scan with this task id (or not yours)"),
+    409: OpenApiResponse(
+        description="The scan is not waiting for a choice (status is not "
+        "needs_input), e.g. the second of two taps"
+    ),
+}
+
+
+class ScanChooseView(ScanAnswerMixin, APIView):
+    request_serializer = ScanChooseSerializer
+
+    @extend_schema(
+        request=ScanChooseSerializer,
+        responses={202: ScanAcceptedSerializer, **ANSWER_ERRORS},
+        summary="Answer “which one is it?”: resume the scan at the rule step with this category",
+        description="Only while the scan's status is `needs_input`. The photo is not recognised "
+        "again (no new provider call); the classification becomes the owner's choice "
+        '(`chosen_by: "user"`, confidence 1.0), then the rules and the guidance follow as usual '
+        "and the scan completes. Follow it at `status_url` or `events_url`.",
+    )
+    def post(self, request, task_id: str):
+        return super().post(request, task_id)
+
+    def resume(self, scan: Scan, data: dict, actor: str) -> Scan:
+        return services.choose_category(
+            scan, category_code=data["category_code"], item=data.get("item", ""), actor=actor
+        )
+
+
+class ScanHintView(ScanAnswerMixin, APIView):
+    request_serializer = ScanHintSerializer
+
+    @extend_schema(
+        request=ScanHintSerializer,
+        responses={202: ScanAcceptedSerializer, **ANSWER_ERRORS},
+        summary="Answer “which one is it?” with a hint: recognise the photo again",
+        description="Only while the scan's status is `needs_input`. The hint replaces the scan's "
+        "hint and the scan runs again from the vision step. With the OpenAI provider that is a "
+        "new, paid call (the recognition is cached per photo and hint); the offline provider "
+        "costs nothing. The scan may ask again.",
+    )
+    def post(self, request, task_id: str):
+        return super().post(request, task_id)
+
+    def resume(self, scan: Scan, data: dict, actor: str) -> Scan:
+        return services.rerun_with_hint(scan, hint=data["hint"], actor=actor)
+
+
 class CategoriesView(APIView):
     permission_classes = [AllowAny]
 
@@ -322,4 +432,4 @@ class BatchDetailView(APIView):
         batch = batches.filter(pk=batch_uuid).first()
         if batch is None:
             raise NotFound("No batch with this id.")
-        return Response(batch_detail(batch))
+        return Response(batch_detail(batch, include_detail=request.user.is_staff))

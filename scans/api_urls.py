@@ -1,5 +1,4 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from . import api
 from .views import scan_events
@@ -12,6 +11,8 @@ urlpatterns = [
     path("batches/<str:batch_id>", api.BatchDetailView.as_view(), name="batch-detail"),
     path("scans/<str:task_id>", api.ScanDetailView.as_view(), name="scan-detail"),
     path("scans/<str:task_id>/events", scan_events, name="scan-events"),
+    path("scans/<str:task_id>/choose", api.ScanChooseView.as_view(), name="scan-choose"),
+    path("scans/<str:task_id>/hint", api.ScanHintView.as_view(), name="scan-hint"),
     path("categories", api.CategoriesView.as_view(), name="categories"),
-    path("auth/token", obtain_auth_token, name="auth-token"),
+    path("auth/token", api.TokenView.as_view(), name="auth-token"),
 ]

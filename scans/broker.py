@@ -1,4 +1,4 @@
-"""The dead-letter topology on the broker: declared by the app, inspected, drained.
+"""The dead-letter topology on the broker: declared by the app, inspected, sorted.
 
 On RabbitMQ the pipeline queue ``scan.ai.pipeline`` dead-letters rejected messages through the
 exchange ``scan.ai.dlx`` into ``scan.ai.dlq`` (see eco2/celery.py). Brokers without dead-letter
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
-from kombu import Exchange, Queue
+from kombu import Exchange, Producer, Queue
 
 from eco2.celery import SCAN_DEAD_LETTER_EXCHANGE, SCAN_DEAD_LETTER_QUEUE, app
 
@@ -24,6 +27,8 @@ DEAD_LETTER_QUEUE = Queue(
     routing_key=SCAN_DEAD_LETTER_QUEUE,
     durable=True,
 )
+# Messages a redrive cannot read (no JSON, no scan id): moved here verbatim, for a person.
+PARKED_DEAD_LETTER_QUEUE = Queue(f"{SCAN_DEAD_LETTER_QUEUE}.parked", durable=True)
 
 
 def broker_has_dead_lettering() -> bool:
@@ -53,47 +58,99 @@ def dead_letter_depth() -> int | None:
 
 
 @dataclass(frozen=True)
-class DrainedMessage:
-    task_id: str
+class DeadLetterMessage:
+    """What can be read of a message on scan.ai.dlq; reading it never raises."""
+
+    task_id: str | None
     task_name: str
-    scan_id: str | None
+    scan_id: str | None  # a well-formed UUID from the first argument, or None
     reason: str  # RabbitMQ's x-death reason: rejected, expired, maxlen, delivery_limit
+    queue: str  # the queue it died on
+    body: str  # the start of the raw body, for the record
+    problem: str | None  # why the body names no scan (invalid JSON, not a UUID …), or None
 
 
-def drain_dead_letters(limit: int = 1000) -> list[DrainedMessage]:
-    """Take up to ``limit`` messages off scan.ai.dlq and describe them.
+ACK, PARK, KEEP = "ack", "park", "keep"
 
-    Messages are acked only after all of them were read, so a crash while draining leaves
-    them on the queue.
+
+def sort_dead_letters(
+    decide: Callable[[DeadLetterMessage], str], limit: int = 1000
+) -> dict[str, int]:
+    """Take up to ``limit`` messages off scan.ai.dlq and do with each what ``decide`` says:
+    ACK (taken off: the caller has it in the database), PARK (moved verbatim to
+    scan.ai.dlq.parked, where nobody consumes it: set aside, not lost) or KEEP (left on the
+    DLQ, in its place). Returns how many of each.
+
+    A message is acked only after ``decide`` returned and, when parked, after the broker
+    confirmed its copy; an error leaves it and every kept one on the queue.
     """
+    done = {ACK: 0, PARK: 0, KEEP: 0}
     if not broker_has_dead_lettering():
-        return []
-    drained: list[DrainedMessage] = []
+        return done
     with app.connection_for_write() as conn:
-        queue = DEAD_LETTER_QUEUE(conn.default_channel)
+        channel = conn.default_channel
+        queue = DEAD_LETTER_QUEUE(channel)
         queue.declare()
-        messages = []
-        for _ in range(limit):
-            message = queue.get(no_ack=False, accept=["json"])
-            if message is None:
-                break
-            messages.append(message)
-            drained.append(_describe(message))
-        for message in messages:
-            message.ack()
-    return drained
+        PARKED_DEAD_LETTER_QUEUE(channel).declare()
+        producer = Producer(channel)
+        kept = []  # unacked; requeued after the loop (before, get would return them again)
+        try:
+            for _ in range(limit):
+                message = queue.get(no_ack=False)  # raw: decoded by describe(), which can't fail
+                if message is None:
+                    break
+                described = describe(message)
+                action = decide(described)
+                if action == PARK:
+                    why = described.problem or "its scan does not exist"
+                    producer.publish(
+                        message.body,
+                        exchange="",
+                        routing_key=PARKED_DEAD_LETTER_QUEUE.name,
+                        headers={**(message.headers or {}), "x-eco2-parked-because": why},
+                        content_type=message.content_type,
+                        content_encoding=message.content_encoding,
+                        delivery_mode=2,
+                    )
+                if action == KEEP:
+                    kept.append(message)
+                else:
+                    message.ack()
+                done[action] += 1
+        finally:
+            for message in kept:
+                with suppress(Exception):  # a closed channel requeues them anyway
+                    message.requeue()
+    return done
 
 
-def _describe(message) -> DrainedMessage:
-    headers = message.headers or {}
-    body = message.body
-    if isinstance(body, bytes | str):
-        body = json.loads(body)
-    args = body[0] if isinstance(body, list) and body else []
-    deaths = headers.get("x-death") or [{}]
-    return DrainedMessage(
-        task_id=str(headers.get("id", "")),
-        task_name=str(headers.get("task", "")),
-        scan_id=str(args[0]) if args else None,
-        reason=str(deaths[0].get("reason", "")),
+def describe(message) -> DeadLetterMessage:
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    raw = message.body
+    body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    deaths = headers.get("x-death")
+    death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else {}
+    task_id = headers.get("id")
+    scan_id, problem = None, None
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        problem = f"the body is not JSON ({exc})"
+    else:
+        args = payload[0] if isinstance(payload, list) and payload else None
+        if not isinstance(args, list) or not args:
+            problem = "the body has no argument list"
+        else:
+            try:
+                scan_id = str(uuid.UUID(str(args[0])))
+            except ValueError:
+                problem = f"{str(args[0])[:100]!r} is not a scan id"
+    return DeadLetterMessage(
+        task_id=task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None,
+        task_name=str(headers.get("task") or "")[:255],
+        scan_id=scan_id,
+        reason=str(death.get("reason", "")),
+        queue=str(death.get("queue", "")),
+        body=body[:1000],
+        problem=problem,
     )

@@ -2,8 +2,9 @@
 
 Polls the Redis mirror when there is one (cheap), else the Scan row, about every half second,
 and sends a ``progress`` event only when status, step, progress or the current step's retries
-changed. The final event (``completed`` or ``failed``) carries the whole scan, then the stream
-ends. Browsers reconnect by themselves (``retry``) and send the last event id they saw
+changed. The final event (``completed``, ``failed``, or ``needs_input`` when the scan asks which
+one it is) carries the whole scan, then the stream ends; a scan resumed by its owner's answer is
+followed by a new stream. Browsers reconnect by themselves (``retry``) and send the last event id they saw
 (``Last-Event-ID``); a reconnected stream does not repeat that state. Comments keep idle
 connections open, and a stream never outlives ``MAX_SECONDS``.
 
@@ -23,6 +24,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from .errors import code_of_text, error_message
 from .models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStep, TaskAttempt
 from .progress import read_progress
 
@@ -60,13 +62,17 @@ def step_retries(scan_id: str, step: str) -> dict[str, Any]:
         elif attempt["outcome"] in RETRY_OUTCOMES:
             retries.append(attempt)
     last = retries[-1] if retries else None
-    error = ""
+    # the reason in the reader's language, from the code the ledger kept; never the exception's
+    # own text (an attempt recorded without a code shows only the count)
+    code = None
     if last:
-        error = last["exception_message"] or last["exception_class"]
+        code = code_of_text(last["exception_message"]) or (
+            "worker_lost" if last["outcome"] == AttemptOutcome.WORKER_LOST else None
+        )
     return {
         "step": step,
         "count": len(retries),
-        "last_error": error[:300],
+        "last_error": error_message(code) if code else "",
         "last_outcome": last["outcome"] if last else "",
     }
 

@@ -16,9 +16,11 @@ from celery import signals
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from eco2.celery import SCAN_PIPELINE_TASKS
+from eco2.celery import SCAN_PIPELINE_TASKS, app
+from eco2.db import release_db_connection
 
-from .models import AttemptOutcome, DeadLetter, Scan, TaskAttempt
+from .errors import coded_text
+from .models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,30 @@ _open_attempts: dict[str, tuple[int, datetime]] = {}
 _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
 
 
-def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) -> None:
-    """Finish the latest open attempt of ``task_id`` with ``outcome``."""
+# Attempts of jobs that are recorded only when they did something (tasks.RecordedWhenBusy: the
+# relays, every 5 and 10 s): built at prerun, inserted at their end only if the run published
+# something or failed. An idle run costs no write (two rows a run were ~26,000 a day).
+_deferred_attempts: dict[str, TaskAttempt] = {}
+
+
+def close_attempt(
+    task_id: str, outcome: str, exc: BaseException | None = None, *, busy: bool = True
+) -> None:
+    """Finish the latest open attempt of ``task_id`` with ``outcome``; ``busy``: the run did
+    something (an idle run of a RecordedWhenBusy job leaves no attempt)."""
+    deferred = _deferred_attempts.pop(task_id, None)
+    if deferred is not None:
+        if busy or exc is not None or outcome != AttemptOutcome.SUCCEEDED:
+            deferred.outcome = outcome
+            deferred.finished_at = timezone.now()
+            deferred.duration_ms = int(
+                (deferred.finished_at - deferred.started_at).total_seconds() * 1000
+            )
+            if exc is not None:
+                deferred.exception_class = type(exc).__name__
+                deferred.exception_message = coded_text(exc)[:2000]
+            deferred.save(force_insert=True)
+        return
     handle = _open_attempts.pop(task_id, None)
     if handle is None:
         attempt = (
@@ -64,7 +88,8 @@ def close_attempt(task_id: str, outcome: str, exc: BaseException | None = None) 
     }
     if exc is not None:
         fields["exception_class"] = type(exc).__name__
-        fields["exception_message"] = str(exc)[:2000]
+        # "<code>: <detail>": the live retry line shows the code's message, not this text
+        fields["exception_message"] = coded_text(exc)[:2000]
     TaskAttempt.objects.filter(pk=pk, outcome=AttemptOutcome.STARTED).update(**fields)
 
 
@@ -83,6 +108,10 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
         worker=request.hostname or "",
         queue=delivery.get("routing_key") or "",
     )
+    if getattr(task, "recorded_when_busy", False):
+        attempt.started_at = timezone.now()
+        _deferred_attempts[task_id] = attempt
+        return
     # Every step pays this insert: no existence query first. A scan deleted meanwhile makes
     # the foreign key refuse the row (checked at commit: workers run in autocommit, so at this
     # statement), and the attempt is kept without its scan.
@@ -103,7 +132,7 @@ def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None
     if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
     outcome = retval.get("outcome") if isinstance(retval, dict) else None
-    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED)
+    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED, busy=bool(retval))
 
 
 @signals.task_retry.connect
@@ -142,20 +171,79 @@ def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwa
         services.fail_scan(scan_id, code=code, message=message)
 
 
+@signals.task_rejected.connect
+def record_rejected_message(sender=None, message=None, exc=None, **kwargs) -> None:
+    """A message the worker's consumer rejected before any task ran (it could not be decoded
+    or bound, eco2/worker_consumer.py): on RabbitMQ it is on scan.ai.dlq now; recorded here
+    so that the admin and the dead-letter alert show it on every broker."""
+    _record_undeliverable(message, "malformed_message", str(exc or "the message is unreadable"))
+
+
+@signals.task_unknown.connect
+def record_unknown_task(sender=None, message=None, exc=None, name=None, **kwargs) -> None:
+    _record_undeliverable(message, "unknown_task", f"No task named {name!r} on this worker.")
+
+
+def _record_undeliverable(message, code: str, reason: str) -> None:
+    """Record what can be read of a rejected message. Runs in the worker's consumer thread:
+    an error here is logged, never raised into Celery's event loop, and the consumer's
+    database connection is handed back at once (it writes rarely)."""
+    try:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        try:
+            payload = message.payload
+        except Exception:
+            payload = None
+        task_id, name, args = headers.get("id"), headers.get("task"), None
+        if isinstance(payload, list | tuple) and payload:
+            args = payload[0]
+        elif isinstance(payload, dict):
+            task_id, name = task_id or payload.get("id"), name or payload.get("task")
+            args = payload.get("args")
+        task_id = task_id if isinstance(task_id, str) and 0 < len(task_id) <= 255 else None
+        name = str(name or "")[:255]
+        queue = (message.delivery_info or {}).get("routing_key", "")
+        body = (
+            message.body.decode("utf-8", "replace")
+            if isinstance(message.body, bytes)
+            else str(message.body)
+        )
+        record_dead_letter(
+            _scan_id(args) if isinstance(args, list | tuple) else None,
+            task_id or f"unidentified-{uuid.uuid4()}",
+            name,
+            getattr(app.tasks.get(name), "step", "") or "",
+            code,
+            f"{reason}\nQueue: {queue}. Body: {body[:1000]}",
+        )
+    except Exception:
+        logger.exception("could not record the rejected message %r", message)
+    finally:
+        release_db_connection()
+
+
 def record_dead_letter(
     scan_id, task_id: str, task_name: str, step: str, code: str, reason: str
 ) -> None:
-    """One DeadLetter row per task id, also when the failure is reported twice."""
-    scan_exists = bool(scan_id) and Scan.objects.filter(pk=scan_id).exists()
+    """One DeadLetter row per task id, also when the failure is reported twice. A letter of a
+    scan that has completed meanwhile (another copy of the step finished it) is resolved."""
+    status = (
+        Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
+        if scan_id
+        else None
+    )
+    completed = status == ScanStatus.COMPLETED
     try:
         with transaction.atomic():
             DeadLetter.objects.create(
-                scan_id=scan_id if scan_exists else None,
+                scan_id=scan_id if status else None,
                 task_id=task_id,
                 task_name=task_name,
                 step=step,
                 reason_code=code,
                 reason=reason,
+                resolved_at=timezone.now() if completed else None,
+                resolved_by="scan completed" if completed else "",
             )
     except IntegrityError:
         logger.info("dead letter for task %s already recorded", task_id)

@@ -16,9 +16,15 @@ class ScanStatus(models.TextChoices):
     PROCESSING = "processing", _("Processing")
     COMPLETED = "completed", _("Completed")
     FAILED = "failed", _("Failed")
+    # the classification was not sure: the run ended with a question (Scan.choices); the
+    # owner's choice, or a hint, resumes it (services.choose_category, rerun_with_hint)
+    NEEDS_INPUT = "needs_input", _("Needs your choice")
 
 
-TERMINAL_STATUSES = frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED})
+# The end of a pipeline run. needs_input is one too (nothing runs until the owner answers:
+# the sweeper leaves it alone, a batch counts it as ended), but it is the only one that can
+# go on, to completed or failed.
+TERMINAL_STATUSES = frozenset({ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.NEEDS_INPUT})
 
 
 class ScanStep(models.TextChoices):
@@ -27,12 +33,14 @@ class ScanStep(models.TextChoices):
     VISION = "vision", _("Recognising the item")
     RULE = "rule", _("Finding disposal rules")
     ANSWER = "answer", _("Writing the guidance")
+    INPUT = "input", _("Waiting for your choice")  # status needs_input
     DONE = "done", _("Done")
 
 
 class ScanOutcome(models.TextChoices):
     CLASSIFIED = "classified", _("Classified")
-    UNCLASSIFIED = "unclassified", _("Needs a description")
+    UNCLASSIFIED = "unclassified", _("Needs a description")  # scans completed before needs_input
+    AMBIGUOUS = "ambiguous", _("Asked which one it is")  # status needs_input
 
 
 class CategoryKind(models.TextChoices):
@@ -267,6 +275,14 @@ class Scan(models.Model):
     answer = models.JSONField(null=True, blank=True)
     outcome = models.CharField(max_length=20, choices=ScanOutcome.choices, blank=True)
     provider = models.CharField(max_length=40, blank=True)
+    choices = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "What a scan that was not sure offered (status needs_input): up to 4 items with "
+            "their bins, best first."
+        ),
+    )
 
     # What the scan cost: per step in ``usage`` ({"vision": {...}, "answer": {...}}), summed here.
     usage = models.JSONField(default=dict, blank=True)
@@ -276,7 +292,8 @@ class Scan(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     cached_input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # the exact sum of the steps' costs (each priced to 10 decimals, scans.providers.openai.cost_usd)
+    cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     vision_cache_hit = models.BooleanField(
         default=False, help_text=_("The classification came from the cache: no provider call.")
     )
@@ -405,9 +422,18 @@ class TaskAttempt(models.Model):
         return f"{self.task_name} #{self.attempt} {self.outcome}"
 
 
+class DeadLetterQuerySet(models.QuerySet):
+    def pending(self) -> DeadLetterQuerySet:
+        """Waiting for someone: neither redriven (its scan re-enqueued) nor resolved."""
+        return self.filter(redriven_at=None, resolved_at=None)
+
+
 class DeadLetter(models.Model):
     """A pipeline message that will not run again on its own; kept in the DB as well as on
-    the broker's dead-letter queue (scan.ai.dlq), so the path also works without a DLX."""
+    the broker's dead-letter queue (scan.ai.dlq), so the path also works without a DLX.
+
+    Pending until its scan is re-enqueued (``redriven_*``: a redrive or a retry) or it is
+    resolved (``resolved_*``: its scan completed, or staff dismissed it)."""
 
     scan = models.ForeignKey(
         Scan, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters"
@@ -420,6 +446,10 @@ class DeadLetter(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
     redriven_by = models.CharField(max_length=150, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+
+    objects = DeadLetterQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -434,11 +464,21 @@ class DeadLetter(models.Model):
 class ScanEventType(models.TextChoices):
     COMPLETED = "ScanCompleted", "ScanCompleted"
     FAILED = "ScanFailed", "ScanFailed"
+    NEEDS_INPUT = "ScanNeedsInput", "ScanNeedsInput"  # the run ended with a question
+    RESUMED = "ScanResumed", "ScanResumed"  # the owner answered it: a choice or a hint
+
+
+EVENT_ROUTING_KEYS = {
+    ScanEventType.COMPLETED: "scan.completed",
+    ScanEventType.FAILED: "scan.failed",
+    ScanEventType.NEEDS_INPUT: "scan.needs_input",
+    ScanEventType.RESUMED: "scan.resumed",
+}
 
 
 class ScanEvent(models.Model):
     """An event in the event store, appended in the same transaction as the scan's final
-    status; the relay publishes it to the topic exchange ``eco2.events`` (at least once).
+    status (or its resumption after a question); the relay publishes it to the topic exchange ``eco2.events`` (at least once).
 
     The id is the message id on the broker: consumers deduplicate by it.
     """
@@ -459,7 +499,7 @@ class ScanEvent(models.Model):
 
     @property
     def routing_key(self) -> str:
-        return "scan.completed" if self.type == ScanEventType.COMPLETED else "scan.failed"
+        return EVENT_ROUTING_KEYS[ScanEventType(self.type)]
 
 
 class TaskRerun(models.Model):

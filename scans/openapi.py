@@ -22,8 +22,11 @@ Server-Sent Events (`text/event-stream`) until the scan ends; open it with `Even
 - `progress` — `{{"status", "step", "progress", "retries": {{"step", "count", "last_error",
   "last_outcome"}}}}`, only when one of them changed; its `id` is that state, so a client that
   reconnects with `Last-Event-ID` is not sent the same state again;
-- `completed` or `failed` — the whole scan (the `Scan` schema), with id `{FINAL_EVENT_ID}`;
-  then the stream ends;
+- `completed`, `failed` or `needs_input` — the whole scan (the `Scan` schema), with id
+  `{FINAL_EVENT_ID}`; then the stream ends. `needs_input`: the scan was not sure and asks which
+  one it is (its `question` has the choices); once it is answered (`POST …/choose` or
+  `POST …/hint`) it runs again, and a new stream follows it (`Last-Event-ID: {FINAL_EVENT_ID}`
+  is then no longer a 204);
 - `timeout` — after {MAX_SECONDS:.0f} s without an end: reconnect, or poll the scan;
 - `error` — the scan was deleted while the stream was open.
 
@@ -56,7 +59,10 @@ def scan_events_operation(scan_operation: dict[str, Any]) -> dict[str, Any]:
                 "description": "The event stream.",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },
-            "204": {"description": "The scan has ended and the client saw its final event."},
+            "204": {
+                "description": "The scan has ended (completed, failed, or needs_input and not "
+                "answered yet) and the client saw its final event."
+            },
             "401": {"description": "Invalid token."},
             "403": {"description": "Authentication credentials were not provided."},
             "404": {"description": "No scan with this task id (or not yours)."},

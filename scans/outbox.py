@@ -1,8 +1,10 @@
-"""ScanCompleted / ScanFailed events: stored with the final status, relayed to the broker.
+"""Scan events: stored with the state they announce, relayed to the broker.
 
-The event row is written in the same transaction as the scan's terminal state, so an event
-exists exactly when the state does. The relay publishes unpublished events to the durable
-topic exchange ``eco2.events`` (routing keys ``scan.completed`` and ``scan.failed``), with
+ScanCompleted, ScanFailed and ScanNeedsInput (the run ended with a question) are written in
+the same transaction as the scan's terminal state, ScanResumed (the owner answered the
+question) in the one that resumes it, so an event exists exactly when the state does. The
+relay publishes unpublished events to the durable topic exchange ``eco2.events`` (routing keys
+``scan.completed``, ``scan.failed``, ``scan.needs_input``, ``scan.resumed``), with
 publisher confirms on RabbitMQ, and marks them published in the transaction that locked them.
 If the relay dies mid-batch, the batch is published again: delivery is at least once, and the
 event id (the AMQP ``message_id``, and ``event_id`` in the body) lets consumers deduplicate.
@@ -22,7 +24,7 @@ from kombu import Exchange
 
 from eco2.celery import app
 
-from .models import Scan, ScanEvent, ScanEventType
+from .models import Scan, ScanEvent, ScanEventType, ScanStatus
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +59,18 @@ def event_payload(scan: Scan) -> dict[str, Any]:
         "step": scan.step,
         "cost_usd": str(scan.cost_usd),
         "finished_at": scan.finished_at.isoformat() if scan.finished_at else None,
+        # a scan that asks which one it is: what it offers (scans.selectors.offered_choices)
+        **({"choices": scan.choices or []} if scan.status == ScanStatus.NEEDS_INPUT else {}),
     }
 
 
-def append_event(scan: Scan, event_type: ScanEventType) -> ScanEvent:
-    """Store the event; call inside the transaction that gives the scan its final state."""
-    event = ScanEvent.objects.create(type=event_type, scan=scan, payload=event_payload(scan))
+def append_event(
+    scan: Scan, event_type: ScanEventType, *, extra: dict[str, Any] | None = None
+) -> ScanEvent:
+    """Store the event; call inside the transaction that gives the scan the state it announces.
+    ``extra``: more data for the payload (what a ScanResumed answered)."""
+    payload = {**event_payload(scan), **(extra or {})}
+    event = ScanEvent.objects.create(type=event_type, scan=scan, payload=payload)
     transaction.on_commit(partial(publish_event_now, event))
     return event
 

@@ -18,15 +18,16 @@ logger = logging.getLogger(__name__)
 
 
 @cache
-def _client(url: str) -> redis.Redis:
-    # short timeouts: a missing Redis must cost milliseconds, not a stalled worker
+def _client(url: str, timeout: float) -> redis.Redis:
+    # short timeouts (REDIS_TIMEOUT): a Redis that is down or partitioned (connections
+    # accepted, nothing answered) must cost an upload or a step a fraction of a second
     return redis.Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=0.5, decode_responses=True
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, decode_responses=True
     )
 
 
 def redis_client() -> redis.Redis | None:
-    return _client(settings.REDIS_URL) if settings.REDIS_URL else None
+    return _client(settings.REDIS_URL, settings.REDIS_TIMEOUT) if settings.REDIS_URL else None
 
 
 def progress_key(task_id: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Sum
@@ -12,10 +12,12 @@ from .broker import dead_letter_depth
 from .models import DeadLetter, Scan, ScanStatus
 
 
-def daily_digest(until: datetime | None = None) -> tuple[str, str]:
-    """Subject and body of the digest of the 24 hours before ``until``."""
-    until = until or timezone.now()
-    since = until - timedelta(days=1)
+def daily_digest(day: date | None = None) -> tuple[str, str]:
+    """Subject and body of the digest of ``day`` (default: yesterday), a calendar day in the
+    site's time zone (Asia/Seoul): the day its subject names, midnight to midnight."""
+    day = day or timezone.localdate() - timedelta(days=1)
+    since = timezone.make_aware(datetime.combine(day, time.min))
+    until = timezone.make_aware(datetime.combine(day + timedelta(days=1), time.min))
     scans = Scan.objects.filter(created_at__gte=since, created_at__lt=until)
     by_status = dict(scans.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
     by_category = list(
@@ -39,9 +41,8 @@ def daily_digest(until: datetime | None = None) -> tuple[str, str]:
         .values_list("error_code", "n")
     )
     examples = scans.filter(status=ScanStatus.FAILED).order_by("-created_at")[:10]
-    day = timezone.localtime(since).date()
     lines = [
-        f"Eco² — {day} ({timezone.localtime(since):%H:%M} → {timezone.localtime(until):%H:%M})",
+        f"Eco² — {day} ({since:%Y-%m-%d %H:%M} → {until:%Y-%m-%d %H:%M} {since:%Z})",
         "",
         f"Scans: {scans.count()}  "
         + "  ".join(f"{status}: {by_status.get(status, 0)}" for status in ScanStatus.values),
@@ -61,9 +62,9 @@ def daily_digest(until: datetime | None = None) -> tuple[str, str]:
 
 
 def dead_letter_summary() -> tuple[int, int | None]:
-    """(dead letters not yet redriven in the DB, messages on scan.ai.dlq or None)."""
+    """(pending dead letters in the DB, messages on scan.ai.dlq or None)."""
     try:
         depth = dead_letter_depth()
     except Exception:  # the broker being away must not hide the DB count
         depth = None
-    return DeadLetter.objects.filter(redriven_at=None).count(), depth
+    return DeadLetter.objects.pending().count(), depth

@@ -33,7 +33,8 @@ SCHEDULES = (
         "task": "scans.tasks.sweep_stalled_scans",
         "every_seconds": 60,
         "description": "Re-enqueues scans with no progress for SCAN_STALLED_AFTER_SECONDS from "
-        "their current step (up to SCAN_MAX_REQUEUES times), then fails them with a reason.",
+        "their current step (up to SCAN_MAX_REQUEUES times), then fails them with a reason; "
+        "writes the summary of batches whose members have all ended.",
     },
     {
         "name": "events: publish pending events",

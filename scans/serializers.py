@@ -6,9 +6,11 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .errors import error_message, retry_helps
 from .fetch import MAX_URL_LENGTH, URLRefused, check_image_url
 from .images import validate_scan_image
 from .models import Scan, ScanStatus
@@ -43,10 +45,20 @@ def scan_result(scan: Scan, *, include_usage: bool = False) -> dict[str, Any] | 
     return result
 
 
-def scan_error(scan: Scan) -> dict[str, str] | None:
+def scan_error(scan: Scan, *, include_detail: bool = False) -> dict[str, Any] | None:
+    """Why a scan failed: its code, the message for that code in the active language and
+    whether a retry can help. The stored technical detail is for staff (``include_detail``)."""
     if scan.status != ScanStatus.FAILED:
         return None
-    return {"code": scan.error_code, "message": scan.error_message, "step": scan.step}
+    error = {
+        "code": scan.error_code,
+        "message": error_message(scan.error_code),
+        "retryable": retry_helps(scan.error_code),
+        "step": scan.step,
+    }
+    if include_detail:
+        error["detail"] = scan.error_message
+    return error
 
 
 def validate_hint_text(value: str) -> None:
@@ -66,7 +78,8 @@ def validate_image_url(value: str) -> None:
     try:
         check_image_url(value)
     except URLRefused as exc:
-        raise serializers.ValidationError(exc.message, code=exc.code) from exc
+        # the reason in the reader's language; the technical detail (the address) is not echoed
+        raise serializers.ValidationError(error_message(exc.code), code=exc.code) from exc
 
 
 class ScanCreateSerializer(serializers.Serializer):
@@ -131,9 +144,74 @@ def scan_links(scan: Scan, request) -> dict[str, str]:
     }
 
 
+class ChoiceSerializer(serializers.Serializer):
+    """One item a scan that is not sure offers, with its bin."""
+
+    category_code = serializers.CharField(help_text="A code of GET /api/v1/categories.")
+    item = serializers.CharField(help_text="The item, in Korean.")
+    item_en = serializers.CharField(help_text="The item, in English.")
+    category_ko = serializers.CharField(help_text="The bin (the category), in Korean.")
+    category_en = serializers.CharField(help_text="The bin (the category), in English.")
+    major_ko = serializers.CharField()
+    major_en = serializers.CharField()
+    kind = serializers.CharField()
+    score = serializers.FloatField(
+        allow_null=True, help_text="The provider's score for it (higher is likelier)."
+    )
+
+
+class QuestionSerializer(serializers.Serializer):
+    """What a scan in status needs_input asks, and where to answer it."""
+
+    reason = serializers.CharField(
+        help_text="Why it is not sure: no_hint, ambiguous, low_confidence, or another reason "
+        "its provider gave."
+    )
+    message = serializers.CharField(help_text="The question, in the request's language.")
+    choices = ChoiceSerializer(
+        many=True, help_text="Up to 4 items, best first; may be empty (no hint at all)."
+    )
+    choose_url = serializers.CharField(
+        help_text='POST {"category_code": …, "item": …}: resume at the rule step.'
+    )
+    hint_url = serializers.CharField(
+        help_text='POST {"hint": …}: recognise the photo again with this hint.'
+    )
+
+
+# lazy: rendered in the language of the request that shows them
+QUESTION_MESSAGES = {
+    "no_hint": gettext_lazy("What is it? Choose its bin, or describe it in a hint."),
+    "ambiguous": gettext_lazy("Which one is it? Choose the item in your photo."),
+}
+QUESTION_DEFAULT = gettext_lazy("We are not sure what this is. Which one is it?")
+
+
+def question_reason(scan: Scan) -> str:
+    details = (scan.classification or {}).get("details") or {}
+    return str(details.get("reason") or "low_confidence")
+
+
+def scan_question(scan: Scan, request=None) -> dict[str, Any] | None:
+    """What a scan that asks (status needs_input) offers; None for any other status."""
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        return None
+    reason = question_reason(scan)
+    choose = reverse("api:scan-choose", args=[scan.id])
+    hint = reverse("api:scan-hint", args=[scan.id])
+    return {
+        "reason": reason,
+        "message": str(QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT)),
+        "choices": scan.choices or [],
+        "choose_url": request.build_absolute_uri(choose) if request else choose,
+        "hint_url": request.build_absolute_uri(hint) if request else hint,
+    }
+
+
 class ScanSerializer(serializers.ModelSerializer):
     task_id = serializers.UUIDField(source="id", read_only=True)
     result = serializers.SerializerMethodField()
+    question = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
 
     class Meta:
@@ -145,11 +223,16 @@ class ScanSerializer(serializers.ModelSerializer):
             "progress",
             "hint",
             "result",
+            "question",
             "error",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(QuestionSerializer(allow_null=True))
+    def get_question(self, scan: Scan) -> dict[str, Any] | None:
+        return scan_question(scan, self.context.get("request"))
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_result(self, scan: Scan) -> dict[str, Any] | None:
@@ -157,8 +240,32 @@ class ScanSerializer(serializers.ModelSerializer):
         return scan_result(scan, include_usage=bool(request and request.user.is_staff))
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
-    def get_error(self, scan: Scan) -> dict[str, str] | None:
-        return scan_error(scan)
+    def get_error(self, scan: Scan) -> dict[str, Any] | None:
+        request = self.context.get("request")
+        return scan_error(scan, include_detail=bool(request and request.user.is_staff))
+
+
+class ScanChooseSerializer(serializers.Serializer):
+    category_code = serializers.CharField(
+        max_length=40,
+        help_text="One of the offered choices' category_code, or any code of "
+        "GET /api/v1/categories.",
+    )
+    item = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=120,
+        help_text="Optional: the item, as offered (item or item_en) or as the rule base names it.",
+    )
+
+
+class ScanHintSerializer(serializers.Serializer):
+    hint = serializers.CharField(
+        max_length=settings.SCAN_HINT_MAX_LENGTH,
+        validators=[validate_hint_text],
+        help_text='What the item is, e.g. "유리병" or "broken glass bottle". It replaces the '
+        "scan's hint; the photo is recognised again (with OpenAI: a new, paid call).",
+    )
 
 
 class TaxonomySerializer(serializers.Serializer):
@@ -182,8 +289,24 @@ class BatchCreateSerializer(serializers.Serializer):
     )
 
 
-def batch_detail(batch) -> dict[str, Any]:
-    """A batch as its owner sees it: per-item state and the batch's own progress."""
+def batch_summary(summary: dict | None, *, include_detail: bool = False) -> dict | None:
+    """The stored batch summary with each failure's message rendered from its code in the
+    active language (the summary is written by a worker, in no reader's language)."""
+    if not summary:
+        return summary
+    failures = []
+    for failure in summary.get("failures") or []:
+        stored = failure.get("message", "")
+        rendered = {**failure, "message": error_message(failure.get("code", ""))}
+        if include_detail:
+            rendered["detail"] = stored
+        failures.append(rendered)
+    return {**summary, "failures": failures}
+
+
+def batch_detail(batch, *, include_detail: bool = False) -> dict[str, Any]:
+    """A batch as its owner sees it: per-item state and the batch's own progress.
+    ``include_detail``: staff also get the technical detail of each failure."""
     items = [
         {
             "task_id": str(scan.id),
@@ -191,23 +314,29 @@ def batch_detail(batch) -> dict[str, Any]:
             "step": scan.step,
             "progress": scan.progress,
             "category_code": scan.category.code if scan.category else None,
-            "error": scan_error(scan),
+            "error": scan_error(scan, include_detail=include_detail),
         }
         for scan in batch.scans.select_related("category").order_by("created_at", "id")
     ]
-    done = sum(item["status"] in ("completed", "failed") for item in items)
+    ended = {ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.NEEDS_INPUT}
+    done = sum(item["status"] in ended for item in items)
     return {
         "batch_id": str(batch.id),
         "status": batch.status,
-        # a failed item is as finished as a completed one
+        # a failed item, or one that asks which one it is, has ended as much as a completed one
         "progress": round(
-            sum(100 if item["status"] == "failed" else item["progress"] for item in items)
+            sum(100 if item["status"] in ended else item["progress"] for item in items)
             / max(1, len(items))
         ),
         "finished": done,
         "total": len(items),
         "items": items,
-        "summary": batch.summary,
-        "created_at": batch.created_at,
-        "completed_at": batch.completed_at,
+        "summary": batch_summary(batch.summary, include_detail=include_detail),
+        # as every other timestamp of the API: in the site's time zone (Asia/Seoul)
+        "created_at": _timestamp(batch.created_at),
+        "completed_at": _timestamp(batch.completed_at),
     }
+
+
+def _timestamp(value) -> str | None:
+    return None if value is None else serializers.DateTimeField().to_representation(value)

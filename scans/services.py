@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -24,14 +25,14 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
 from eco2.metrics import count_refused_scans
 
-from .errors import CodedError
+from .creation_rate import ensure_within_rate
+from .errors import CodedError, error_message
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
     TERMINAL_STATUSES,
@@ -51,8 +52,9 @@ from .outbox import append_event
 from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, VisionRequest
+from .publishing import publish_promptly
 from .rulebase_cache import current_rulebase
-from .selectors import rule_step_result
+from .selectors import item_named, offered_choices, rule_step_result
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +75,9 @@ class ScanStepError(CodedError):
 
 
 # --- creating and dispatching ---------------------------------------------------------------
-# The request publishes with a short policy: a broker that is down costs the upload a moment,
-# not a timeout, and the relay (beat) publishes the chain once the broker is back.
-WEB_PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.1,
-    "interval_max": 0.1,
-}
+# The request publishes once, promptly (scans/publishing.py): a broker that is down or does not
+# answer costs the upload a bounded moment after its response, and the relay (beat) publishes
+# the chain once the broker is back.
 DISPATCH_GRACE = timedelta(seconds=10)  # the relay leaves fresh scans to their own request
 
 
@@ -131,9 +128,7 @@ def ensure_capacity(new_scans: int = 1) -> None:
         count_refused_scans("backlog", new_scans)
         retry_after = settings.SCAN_BACKLOG_RETRY_AFTER
         raise PipelineBusy(
-            _("Eco² has more scans waiting than it can take right now. Try again in %(seconds)d s.")
-            % {"seconds": retry_after},
-            retry_after=retry_after,
+            error_message(PipelineBusy.code, seconds=retry_after), retry_after=retry_after
         )
 
 
@@ -143,12 +138,14 @@ def create_scan(
     """Store the scan and dispatch its pipeline once the row is committed.
 
     Exactly one of ``image`` (an upload) and ``image_url`` (fetched by the worker at the start
-    of the vision step, see ensure_prepared_image) is given. Raises PipelineBusy, before
-    anything is stored, when the backlog is full (SCAN_BACKLOG_LIMIT).
+    of the vision step, see ensure_prepared_image) is given. Raises, before anything is stored,
+    PipelineBusy when the backlog is full (SCAN_BACKLOG_LIMIT) and ScanRateLimited when the
+    owner is over SCAN_CREATE_RATE.
     """
     if (image is None) == (not image_url):
         raise ValueError("create_scan needs exactly one of image and image_url")
     ensure_capacity()
+    ensure_within_rate(owner)
     scan = Scan(owner=owner, hint=hint.strip(), image_url=image_url or "")
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
@@ -201,7 +198,7 @@ def dispatch_pipeline(
         return False  # already dispatched, or no longer waiting
     attempted = F("dispatch_attempts") + 1
     try:
-        pipeline_chain(scan).apply_async(retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY)
+        _publish(pipeline_chain(scan), retry_policy)
     except Exception as exc:  # kombu raises many connection error types; all mean "not sent"
         logger.warning(
             "scan %s: pipeline not published yet (%s); the relay will retry", scan.id, exc
@@ -213,6 +210,13 @@ def dispatch_pipeline(
         dispatched_at=Coalesce(F("dispatched_at"), Value(timezone.now())),
     )
     return True
+
+
+def _publish(signature, retry_policy: dict | None):
+    """With a retry policy (the relay, in a worker) as it says; without, once and promptly."""
+    if retry_policy is None:
+        return publish_promptly(signature)
+    return signature.apply_async(retry_policy=retry_policy)
 
 
 def relay_pending_dispatches(now=None) -> int:
@@ -239,8 +243,9 @@ def relay_pending_dispatches(now=None) -> int:
 def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBatch:
     """One scan per photo and one chord over their pipelines, dispatched after commit.
 
-    Raises PipelineBusy, before anything is stored, when the backlog is full."""
+    Raises PipelineBusy or ScanRateLimited (each photo counts), before anything is stored."""
     ensure_capacity(len(images))
+    ensure_within_rate(owner, len(images))
     batch = ScanBatch(owner=owner)
     scans = []
     for image in images:
@@ -259,7 +264,10 @@ def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBa
 def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
     """chord(group(per-scan chains), aggregate_results): the callback runs once all members
     have ended. A member that fails makes the chord fail, and the body's errback
-    (aggregate_results_after_error) writes the same summary, so a failure never hangs it."""
+    (aggregate_results_after_error) writes the same summary. Neither is what guarantees the
+    summary: the errback runs before the last member's failure is written (Celery reports a
+    chord part when the task returns, its failure handler runs after), so the member that ends
+    last writes it (finish_batch_of), and the sweeper finishes any batch left behind."""
     from .tasks import aggregate_results, aggregate_results_after_error
 
     batch = ScanBatch.objects.filter(pk=batch_id, dispatched_at=None).first()
@@ -269,9 +277,7 @@ def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
     body = aggregate_results.si(str(batch.id))
     body.link_error(aggregate_results_after_error.si(str(batch.id)))
     try:
-        result = chord(group(pipeline_chain(scan) for scan in scans), body).apply_async(
-            retry_policy=retry_policy or WEB_PUBLISH_RETRY_POLICY
-        )
+        result = _publish(chord(group(pipeline_chain(scan) for scan in scans), body), retry_policy)
     except Exception as exc:  # not published: the relay will dispatch the batch
         logger.warning(
             "batch %s: chord not published yet (%s); the relay will retry", batch.id, exc
@@ -284,25 +290,45 @@ def dispatch_batch(batch_id, *, retry_policy: dict | None = None) -> bool:
 
 
 def summarize_batch(batch_id) -> dict | None:
-    """Write the batch summary (per category, failures, total cost) once every member ended.
+    """Write the batch summary (per category, failures, total cost) once every member ended;
+    None while a member is still active.
 
-    Idempotent: the chord callback and its errback may both arrive, or arrive twice.
+    Idempotent, and safe when called at once from several places (the chord callback, its
+    errback, each member that ends, the sweeper): the batch row is locked while its members
+    are read, so the last caller reads every member's committed state, and a summary already
+    written is left as it is.
     """
-    batch = ScanBatch.objects.filter(pk=batch_id).first()
-    if batch is None:
-        return None
-    scans = list(batch.scans.select_related("category"))
-    if any(scan.status not in TERMINAL_STATUSES for scan in scans):
-        return None  # a member was re-enqueued after the chord ended: the sweeper brings it home
+    with transaction.atomic():
+        batch = ScanBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            return None
+        scans = list(batch.scans.select_related("category"))
+        if any(scan.status not in TERMINAL_STATUSES for scan in scans):
+            return None  # the member that ends last (or the sweeper) writes it
+        summary = _batch_summary(scans)
+        if batch.status == BatchStatus.COMPLETED and batch.summary == summary:
+            return summary
+        ScanBatch.objects.filter(pk=batch.pk).update(
+            status=BatchStatus.COMPLETED,
+            summary=summary,
+            completed_at=batch.completed_at or timezone.now(),
+        )
+    return summary
+
+
+def _batch_summary(scans: list[Scan]) -> dict:
     by_category: dict[str, int] = {}
     for scan in scans:
         if scan.status == ScanStatus.COMPLETED:
             key = scan.category.code if scan.category else "unclassified"
             by_category[key] = by_category.get(key, 0) + 1
-    summary = {
+    return {
         "count": len(scans),
         "completed": sum(scan.status == ScanStatus.COMPLETED for scan in scans),
         "failed": sum(scan.status == ScanStatus.FAILED for scan in scans),
+        # ended with a question (needs_input): the owner's answer resumes the member, and the
+        # summary is written again when it ends
+        "asked": sum(scan.status == ScanStatus.NEEDS_INPUT for scan in scans),
         "by_category": by_category,
         "failures": [
             {"task_id": str(scan.id), "code": scan.error_code, "message": scan.error_message}
@@ -311,12 +337,25 @@ def summarize_batch(batch_id) -> dict | None:
         ],
         "total_cost_usd": str(sum((scan.cost_usd for scan in scans), Decimal(0))),
     }
-    ScanBatch.objects.filter(pk=batch.pk).update(
-        status=BatchStatus.COMPLETED,
-        summary=summary,
-        completed_at=batch.completed_at or timezone.now(),
+
+
+def finish_batch_of(scan: Scan) -> None:
+    """After a batch member's final state is committed: write the batch's summary if every
+    member has ended. Run after the commit, never inside it: two members ending at once in
+    two transactions would each see the other still active, and neither would write."""
+    if scan.batch_id is not None:
+        summarize_batch(scan.batch_id)
+
+
+def finish_ended_batches() -> int:
+    """Summarize batches whose members have all ended but that were left unfinished (a
+    worker died between a member's end and the summary); return how many (the sweeper)."""
+    ended = ScanBatch.objects.filter(status=BatchStatus.PROCESSING).exclude(
+        scans__status__in=ACTIVE_STATUSES
     )
-    return summary
+    return sum(
+        summarize_batch(batch_id) is not None for batch_id in ended.values_list("id", flat=True)
+    )
 
 
 def _requeue(scan_id, *, extra_filter: dict, **changes) -> bool:
@@ -354,10 +393,182 @@ def retry_scans(scan_ids, *, actor: str = "") -> int:
                 finished_at=None,
                 retry_count=F("retry_count") + 1,
             )
+            if retried:  # with the requeue: a letter is marked only when its scan runs again
+                DeadLetter.objects.pending().filter(scan_id=scan_id).update(
+                    redriven_at=timezone.now(), redriven_by=actor or "system"
+                )
         if retried:
             logger.info("scan %s retried by %s", scan_id, actor or "system")
         count += retried
     return count
+
+
+# --- answering a scan that asked (status needs_input) ----------------------------------------
+class ScanNotWaiting(CodedError):
+    """The scan is not waiting for its owner's answer (any more): 409 on the API."""
+
+    code = "scan_not_waiting"
+
+
+class InvalidAnswer(CodedError):
+    """A choice or hint that cannot resume the scan: 400 on the API, with ``field``."""
+
+    code = "invalid_choice"
+
+    def __init__(self, message: str, *, code: str | None = None, field: str = "") -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+def _not_waiting(scan: Scan) -> ScanNotWaiting:
+    status = ScanStatus(scan.status).label if scan.status in ScanStatus.values else scan.status
+    return ScanNotWaiting(error_message(ScanNotWaiting.code, status=str(status).lower()))
+
+
+def _resume(scan: Scan, *, event: dict, **changes) -> bool:
+    """needs_input → queued, with ``changes``, a ScanResumed event and the scan's pipeline
+    dispatched from its first unfinished step; False if the scan was not waiting (any more).
+
+    The conditional UPDATE is the lock: of two answers at the same moment (two taps, two
+    tabs) exactly one resumes the scan. A batch the scan belongs to is processing again until
+    the scan ends, and the member that ends last rewrites its summary (finish_batch_of).
+    """
+    with transaction.atomic():
+        resumed = _requeue(
+            scan.pk,
+            extra_filter={"status": ScanStatus.NEEDS_INPUT},
+            finished_at=None,
+            **changes,
+        )
+        if not resumed:
+            return False
+        append_event(Scan.objects.get(pk=scan.pk), ScanEventType.RESUMED, extra=event)
+        if scan.batch_id is not None:
+            ScanBatch.objects.filter(pk=scan.batch_id).update(
+                status=BatchStatus.PROCESSING, completed_at=None
+            )
+    return True
+
+
+def choose_category(scan: Scan, *, category_code: str, item: str = "", actor: str = "") -> Scan:
+    """The owner says which one it is: resume the scan at the rule step, without recognising
+    the photo again.
+
+    ``category_code`` is one of the offered choices or any category of the rule base; ``item``
+    (optional) an item of that category (Korean or English name, or an offered item). The
+    classification becomes the owner's: ``chosen_by: "user"``, confidence 1.0, the chosen
+    category and item, with what the provider had said (``before_choice``) and its candidates
+    kept. Raises InvalidAnswer (400) or ScanNotWaiting (409, also for the second of two taps).
+    """
+    rulebase = current_rulebase()
+    category = rulebase.by_code.get((category_code or "").strip())
+    if category is None:
+        raise InvalidAnswer(
+            error_message("invalid_choice", value=category_code), field="category_code"
+        )
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        raise _not_waiting(scan)
+    offered = [c for c in scan.choices or [] if c.get("category_code") == category.code]
+    minor = _chosen_item(category, item.strip(), offered, rulebase)
+    before = scan.classification or {}
+    now = timezone.now()
+    chosen = {
+        **before,
+        "outcome": ScanOutcome.CLASSIFIED.value,
+        "category_code": category.code,
+        "major_category": category.major_ko,
+        "middle_category": category.middle_ko,
+        "minor_category": minor,
+        "confidence": 1.0,  # the owner said so
+        "chosen_by": "user",
+        "chosen_at": now.isoformat(),
+        "before_choice": {
+            key: before.get(key)
+            for key in ("outcome", "category_code", "minor_category", "confidence")
+        }
+        | {"reason": (before.get("details") or {}).get("reason")},
+    }
+    resumed = _resume(
+        scan,
+        event={
+            "resumed_by": "choice",
+            "choice": {"category_code": category.code, "item": minor},
+            "actor": actor,
+        },
+        classification=chosen,
+        outcome="",
+        category=None,
+        matched_rules=None,
+        answer=None,
+        step=ScanStep.RULE,
+        progress=STEP_PROGRESS[ScanStep.VISION][1],
+    )
+    if not resumed:
+        raise _not_waiting(Scan.objects.get(pk=scan.pk))
+    logger.info("scan %s: %s chose %s (%s)", scan.pk, actor or "owner", category.code, minor)
+    return Scan.objects.select_related("owner", "category").get(pk=scan.pk)
+
+
+def _chosen_item(category, item: str, offered: list[dict], rulebase) -> str | None:
+    """The item of a choice as the classification names it (minor_category): the rule base's
+    Korean name, or the provider's words for an offered item the rule base does not list; None
+    for the category as a whole."""
+    if item:
+        known = item_named(category.code, item, rulebase)
+        if known is not None:
+            return known.name_ko
+        for choice in offered:
+            if item in (choice.get("item"), choice.get("item_en")):
+                return None if choice["item"] == category.middle_ko else choice["item"]
+        raise InvalidAnswer(
+            error_message("invalid_choice_item", item=item, category=category.middle_ko),
+            code="invalid_choice_item",
+            field="item",
+        )
+    if offered:  # the first offered item of this category: what the button showed
+        known = item_named(category.code, offered[0]["item"], rulebase)
+        if known is not None:
+            return known.name_ko
+        return None if offered[0]["item"] == category.middle_ko else offered[0]["item"]
+    return None
+
+
+def rerun_with_hint(scan: Scan, *, hint: str, actor: str = "") -> Scan:
+    """The owner describes the item: the scan runs again from the vision step with the new
+    hint (which replaces the old one), its classification and question reset.
+
+    With OpenAI that is a new, paid recognition of the photo (the cache is keyed by the hint);
+    what the first one cost stays in the scan's usage and cost. Raises InvalidAnswer (the same
+    hint again) or ScanNotWaiting.
+    """
+    hint = " ".join(hint.split())
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        raise _not_waiting(scan)
+    if hint == " ".join(scan.hint.split()):
+        raise InvalidAnswer(error_message("same_hint"), code="same_hint", field="hint")
+    usage = dict(scan.usage or {})
+    if "vision" in usage:  # kept (and still summed) under a name of its own
+        earlier = sum(key.startswith("vision_before_hint") for key in usage)
+        usage[f"vision_before_hint_{earlier + 1}"] = usage.pop("vision")
+    resumed = _resume(
+        scan,
+        event={"resumed_by": "hint", "hint": hint, "actor": actor},
+        hint=hint,
+        classification=None,
+        outcome="",
+        category=None,
+        matched_rules=None,
+        answer=None,
+        choices=None,
+        vision_cache_hit=False,
+        usage=usage,
+        step=ScanStep.VISION,
+        progress=STEP_PROGRESS[ScanStep.PREPARE][1] if scan.image_prepared_at else 0,
+    )
+    if not resumed:
+        raise _not_waiting(Scan.objects.get(pk=scan.pk))
+    logger.info("scan %s: %s added a hint; recognising again", scan.pk, actor or "owner")
+    return Scan.objects.select_related("owner", "category").get(pk=scan.pk)
 
 
 # --- step bookkeeping -----------------------------------------------------------------------
@@ -391,26 +602,55 @@ def _save_if_active(scan: Scan, *, unless_stored: dict | None = None, **fields) 
 
 
 def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
-    """Give the scan its final state, its event and (when completed) the owner's opted-in
-    notification, in one transaction: each exists exactly when the state does. False if the
-    scan had already ended."""
-    from notifications.services import notify_scan_completed  # notifications imports scans
+    """Give the scan its final state (the end of a run: completed, failed or needs_input), its
+    event and (completed, needs_input) the owner's opted-in notification, in one transaction:
+    each exists exactly when the state does. False if the scan had already ended."""
+    # notifications imports scans
+    from notifications.services import notify_scan_completed, notify_scan_needs_input
 
     with transaction.atomic():
         if not _save_if_active(scan, **fields):
             return False
         append_event(scan, event_type)
+        if event_type == ScanEventType.NEEDS_INPUT:
+            notify_scan_needs_input(scan)  # "which one is it?": one mail per scan
         if event_type == ScanEventType.COMPLETED:
             notify_scan_completed(scan)  # one mail per (scan, kind), sent after commit
+            # only a scan that ran again can have dead letters: no query for all the others
+            if scan.retry_count or scan.requeue_count:
+                resolve_dead_letters(scan.pk)
+        # robust: an error there is logged; the scan's end stands and the sweeper finishes
+        # the batch
+        transaction.on_commit(partial(finish_batch_of, scan), robust=True)
     return True
 
 
+def resolve_dead_letters(scan_id) -> int:
+    """The scan completed: its dead letters need nobody any more (the alert, the metric and
+    the admin stop counting them). Their copies on scan.ai.dlq go with the next dead-letter
+    check (tasks.check_dead_letters) or redrive."""
+    return DeadLetter.objects.filter(scan_id=scan_id, resolved_at=None).update(
+        resolved_at=timezone.now(), resolved_by="scan completed"
+    )
+
+
 def _load_active(scan_id: str, *related: str) -> Scan | None:
+    """The scan a step works on; None when it has ended (a redelivery: nothing to do).
+
+    A message naming no scan is not skipped in silence: it fails, so its message is
+    dead-lettered and recorded (a producer's bug, or a scan deleted while queued).
+    """
+    try:
+        uuid.UUID(str(scan_id))
+    except ValueError:
+        raise ScanStepError(f"{scan_id!r} is not a scan id.", code="malformed_message") from None
     rows = Scan.objects.filter(pk=scan_id)
     scan = (rows.select_related(*related) if related else rows).first()
     if scan is None:
-        logger.warning("scan %s does not exist (deleted?); step skipped", scan_id)
-        return None
+        raise ScanStepError(
+            f"No scan {scan_id}: it was deleted, or the message did not come from Eco².",
+            code="unknown_scan",
+        )
     if scan.status in TERMINAL_STATUSES:
         logger.info("scan %s is already %s; step skipped", scan_id, scan.status)
         return None
@@ -519,7 +759,9 @@ def _usage_fields(scan: Scan, step: str, usage: dict | None) -> dict:
 
 
 # Concurrent misses of one cache key: the first scan pays, the others wait for its entry.
-VISION_LEASE = timedelta(seconds=60)  # the vision step's soft time limit: no call lasts longer
+# Twice OPENAI_TIMEOUT's default: a call that outlasts it (a server trickling its answer; the
+# threads pool enforces no time limit) lets a waiter pay for its own call instead.
+VISION_LEASE = timedelta(seconds=60)
 VISION_WAIT_MAX = 20.0  # then a waiter pays itself: better a second call than a failed scan
 VISION_WAIT_POLL = 0.25
 
@@ -655,7 +897,7 @@ def run_vision_step(scan_id: str) -> str:
 
 
 def run_rule_step(scan_id: str) -> str:
-    scan = _load_active(scan_id)
+    scan = _load_active(scan_id, "owner")  # a question notifies the owner
     if scan is None:
         return SKIPPED
     if scan.progress >= STEP_PROGRESS[ScanStep.RULE][1]:
@@ -668,14 +910,29 @@ def run_rule_step(scan_id: str) -> str:
     # one write below records step and result together
     rulebase = current_rulebase()  # in memory: one revision check, no table reads
     rules, outcome = rule_step_result(scan.classification, rulebase)
-    category = rulebase.by_code.get(rules["category_code"]) if rules else None
+    if rules is None:
+        # not sure: ask which one it is instead of answering "we don't know"
+        asked = _finish(
+            scan,
+            ScanEventType.NEEDS_INPUT,
+            unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
+            status=ScanStatus.NEEDS_INPUT,
+            step=ScanStep.INPUT,
+            matched_rules=None,
+            category=None,
+            outcome=outcome,
+            choices=offered_choices(scan.classification, rulebase),
+            progress=STEP_PROGRESS[ScanStep.RULE][0],
+            finished_at=timezone.now(),
+        )
+        return SUCCEEDED if asked else SKIPPED
     saved = _save_if_active(
         scan,
         unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
         status=ScanStatus.PROCESSING,
         step=ScanStep.RULE,
         matched_rules=rules,
-        category=category,
+        category=rulebase.by_code.get(rules["category_code"]),
         outcome=outcome,
         progress=STEP_PROGRESS[ScanStep.RULE][1],
     )
@@ -687,9 +944,13 @@ def run_answer_step(scan_id: str) -> str:
     if scan is None:
         return SKIPPED
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
-        raise ScanStepError(
-            "Disposal rules were not looked up before the answer.", code="rules_missing"
-        )
+        # The current run publishes its answer step only after its rule step: this message is
+        # from a run the scan has left. Above all the answer step of a run that asked (the
+        # rule step cannot stop its chain), still queued when the owner's choice resumed the
+        # scan at the rule step; failing here would fail the resumed scan. The current run
+        # carries its own answer step (and the sweeper resumes a scan that has none).
+        logger.info("scan %s: answer step of an earlier run skipped (rules not looked up)", scan_id)
+        return SKIPPED
     answer_fields: dict = {}
     if scan.answer is None:
         if not _begin(scan, ScanStep.ANSWER):
@@ -730,23 +991,31 @@ STEP_LABELS = {
 }
 
 
+def failure_code(exc: BaseException) -> str:
+    """The stable code of an exception (scans.errors.ERROR_CODES says what users read)."""
+    if isinstance(exc, CodedError):
+        return exc.code
+    if isinstance(exc, WorkerLostError):
+        return "worker_lost"
+    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
+        return "step_timeout"
+    return "internal_error"
+
+
 def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
-    """A stable error code and a message a user can read, for an exception in ``step``."""
+    """The code of an exception in ``step`` and its technical detail (English, for staff).
+
+    Users never read the detail: they get ``error_message(code)`` in their language.
+    """
+    code = failure_code(exc)
     label = STEP_LABELS.get(step, step)
     if isinstance(exc, CodedError):
-        return exc.code, exc.message
-    if isinstance(exc, WorkerLostError):
-        return (
-            "worker_lost",
-            f"The worker running the {label} step stopped repeatedly; the scan was set aside "
-            "for review. Please try again later.",
-        )
-    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
-        return "step_timeout", f"The {label} step took too long and was stopped. Please try again."
-    return (
-        "internal_error",
-        f"An unexpected error stopped the {label} step ({type(exc).__name__}). Please try again.",
-    )
+        return code, exc.message
+    if code == "worker_lost":
+        return code, f"The worker running the {label} step stopped repeatedly."
+    if code == "step_timeout":
+        return code, f"The {label} step took too long and was stopped."
+    return code, f"An unexpected error stopped the {label} step ({type(exc).__name__})."
 
 
 def is_broker_error(exc: BaseException) -> bool:
@@ -793,6 +1062,26 @@ def fail_scan(scan_id: str, *, code: str, message: str) -> bool:
     return failed
 
 
+CANCEL_MESSAGES = {
+    "revoked": "The scan was cancelled: an operator revoked its {label} step before it ran.",
+    "terminated": "The scan was cancelled: an operator stopped its {label} step while it ran.",
+    "expired": "The scan was cancelled: its {label} step expired before a worker took it.",
+}
+
+
+def cancel_scan(scan_id, step: str, how: str = "revoked") -> bool:
+    """End an active scan whose pipeline an operator stopped (a revoked or terminated task).
+
+    A revoked step never runs, and neither do the steps after it, so the scan would otherwise
+    stay queued or processing until the sweeper quietly runs it again. It fails like any
+    failure (code ``cancelled``, a ScanFailed event), and *Retry* resumes it. False if the
+    scan had already ended.
+    """
+    label = STEP_LABELS.get(step, step)
+    message = CANCEL_MESSAGES.get(how, CANCEL_MESSAGES["revoked"]).format(label=label)
+    return fail_scan(scan_id, code="cancelled", message=message)
+
+
 def sweep_stalled_scans(now=None) -> tuple[int, int]:
     """Scans with no progress for SCAN_STALLED_AFTER_SECONDS: re-enqueued from their current
     step up to SCAN_MAX_REQUEUES times, then failed with a reason. Returns (requeued, failed).
@@ -815,26 +1104,136 @@ def sweep_stalled_scans(now=None) -> tuple[int, int]:
                 scan_id,
                 code="stalled",
                 message=f"No progress for {minutes} minutes, even after {requeues} restarts; "
-                "the pipeline was interrupted. Please retry.",
+                "the pipeline was interrupted.",
             )
     return requeued, failed
 
 
-def redrive_dead_letters(*, actor: str = "") -> tuple[int, int]:
-    """Take everything off the dead-letter queue and resume the scans it belongs to.
+# Failures a redrive would only repeat: the same photo, URL or message fails the same way.
+# Transient ones (provider_*, worker_lost, step_timeout, stalled) and bugs (internal_error,
+# fixed by a deploy) are redriven.
+PERMANENT_FAILURES = frozenset(
+    {
+        "corrupt",
+        "too_many_pixels",
+        "unsupported_format",
+        "image_missing",
+        "image_url_refused",
+        "image_url_too_large",
+        "image_url_too_many_redirects",
+        "image_url_empty",
+        "provider_refused",
+        "malformed_message",
+        "unknown_scan",
+        "unknown_task",
+    }
+)
 
-    Returns (messages drained from the broker, scans re-enqueued). Dead letters recorded in the
-    DB but never on a broker (no DLX) are redriven the same way.
+
+@dataclass
+class RedriveReport:
+    taken: int = 0  # messages taken off scan.ai.dlq into the DeadLetter table
+    parked: int = 0  # unreadable ones, moved verbatim to scan.ai.dlq.parked
+    retried: int = 0  # scans re-enqueued
+    permanent: dict[str, int] = field(default_factory=dict)  # skipped scans per error code
+    without_scan: int = 0  # letters that name no scan: kept pending, for a person
+    running: int = 0  # letters of scans that are queued or running: their end decides
+    resolved: int = 0  # letters of scans that had completed meanwhile
+    queue_error: str = ""  # why scan.ai.dlq could not be read (the DB's letters still went)
+
+
+def redrive_dead_letters(*, actor: str = "", force: bool = False, letters=None) -> RedriveReport:
+    """Resume the scans of pending dead letters from the step that failed.
+
+    Without ``letters`` (a DeadLetter queryset, the admin's selection) it first takes every
+    message off scan.ai.dlq into the DeadLetter table (one row per task id), parking those that
+    name no scan. Each scan is re-enqueued at most once, and only a failed one; its pending
+    letters are marked redriven in the transaction that re-enqueues it (``retry_scans``), so
+    a letter recorded meanwhile is never marked without its scan running again. Scans whose
+    failure is permanent (PERMANENT_FAILURES) are skipped unless ``force``.
     """
-    from .broker import drain_dead_letters
+    from .broker import sort_dead_letters
 
-    drained = drain_dead_letters()
-    pending = DeadLetter.objects.filter(redriven_at=None)
-    scan_ids = {str(s) for s in pending.exclude(scan=None).values_list("scan_id", flat=True)}
-    scan_ids |= {m.scan_id for m in drained if m.scan_id}
-    retried = retry_scans(sorted(scan_ids), actor=actor)
-    pending.update(redriven_at=timezone.now(), redriven_by=actor)
-    return len(drained), retried
+    report = RedriveReport()
+    if letters is None:
+        try:
+            sorted_ = sort_dead_letters(partial(_record_dead_letter_message, report))
+        except Exception as exc:  # kombu raises many connection error types
+            logger.warning("scan.ai.dlq not read (%r); redriving the recorded letters", exc)
+            report.queue_error = f"{type(exc).__name__}: {exc}"
+        else:
+            report.taken, report.parked = sorted_["ack"], sorted_["park"]
+        letters = DeadLetter.objects.all()
+    pending = list(letters.pending().values_list("pk", "scan_id"))
+    by_scan: dict = {}
+    for pk, scan_id in pending:
+        by_scan.setdefault(scan_id, []).append(pk)
+    report.without_scan = len(by_scan.pop(None, []))
+    scans = Scan.objects.filter(pk__in=by_scan).values_list("pk", "status", "error_code")
+    for scan_id, status, error_code in scans:
+        count = len(by_scan[scan_id])
+        if status == ScanStatus.COMPLETED:
+            report.resolved += resolve_dead_letters(scan_id)
+        elif status != ScanStatus.FAILED:
+            report.running += count
+        elif error_code in PERMANENT_FAILURES and not force:
+            report.permanent[error_code] = report.permanent.get(error_code, 0) + 1
+        else:
+            report.retried += retry_scans([scan_id], actor=actor)
+    return report
+
+
+def _record_dead_letter_message(report: RedriveReport, message) -> str:
+    """scan.ai.dlq → the DeadLetter table: a message naming a scan is recorded (if its failure
+    handler did not already) and taken off; one naming none is recorded and parked."""
+    from .broker import ACK, PARK
+    from .ledger import record_dead_letter
+
+    scan_exists = bool(message.scan_id) and Scan.objects.filter(pk=message.scan_id).exists()
+    died = f"RabbitMQ dead-lettered it from {message.queue or 'a queue'} ({message.reason})"
+    if scan_exists:
+        code, reason = f"broker_{message.reason or 'dead_letter'}", died
+    elif message.problem:
+        code, reason = "malformed_message", f"{message.problem}. {died}. Body: {message.body}"
+    else:
+        code, reason = "unknown_scan", f"No scan {message.scan_id}. {died}. Body: {message.body}"
+    record_dead_letter(
+        message.scan_id if scan_exists else None,
+        message.task_id or f"unidentified-{uuid.uuid4()}",
+        message.task_name,
+        _step_of(message.task_name),
+        code,
+        reason,
+    )
+    return ACK if scan_exists else PARK
+
+
+def _step_of(task_name: str) -> str:
+    from .tasks import STEP_TASKS
+
+    return next((str(step) for step, task in STEP_TASKS.items() if task.name == task_name), "")
+
+
+def tidy_dead_letter_queue() -> int:
+    """Take the messages whose dead letters are settled off scan.ai.dlq (their scan completed,
+    or was re-enqueued by a retry or redrive), so that its depth counts only what still waits.
+    The DeadLetter rows keep the record. Returns how many were taken off."""
+    from .broker import ACK, KEEP, sort_dead_letters
+
+    def settled(message) -> str:
+        letter = (
+            DeadLetter.objects.filter(task_id=message.task_id).first() if message.task_id else None
+        )
+        if letter is not None and (letter.redriven_at or letter.resolved_at):
+            return ACK
+        if (
+            message.scan_id
+            and Scan.objects.filter(pk=message.scan_id, status=ScanStatus.COMPLETED).exists()
+        ):
+            return ACK
+        return KEEP
+
+    return sort_dead_letters(settled)["ack"]
 
 
 def regenerate_thumbnail(scan_id) -> bool:

@@ -12,16 +12,21 @@ import ast
 import json
 import logging
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import signals, states
+from celery.exceptions import TaskRevokedError
 from django.db import DatabaseError
 from django_celery_results.models import TaskResult
 
-from eco2.celery import app
+from eco2.celery import SCAN_AI_TASKS, SCAN_PIPELINE_TASKS, app
 from eco2.db import insert_unless_exists
 
-from .models import TaskRerun
+from . import services
+from .ledger import close_attempt
+from .models import AttemptOutcome, TaskAttempt, TaskRerun
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +45,9 @@ def json_argsrepr(sender=None, body=None, headers=None, **kwargs) -> None:
 
 @signals.after_task_publish.connect
 def record_queued(sender=None, headers=None, **kwargs) -> None:
-    """A PENDING row as soon as the broker has the message (never for a failed publish)."""
-    if not headers or "id" not in headers:
+    """A PENDING row as soon as the broker has the message (never for a failed publish); none
+    for a task sent with ignore_result (tasks.RecordedWhenBusy: the relays)."""
+    if not headers or "id" not in headers or headers.get("ignore_result"):
         return
     row = TaskResult(
         task_id=headers["id"],
@@ -90,10 +96,90 @@ def rerun_task(result: TaskResult, *, actor: str = "") -> str:
     return new_id
 
 
-def revoke_tasks(task_ids: list[str], *, terminate: bool) -> int:
-    """Revoke tasks (waiting ones are discarded when a worker gets them; with ``terminate``,
-    running ones get SIGTERM). Waiting rows are marked REVOKED right away."""
-    app.control.revoke(task_ids, terminate=terminate, signal="SIGTERM")
-    return TaskResult.objects.filter(task_id__in=task_ids, status=states.PENDING).update(
-        status=states.REVOKED
+@dataclass
+class Revocation:
+    """What revoking some tasks did, for the admin to say."""
+
+    waiting: int = 0  # not started: marked REVOKED; the worker discards them on receipt
+    running: list[str] = field(default_factory=list)  # already started
+    signalled: int = 0  # running ones sent SIGTERM (terminate; prefork workers)
+    # running AI steps asked to terminate: Celery's threads pool cannot stop a task, so their
+    # scans were cancelled here instead (the step finishes and its result is discarded)
+    cancelled_in_place: int = 0
+
+
+def revoke_tasks(task_ids: list[str], *, terminate: bool) -> Revocation:
+    """Revoke tasks: a worker discards a revoked task when it receives it, and with
+    ``terminate`` a running one gets SIGTERM (prefork). A pipeline step that is discarded or
+    terminated cancels its scan (cancel_revoked_scan, in the worker).
+
+    The AI steps run on a threads pool, where Celery cannot terminate a task (the pool raises
+    NotImplementedError in the worker): they are only revoked, and a running one has its scan
+    cancelled here; the step's provider call finishes and its result is discarded.
+    """
+    names = dict(
+        TaskResult.objects.filter(task_id__in=task_ids).values_list("task_id", "task_name")
     )
+    running = set(
+        TaskAttempt.objects.filter(
+            task_id__in=task_ids, outcome=AttemptOutcome.STARTED, finished_at=None
+        ).values_list("task_id", flat=True)
+    )
+    on_threads = [task_id for task_id in task_ids if names.get(task_id) in SCAN_AI_TASKS]
+    others = [task_id for task_id in task_ids if task_id not in on_threads]
+    if others:
+        app.control.revoke(others, terminate=terminate, signal="SIGTERM")
+    if on_threads:
+        app.control.revoke(on_threads)
+    report = Revocation(running=[task_id for task_id in task_ids if task_id in running])
+    if terminate:
+        report.signalled = len(running.intersection(others))
+        for task_id in running.intersection(on_threads):
+            scan_id = _scan_id_of(
+                TaskResult.objects.filter(task_id=task_id).values_list("task_args", flat=True)
+            )
+            step = _step_of(names[task_id])
+            if scan_id and services.cancel_scan(scan_id, step, "terminated"):
+                report.cancelled_in_place += 1
+    report.waiting = (
+        TaskResult.objects.filter(task_id__in=task_ids, status=states.PENDING)
+        .exclude(task_id__in=running)
+        .update(status=states.REVOKED)
+    )
+    return report
+
+
+def _step_of(task_name: str) -> str:
+    from .tasks import STEP_TASKS  # the tasks import the services, which this module imports
+
+    return next((step for step, task in STEP_TASKS.items() if task.name == task_name), "")
+
+
+def _scan_id_of(task_args: Iterable[str | None]) -> str | None:
+    """The scan id of a pipeline step from its stored (or sent) arguments, else None."""
+    for text in task_args:
+        try:
+            return str(uuid.UUID(str(decode_arguments(text, [None])[0])))
+        except (ValueError, SyntaxError, IndexError, TypeError):
+            return None
+    return None
+
+
+@signals.task_revoked.connect
+def cancel_revoked_scan(
+    sender=None, request=None, terminated=False, expired=False, **kwargs
+) -> None:
+    """In the worker, when it discards a revoked pipeline step (revoked before it started, or
+    expired) or has terminated a running one: the rest of the chain will not run, so the scan
+    ends now, cancelled, instead of waiting for the sweeper to run it again silently."""
+    if getattr(sender, "name", None) not in SCAN_PIPELINE_TASKS or request is None:
+        return
+    # the worker's request context has no args; argsrepr is their JSON (json_argsrepr above)
+    scan_id = _scan_id_of([json.dumps(getattr(request, "argsrepr", None))])
+    how = "terminated" if terminated else "expired" if expired else "revoked"
+    if terminated:
+        close_attempt(request.id, AttemptOutcome.FAILED, TaskRevokedError("terminated"))
+    if scan_id and services.cancel_scan(scan_id, sender.step, how):
+        logger.warning(
+            "scan %s cancelled: task %s (%s) was %s", scan_id, request.id, sender.name, how
+        )

@@ -6,34 +6,60 @@ twice) and returns what it did ("succeeded" or "skipped") for the attempt ledger
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
+from datetime import timedelta
 
-from celery import Task, shared_task
+from celery import Task, shared_task, states
 from django.conf import settings
 from django.utils import timezone
 
 from . import reports, services
+from .errors import CodedError
 from .models import ScanStep
 from .outbox import RELAY_GRACE, publish_pending_events
 from .providers.base import TransientProviderError
+
+logger = logging.getLogger(__name__)
 
 MAX_STEP_RETRIES = 3  # so a step calls its provider at most 4 times
 
 
 def retry_countdown(retries: int, retry_after: float | None) -> float:
-    """Exponential backoff (1, 2, 4 … s) with equal jitter, never sooner than the provider's
-    Retry-After, capped by SCAN_RETRY_BACKOFF_CAP: a retry waits as an ETA message held by the
-    worker, which must stay far below RabbitMQ's consumer timeout.
+    """Exponential backoff (1, 2, 4 … s) with equal jitter, capped by SCAN_RETRY_BACKOFF_CAP,
+    and never sooner than the provider's Retry-After (which the cap does not shorten: see
+    ProviderAskedTooLong for a Retry-After beyond SCAN_RETRY_AFTER_MAX).
 
     Equal jitter (half fixed, half random) rather than full jitter: a draw near 0 s let the
     retry run to success on another worker process before this one stored RETRY in the task
     history, which then stayed at RETRY for a task that had succeeded.
     """
-    cap = settings.SCAN_RETRY_BACKOFF_CAP
-    ceiling = min(cap, 2**retries)
+    ceiling = min(settings.SCAN_RETRY_BACKOFF_CAP, 2**retries)
     backoff = random.uniform(ceiling / 2, ceiling)
-    return min(cap, max(backoff, retry_after or 0))
+    return max(backoff, retry_after or 0)
+
+
+class ProviderAskedTooLong(CodedError):
+    """The provider's Retry-After is longer than a step waits (SCAN_RETRY_AFTER_MAX).
+
+    A retry waits as an ETA message the worker holds unacknowledged, which must stay far
+    below RabbitMQ's consumer timeout (30 min) and below the sweeper's stall threshold; a
+    scan is better failed with the time to come back than silently held for an hour.
+    """
+
+    code = "provider_rate_limited_long"
+
+    @classmethod
+    def after(cls, seconds: float) -> ProviderAskedTooLong:
+        """With the time to try again in the technical detail (staff, English); people read
+        the code's message (scans.errors)."""
+        until = timezone.localtime() + timedelta(seconds=seconds)
+        return cls(
+            f"The AI provider is rate-limiting Eco² and asked to wait {seconds:.0f} s, longer "
+            f"than a scan waits ({settings.SCAN_RETRY_AFTER_MAX:.0f} s). Please try again after "
+            f"{until:%H:%M} (in about {max(1, round(seconds / 60))} min)."
+        )
 
 
 class ScanStepTask(Task):
@@ -56,6 +82,8 @@ class ScanStepTask(Task):
         try:
             outcome = service(scan_id)
         except TransientProviderError as exc:
+            if (exc.retry_after or 0) > settings.SCAN_RETRY_AFTER_MAX:
+                raise ProviderAskedTooLong.after(exc.retry_after) from exc
             # after max_retries, retry() re-raises exc: the failure handler gives the reason
             raise self.retry(
                 exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
@@ -80,9 +108,10 @@ class AnswerStep(ScanStepTask):
 
 
 # Soft time limits raise inside the step (the scan fails with a reason); hard limits kill the
-# process. Both sit far below RabbitMQ's 30-minute consumer timeout, and the OpenAI client's
-# own timeout (OPENAI_TIMEOUT) sits below the soft limit. A step's final failure, also when
-# its worker process died, is handled in scans.ledger (task_failure signal).
+# process. Only the prefork pool enforces them (photo preparation; the AI steps under prefork):
+# the threads pool of scan.ai.pipeline ignores them, and there the OpenAI client's timeout
+# (OPENAI_TIMEOUT) bounds each call (docs/reliability.md, "Time limits"). A step's final
+# failure, also when its worker process died, is handled in scans.ledger (task_failure signal).
 
 
 @shared_task(
@@ -128,15 +157,32 @@ STEP_TASKS = {
 @shared_task(name="scans.tasks.sweep_stalled_scans")
 def sweep_stalled_scans() -> dict:
     requeued, failed = services.sweep_stalled_scans()
-    return {"requeued": requeued, "failed": failed}
+    batches = services.finish_ended_batches()
+    return {"requeued": requeued, "failed": failed, "batches_finished": batches}
 
 
-@shared_task(name="scans.tasks.relay_pending_dispatches")
+class RecordedWhenBusy(Task):
+    """A frequent periodic job (the relays, every 5 and 10 s) in the task history only when it
+    did something: a run that found nothing to publish stores no result and no PENDING row
+    (scans.task_history skips tasks sent with ignore_result). Idle runs wrote ~26,000 rows a
+    day and buried the scans' tasks. A failure is always stored."""
+
+    ignore_result = True
+    store_errors_even_if_ignored = True
+    recorded_when_busy = True  # the attempt ledger (scans.ledger) keeps busy and failed runs only
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
+        if status == states.SUCCESS and retval and task_id:
+            # store_result: mark_as_done skips a request sent with ignore_result
+            self.backend.store_result(task_id, retval, states.SUCCESS, request=self.request)
+
+
+@shared_task(base=RecordedWhenBusy, name="scans.tasks.relay_pending_dispatches")
 def relay_pending_dispatches() -> int:
     return services.relay_pending_dispatches()
 
 
-@shared_task(name="scans.tasks.publish_events")
+@shared_task(base=RecordedWhenBusy, name="scans.tasks.publish_events")
 def publish_events() -> int:
     """The outbox relay for ScanCompleted / ScanFailed events (beat)."""
     return publish_pending_events(min_age=RELAY_GRACE)
@@ -147,23 +193,28 @@ def send_daily_digest() -> int:
     from notifications.models import NotificationKind
     from notifications.services import notify_staff
 
-    subject, body = reports.daily_digest()
-    day = timezone.localdate()
+    day = timezone.localdate() - timedelta(days=1)  # yesterday, midnight to midnight (KST)
+    subject, body = reports.daily_digest(day)
     return notify_staff(NotificationKind.DAILY_DIGEST, subject, body, dedupe_key=f"digest:{day}")
 
 
 @shared_task(name="scans.tasks.check_dead_letters")
 def check_dead_letters() -> int:
-    """Warn staff when dead letters wait; at most once an hour (the dedupe key)."""
+    """Warn staff when dead letters wait; at most once an hour (the dedupe key). Messages on
+    scan.ai.dlq whose scan completed or runs again are taken off first: they wait for nobody."""
     from notifications.models import NotificationKind
     from notifications.services import notify_staff
 
+    try:
+        services.tidy_dead_letter_queue()
+    except Exception:  # the broker being away must not hide the DB count
+        logger.warning("could not tidy scan.ai.dlq", exc_info=True)
     pending, depth = reports.dead_letter_summary()
     if not pending and not depth:
         return 0
     subject = f"[Eco²] {pending} dead letter(s) waiting for review"
     body = (
-        f"{pending} dead letter(s) not yet redriven; scan.ai.dlq holds {depth if depth is not None else 'n/a'} "
+        f"{pending} dead letter(s) pending; scan.ai.dlq holds {depth if depth is not None else 'n/a'} "
         "message(s).\nReview them in the admin (Scans → Dead letters) or run `manage.py redrive_dlq`.\n"
     )
     hour = timezone.localtime().strftime("%Y%m%d%H")

@@ -10,4 +10,6 @@ urlpatterns = [
     path("scans/<uuid:scan_id>/", views.detail, name="detail"),
     path("scans/<uuid:scan_id>/image", views.image, name="image"),
     path("scans/<uuid:scan_id>/retry", views.retry, name="retry"),
+    path("scans/<uuid:scan_id>/choose", views.choose, name="choose"),
+    path("scans/<uuid:scan_id>/hint", views.add_hint, name="hint"),
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -20,10 +19,13 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, services
-from .forms import HistoryFilterForm, ScanUploadForm
+from .creation_rate import ScanRateLimited
+from .errors import error_message, retry_helps
+from .filters import ScanFilter
+from .forms import HintForm, ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .selectors import scans_visible_to
-from .serializers import ScanSerializer
+from .serializers import QUESTION_DEFAULT, QUESTION_MESSAGES, ScanSerializer, question_reason
 
 
 def _visible_scan_or_404(request, scan_id) -> Scan:
@@ -48,6 +50,9 @@ def upload(request):
         except services.PipelineBusy as busy:
             form.add_error(None, busy.message)
             status, retry_after = 503, busy.retry_after
+        except ScanRateLimited as limited:
+            form.add_error(None, limited.message)
+            status, retry_after = 429, limited.retry_after
         else:
             return redirect("scans:detail", scan_id=scan.id)
     context = {"form": form, "max_bytes": settings.SCAN_IMAGE_MAX_BYTES}
@@ -67,65 +72,42 @@ STAGE_LABELS = {
 
 
 def stage_states(scan: Scan) -> list[dict]:
-    """Each pipeline stage with its state for the page: done, active, failed or waiting."""
+    """Each pipeline stage with its state for the page: done, active, failed, asking (the rule
+    stage of a scan that asks which one it is) or waiting."""
     order = [s.value for s in PIPELINE_STAGES]
-    current = (
-        order.index(scan.step)
-        if scan.step in order
-        else (len(order) if scan.step == ScanStep.DONE else -1)
-    )
+    if scan.step == ScanStep.INPUT:
+        current = order.index(ScanStep.RULE)
+    elif scan.step == ScanStep.DONE:
+        current = len(order)
+    else:
+        current = order.index(scan.step) if scan.step in order else -1
     states = []
     for index, stage in enumerate(PIPELINE_STAGES):
         if index < current:
             state = "done"
         elif index == current:
-            state = "failed" if scan.status == ScanStatus.FAILED else "active"
+            state = {ScanStatus.FAILED: "failed", ScanStatus.NEEDS_INPUT: "asking"}.get(
+                scan.status, "active"
+            )
         else:
             state = "waiting"
         states.append({"code": stage.value, "label": STAGE_LABELS[stage], "state": state})
     return states
 
 
-# Failure reasons a user can read, in their language; the stored message stays as the detail.
-FAILURE_REASONS = {
-    "worker_lost": gettext_lazy("The worker running this scan stopped several times in a row."),
-    "step_timeout": gettext_lazy("A step of the scan took too long and was stopped."),
-    "internal_error": gettext_lazy("An unexpected error stopped the scan."),
-    "stalled": gettext_lazy("The scan made no progress for a long time and was stopped."),
-    "provider_refused": gettext_lazy("The recognition service refused to describe this photo."),
-    "provider_rejected": gettext_lazy("The recognition service rejected the request."),
-    "invalid_provider_output": gettext_lazy(
-        "The recognition service gave an answer that could not be used."
-    ),
-    "provider_auth": gettext_lazy("The recognition service is not set up correctly."),
-    "provider_quota_exceeded": gettext_lazy("The recognition service's quota is used up."),
-    "provider_rate_limited": gettext_lazy("The recognition service is busy."),
-    "provider_timeout": gettext_lazy("The recognition service did not answer in time."),
-    "provider_unavailable": gettext_lazy("The recognition service is unavailable."),
-    "provider_unreachable": gettext_lazy("The recognition service could not be reached."),
-    "provider_error": gettext_lazy("The recognition service reported an error."),
-    "image_missing": gettext_lazy("The uploaded photo is no longer available."),
-    "corrupt": gettext_lazy("The photo is damaged and cannot be read."),
-    "too_many_pixels": gettext_lazy("The photo has too many pixels."),
-    "unsupported_format": gettext_lazy(
-        "The photo is not a JPEG, PNG, WebP, GIF, HEIC or AVIF image."
-    ),
-}
-# Retrying cannot help these: the photo itself is the problem.
-PHOTO_PROBLEMS = frozenset({"image_missing", "corrupt", "too_many_pixels", "unsupported_format"})
-
-
-def failure_info(scan: Scan) -> dict | None:
+def failure_info(scan: Scan, *, staff: bool = False) -> dict | None:
+    """Why the scan failed, in the page's language, from its error code (scans.errors); the
+    stored technical detail only for staff."""
     if scan.status != ScanStatus.FAILED:
         return None
-    reason = FAILURE_REASONS.get(scan.error_code)
     return {
-        "reason": str(reason) if reason else scan.error_message or _("The scan failed."),
-        "detail": scan.error_message if reason else "",
+        "reason": error_message(scan.error_code),
+        "detail": scan.error_message if staff else "",
         "code": scan.error_code,
         "step": STAGE_LABELS.get(scan.step)
         or (ScanStep(scan.step).label if scan.step in ScanStep.values else scan.step),
-        "photo_problem": scan.error_code in PHOTO_PROBLEMS,
+        # nothing to retry: the photo (or the address) itself is the problem
+        "photo_problem": not retry_helps(scan.error_code),
     }
 
 
@@ -133,13 +115,34 @@ def can_retry(scan: Scan, user) -> bool:
     return (
         scan.status == ScanStatus.FAILED
         and scan.owner_id == user.pk
-        and scan.error_code not in PHOTO_PROBLEMS
+        and retry_helps(scan.error_code)
     )
 
 
 def _category_names(language: str) -> dict[str, str]:
     field = "middle_en" if language == "en" else "middle_ko"
     return dict(Category.objects.values_list("code", field))
+
+
+CERTAIN = 0.97  # at or above: "sure"; from SCAN_MATCH_CONFIDENT up to here: "almost sure"
+
+
+def certainty(classification: dict) -> dict:
+    """How sure the answer is, in words a person understands, from the classification's
+    ``confidence`` (or the owner's own choice). Below SCAN_MATCH_CONFIDENT the card marks the
+    answer as a guess: a classified result that weak should have asked, and if one still
+    reaches the card it must not look like a certain one."""
+    if classification.get("chosen_by") == "user":
+        return {"level": "chosen", "label": _("You chose this"), "uncertain": False}
+    try:
+        confidence = float(classification.get("confidence") or 0)
+    except (TypeError, ValueError):
+        confidence = 0.0
+    if confidence >= max(CERTAIN, settings.SCAN_MATCH_CONFIDENT):
+        return {"level": "certain", "label": _("Sure"), "uncertain": False}
+    if confidence >= settings.SCAN_MATCH_CONFIDENT:
+        return {"level": "likely", "label": _("Almost sure"), "uncertain": False}
+    return {"level": "unsure", "label": _("Not sure"), "uncertain": True}
 
 
 def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
@@ -158,7 +161,8 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
     card: dict = {
         "english": english,
         "classified": scan.outcome == ScanOutcome.CLASSIFIED and bool(rules),
-        "offline": scan.provider == "offline",
+        # "classified from your hint": not said of a category the owner chose
+        "offline": scan.provider == "offline" and classification.get("chosen_by") != "user",
         "provider": scan.provider,
     }
     if card["classified"]:
@@ -173,6 +177,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
                 or minor
             )
         card["minor"] = minor
+        card["certainty"] = certainty(classification)
         card["summary"] = rules.get("summary_en" if english else "summary_ko", "")
         goes_to = _category_names(language)
         card["exclusions"] = [
@@ -197,7 +202,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
         card["answer"] = answer.get("user_answer", "")
     if staff:
         card["usage"] = {
-            "cost_usd": scan.cost_usd.quantize(Decimal("0.000001")),
+            "cost_usd": format(scan.cost_usd.normalize(), "f"),  # exact, no trailing zeros
             "input_tokens": scan.input_tokens,
             "cached_input_tokens": scan.cached_input_tokens,
             "output_tokens": scan.output_tokens,
@@ -207,6 +212,31 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
             "cache_hit": scan.vision_cache_hit,
         }
     return card
+
+
+def question_card(scan: Scan, *, language: str) -> dict | None:
+    """What a scan that asks which one it is (status needs_input) shows: the question, its
+    choices as one-tap buttons (the item and its bin, in the page's language), every category
+    for "none of these", and the hint form."""
+    if scan.status != ScanStatus.NEEDS_INPUT:
+        return None
+    english = language == "en"
+    reason = question_reason(scan)
+    choices = []
+    for choice in scan.choices or []:
+        item = (choice.get("item_en") if english else None) or choice.get("item", "")
+        bin_ = choice.get("category_en" if english else "category_ko", "")
+        if item == bin_:  # offered as the category itself: say where it belongs instead
+            bin_ = choice.get("major_en" if english else "major_ko", "")
+        choices.append({**choice, "name": item, "bin": bin_})
+    name = "middle_en" if english else "middle_ko"
+    return {
+        "message": QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT),
+        "choices": choices,
+        "categories": list(Category.objects.values_list("code", name)),
+        "offline": scan.provider == "offline",
+        "hint_max_length": settings.SCAN_HINT_MAX_LENGTH,
+    }
 
 
 RETRYING_ONE = "Retrying: %(counter)s failed attempt so far."
@@ -226,6 +256,8 @@ def live_labels() -> dict:
         "last_error": _("Last error"),
         "failed": _("The scan failed"),
         "loading": _("Loading the result…"),
+        "resuming": _("Going on with your answer…"),
+        "answer_failed": _("Your answer could not be sent. Try again."),
     }
 
 
@@ -243,11 +275,14 @@ def detail(request, scan_id):
             "stages": stage_states(scan),
             "labels": live_labels(),
             "card": result_card(scan, language=language, staff=request.user.is_staff),
-            "failure": failure_info(scan),
+            "question": question_card(scan, language=language),
+            "failure": failure_info(scan, staff=request.user.is_staff),
             "can_retry": can_retry(scan, request.user),
             "retries": retries,
             "status_url": reverse("api:scan-detail", args=[scan.id]),
             "events_url": reverse("api:scan-events", args=[scan.id]),
+            "choose_url": reverse("api:scan-choose", args=[scan.id]),
+            "hint_url": reverse("api:scan-hint", args=[scan.id]),
         },
     )
 
@@ -258,18 +293,17 @@ def history(request):
     scans = (
         Scan.objects.filter(owner=request.user).select_related("category").order_by("-created_at")
     )
-    form = HistoryFilterForm(request.GET or None, language=translation.get_language())
-    if form.is_bound:
-        form.is_valid()  # the valid filters apply; the others show their error
-        scans = form.filter(scans)
-    page = Paginator(scans, 20).get_page(request.GET.get("page"))
+    # the same filters as GET /api/v1/scans; here the valid ones apply and the others show
+    # their error beside the field
+    scan_filter = ScanFilter(request.GET or None, queryset=scans, request=request)
+    page = Paginator(scan_filter.qs, 20).get_page(request.GET.get("page"))
     for scan in page:
         scan.can_retry = can_retry(scan, request.user)
         scan.failure = failure_info(scan)
     return render(
         request,
         "scans/history.html",
-        {"page": page, "form": form, "filtered": form.is_bound and form.has_filters()},
+        {"page": page, "form": scan_filter.form, "filtered": scan_filter.has_filters()},
     )
 
 
@@ -282,10 +316,58 @@ def retry(request, scan_id):
         raise Http404(_("No such scan."))
     if scan.status != ScanStatus.FAILED:
         messages.info(request, _("Only a failed scan can be retried."))
+    elif not can_retry(scan, request.user):  # the check that shows the button
+        messages.info(request, _("Trying again would fail the same way: upload another photo."))
     elif services.retry_scans([scan.id], actor=f"web:{request.user.username}"):
         messages.success(request, _("The scan was sent again."))
     else:  # someone else retried it in the same moment
         messages.info(request, _("The scan is already being retried."))
+    return redirect("scans:detail", scan_id=scan.id)
+
+
+@login_required
+@require_POST
+def choose(request, scan_id):
+    """The page's answer to "which one is it?" without JavaScript (the page's script uses the
+    API): resume the scan with the chosen category, then show it."""
+    scan = _visible_scan_or_404(request, scan_id)
+    actor = f"web:{request.user.get_username()}"
+    return _answer(
+        request,
+        scan,
+        lambda: services.choose_category(
+            scan,
+            category_code=request.POST.get("category_code", ""),
+            item=request.POST.get("item", ""),
+            actor=actor,
+        ),
+    )
+
+
+@login_required
+@require_POST
+def add_hint(request, scan_id):
+    """A hint instead of a choice: the photo is recognised again with it."""
+    scan = _visible_scan_or_404(request, scan_id)
+    form = HintForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("scans:detail", scan_id=scan.id)
+    actor = f"web:{request.user.get_username()}"
+    return _answer(
+        request,
+        scan,
+        lambda: services.rerun_with_hint(scan, hint=form.cleaned_data["hint"], actor=actor),
+    )
+
+
+def _answer(request, scan: Scan, resume):
+    try:
+        resume()
+    except (services.InvalidAnswer, services.ScanNotWaiting) as refused:
+        messages.error(request, refused.message)
     return redirect("scans:detail", scan_id=scan.id)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from bench.common import descendants
-from scans.models import Scan, ScanStatus
+from scans.models import TERMINAL_STATUSES, Scan
 from scans.rulebase import load_rulebase, read_rulebase
 
 from .environment import TEST_VAR_DIR
@@ -384,10 +384,18 @@ def settle_worker(manager: WorkerManager, timeout: float = SETTLE_SECONDS) -> st
 def pytest_runtest_teardown(item, nextitem):
     # before the fixtures' teardown, so the test database is still there to be asked
     set_up = item.stash.get(SET_UP, False)
-    if set_up and _session_workers is not None and _uses_transactional_db(item):
-        reason = settle_worker(_session_workers)
-        if reason:  # in the warnings summary: a test that should wait for its own scans
-            item.warn(pytest.PytestWarning(f"its worker was killed at teardown: {reason}"))
+    if set_up and _uses_transactional_db(item):
+        if _session_workers is not None:
+            reason = settle_worker(_session_workers)
+            if reason:  # in the warnings summary: a test that should wait for its own scans
+                item.warn(pytest.PytestWarning(f"its worker was killed at teardown: {reason}"))
+        # The test's rows are about to be emptied: a message it left on a queue (published with
+        # no worker running, or for a scan it deleted) would reach the next test's worker and
+        # be dead-lettered there as a message for an unknown scan.
+        try:
+            _purge_pipeline_queues()
+        except Exception as exc:  # a chaos test may leave the broker still starting
+            item.warn(pytest.PytestWarning(f"queues not purged at teardown: {exc!r}"))
     return (yield)
 
 
@@ -427,11 +435,12 @@ def openai_worker(worker_manager, fake_openai):
 
 
 def wait_for_scan(scan_id, timeout: float = 30.0) -> Scan:
-    """Poll the row until the scan is terminal; fail the test with its state otherwise."""
+    """Poll the row until the scan's run has ended (completed, failed, or needs_input: it asks
+    which one it is); fail the test with its state otherwise."""
     deadline = time.monotonic() + timeout
     while True:
         scan = Scan.objects.get(pk=scan_id)
-        if scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED):
+        if scan.status in TERMINAL_STATUSES:
             return scan
         if time.monotonic() > deadline:
             attempts = "\n".join(

@@ -4,8 +4,11 @@ import os
 
 import pytest
 from django.test import Client
+from django.utils import translation
 
+from notifications.admin import NotificationAdmin
 from scans import services
+from scans.admin import DeadLetterAdmin, TaskHistoryAdmin
 from scans.models import Category
 
 pytestmark = pytest.mark.django_db
@@ -68,9 +71,55 @@ def test_retry_action_resumes_failed_scans_and_skips_the_rest(admin_client_, use
 
     assert response.status_code == 200
     text = response.content.decode()
-    assert "1 scan(s) re-enqueued." in text and "1 skipped" in text
+    assert "스캔 1개를 다시 대기열에 넣었어요." in text and "1개는 건너뛰었어요" in text
     failed.refresh_from_db()
     assert (failed.status, failed.retry_count, failed.error_code) == ("queued", 1, "")
+
+
+def test_retrying_from_a_list_filtered_by_status_skips_nothing(admin_client_, user, photo):
+    failed = failed_scan(user, photo)
+
+    response = admin_client_.post(
+        "/admin/scans/scan/?status__exact=failed",
+        {"action": "retry_selected", "_selected_action": [str(failed.id)]},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+
+    text = response.content.decode()
+    assert "1 scan re-enqueued." in text
+    assert "skipped" not in text, "the retried scan left the filtered list: it was not skipped"
+
+
+def test_custom_actions_and_their_messages_are_translated(admin_client_, user, photo):
+    scan = failed_scan(user, photo)
+    korean = admin_client_.get("/admin/scans/scan/").content.decode()
+    english = admin_client_.get("/admin/scans/scan/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+    assert "선택한 스캔 다시 시도 (실패한 단계부터 이어서)" in korean
+    assert "썸네일 다시 만들기" in korean
+    assert "Retry selected scans (resume from the failed step)" in english
+    # the lists below are empty here (the admin hides actions then): their labels directly
+    with translation.override("ko"):
+        for action, label in (
+            (DeadLetterAdmin.redrive_selected, "선택한 데드 레터 재처리 (해당 스캔을 이어서 실행)"),
+            (TaskHistoryAdmin.rerun_selected, "작업 다시 실행 (같은 이름과 인자, 새 ID)"),
+            (TaskHistoryAdmin.revoke_selected, "취소 (시작 전이면 버리기)"),
+            (
+                TaskHistoryAdmin.terminate_selected,
+                "강제 종료 (취소하고 실행 중이면 중지: AI 단계 제외)",
+            ),
+            (NotificationAdmin.send_again, "선택한 실패 알림 다시 보내기"),
+        ):
+            assert str(action.short_description) == label
+
+    response = admin_client_.post(
+        "/admin/scans/scan/",
+        {"action": "retry_selected", "_selected_action": [str(scan.id)]},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+    assert "1 scan re-enqueued." in response.content.decode()
 
 
 def test_staff_without_the_retry_permission_do_not_get_the_action(user, photo):
@@ -124,7 +173,7 @@ def test_attempt_ledger_and_dead_letters_are_listed(admin_client_, user, photo):
         {"action": "redrive_selected", "_selected_action": [str(scan.dead_letters.get().pk)]},
         follow=True,
     )
-    assert "1 scan(s) re-enqueued." in response.content.decode()
+    assert "스캔 1건을 다시 대기열에 넣었어요." in response.content.decode()
     assert scan.dead_letters.get().redriven_at is not None
 
 
@@ -178,7 +227,7 @@ def test_regenerate_thumbnails_runs_as_a_canvas_group_on_the_worker(
         follow=True,
     )
 
-    assert "Regenerating 3 thumbnail(s)" in response.content.decode()
+    assert "썸네일 3개를 다시 만들고 있어요" in response.content.decode()
     first = scans[0].__class__.objects.get(pk=scans[0].pk)
     for _ in range(100):
         if default_storage.exists(first.thumbnail.name):

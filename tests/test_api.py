@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 from django.urls import reverse
+from rest_framework.test import APIClient
 
 from scans.models import Scan, ScanStatus
 
@@ -162,18 +163,130 @@ def test_list_pages_hold_twenty(api_client, user):
     assert len(api_client.get(first["next"]).json()["results"]) == 5
 
 
-def test_failed_scan_shows_its_reason(api_client, user):
+def test_failed_scan_shows_its_reason_in_the_requests_language(api_client, user, staff_user):
     scan = Scan.objects.create(
         owner=user, image="x.jpg", status=ScanStatus.FAILED, step="vision",
         error_code="provider_refused", error_message="The vision model refused.",
     )  # fmt: skip
-    body = api_client.get(f"{SCANS_URL}/{scan.id}").json()
-    assert body["status"] == "failed"
-    assert body["error"] == {
+    url = f"{SCANS_URL}/{scan.id}"
+
+    korean = api_client.get(url, HTTP_ACCEPT_LANGUAGE="ko").json()
+    english = api_client.get(url, HTTP_ACCEPT_LANGUAGE="en").json()
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+
+    assert korean["status"] == "failed"
+    assert korean["error"] == {
         "code": "provider_refused",
-        "message": "The vision model refused.",
+        "message": "인식 서비스가 이 사진의 설명을 거부했어요.",
+        "retryable": False,
         "step": "vision",
     }
+    assert english["error"]["message"] == "The recognition service refused to describe this photo."
+    # the stored technical detail (an exception's text) is for staff only
+    assert staff.get(url, HTTP_ACCEPT_LANGUAGE="en").json()["error"]["detail"] == (
+        "The vision model refused."
+    )
+
+
+# --- filters (the history page's, scans/filters.py) --------------------------------------------
+@pytest.fixture
+def listed_scans(rulebase, user, other_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scans.models import Category
+
+    def scan(owner=user, days_ago=0, **fields):
+        made = Scan.objects.create(owner=owner, image="x.jpg", **fields)
+        Scan.objects.filter(pk=made.pk).update(created_at=timezone.now() - timedelta(days=days_ago))
+        return made
+
+    pet, metal = Category.objects.get(code="pet_clear"), Category.objects.get(code="metal")
+    return {
+        "pet": scan(status=ScanStatus.COMPLETED, category=pet, hint="투명 생수병"),
+        "can": scan(status=ScanStatus.COMPLETED, category=metal, hint="콜라 캔", days_ago=3),
+        "failed": scan(status=ScanStatus.FAILED, error_code="corrupt", days_ago=10),
+        "queued": scan(hint="뭔지 모를 물건"),
+        "others": scan(owner=other_user, status=ScanStatus.FAILED),
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=failed", ["failed"]),
+        ("status=completed", ["pet", "can"]),
+        ("category=pet_clear", ["pet"]),
+        ("category=none", ["failed", "queued"]),
+        ("status=completed&category=metal", ["can"]),
+        ("q=캔", ["can"]),
+        ("q=metal", ["can"]),  # the category's English name
+        ("q=생수병 투명", ["pet"]),  # every word
+        ("date_from={days_ago_5}", ["pet", "can", "queued"]),
+        ("date_to={days_ago_1}", ["can", "failed"]),
+        ("date_from={days_ago_11}&date_to={days_ago_2}", ["can", "failed"]),
+        ("", ["pet", "can", "failed", "queued"]),
+    ],
+)
+def test_the_list_takes_the_history_pages_filters(api_client, listed_scans, query, expected):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    today = timezone.localdate()
+    query = query.format(**{f"days_ago_{n}": today - timedelta(days=n) for n in (1, 2, 5, 11)})
+
+    response = api_client.get(f"{SCANS_URL}?{query}")
+
+    assert response.status_code == 200, response.content
+    ids = {scan["task_id"] for scan in response.json()["results"]}
+    assert ids == {str(listed_scans[name].id) for name in expected}
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("status=finished", "status", "Select a valid choice."),
+        ("category=plutonium", "category", "Select a valid choice."),
+        ("date_from=yesterday", "date_from", "Enter a valid date."),
+        ("date_from=2026-05-02&date_to=2026-05-01", "date_to", "The end date is before the start"),
+    ],
+)
+def test_a_bad_filter_is_a_400_with_a_message(api_client, listed_scans, query, field, message):
+    response = api_client.get(f"{SCANS_URL}?{query}", HTTP_ACCEPT_LANGUAGE="en")
+
+    assert response.status_code == 400
+    assert message in response.json()[field][0]
+
+
+def test_the_filters_are_in_the_schema(api_client):
+    document = api_client.get(
+        "/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json"
+    ).json()
+    parameters = {p["name"]: p for p in document["paths"][SCANS_URL]["get"]["parameters"]}
+
+    assert {"status", "category", "date_from", "date_to", "q", "all", "page"} <= set(parameters)
+    assert set(parameters["status"]["schema"]["enum"]) >= {"queued", "completed", "failed"}
+    assert parameters["date_from"]["schema"]["format"] == "date"
+
+
+def test_batch_and_scan_timestamps_are_in_the_same_time_zone(api_client, user, photo):
+    from django.utils import timezone
+
+    from scans.models import ScanBatch
+
+    created = api_client.post(
+        f"{SCANS_URL}/batch", {"images": [photo(), photo()]}, format="multipart"
+    ).json()
+    ScanBatch.objects.filter(pk=created["batch_id"]).update(completed_at=timezone.now())
+
+    batch = api_client.get(f"/api/v1/batches/{created['batch_id']}").json()
+    scan = api_client.get(f"{SCANS_URL}/{created['task_ids'][0]}").json()
+
+    assert scan["created_at"].endswith("+09:00")
+    assert batch["created_at"].endswith("+09:00") and batch["completed_at"].endswith("+09:00")
 
 
 def test_token_login_then_token_auth(anon_client, user):

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
@@ -26,8 +25,7 @@ from django.utils import timezone
 from PIL import Image
 from rest_framework.test import APIClient
 
-from scans import services
-from scans.api import ScanCreateThrottle
+from scans import creation_rate, services
 from scans.models import IdempotencyKey, Scan, ScanBatch, ScanStatus
 
 from .conftest import BASE_DIR, make_photo_bytes
@@ -543,14 +541,16 @@ def test_token_auth_reaches_only_own_scans(owned, other_user, anon_client):
     assert anon_client.get(SCANS_URL).status_code in (401, 403)
 
 
-# --- throttling -----------------------------------------------------------------------------------
+# --- the scan-creation rate (SCAN_CREATE_RATE, scans/creation_rate.py) -------------------------
 @pytest.fixture
-def low_rate(settings, user, other_user):
+def low_rate(settings, user, other_user, monkeypatch):
     settings.SCAN_CREATE_RATE = "2/min"
-    keys = [f"throttle_scan_create_{u.pk}" for u in (user, other_user)]
-    cache.delete_many(keys)
+    monkeypatch.setattr(creation_rate, "_redis_down_until", 0.0)
+    for someone in (user, other_user):
+        creation_rate.forget(someone)
     yield
-    cache.delete_many(keys)
+    for someone in (user, other_user):
+        creation_rate.forget(someone)
 
 
 @pytest.mark.django_db
@@ -574,16 +574,97 @@ def test_scan_creation_is_throttled_per_user_with_retry_after(
 
 
 @pytest.mark.django_db
-def test_an_unavailable_cache_does_not_block_uploads(low_rate, api_client, photo, monkeypatch):
-    class BrokenCache:
-        def get(self, *args, **kwargs):
-            raise ConnectionError("redis is down")
+def test_the_upload_page_keeps_the_same_rate(low_rate, user, photo):
+    client = Client()
+    client.force_login(user)
+    for _ in range(2):
+        assert client.post("/", {"image": photo()}).status_code == 302
 
-        set = get
+    refused = client.post("/", {"image": photo()})
 
-    monkeypatch.setattr(ScanCreateThrottle, "cache", BrokenCache())
-    for _ in range(3):
+    assert refused.status_code == 429
+    assert 0 < int(refused["Retry-After"]) <= 60
+    assert "짧은 시간에 스캔이 너무 많아요 (사용자당 최대 2/min)." in refused.content.decode()
+    assert Scan.objects.filter(owner=user).count() == 2, "nothing stored"
+
+
+@pytest.mark.django_db
+def test_each_photo_of_a_batch_counts(low_rate, settings, api_client, user, photo):
+    settings.SCAN_CREATE_RATE = "3/min"
+    assert (
+        api_client.post(BATCH_URL, {"images": [photo(), photo()]}, format="multipart").status_code
+        == 202
+    )
+
+    over = api_client.post(BATCH_URL, {"images": [photo(), photo()]}, format="multipart")
+
+    assert over.status_code == 429, "2 + 2 photos are over 3 a minute"
+    assert ScanBatch.objects.count() == 1 and Scan.objects.count() == 2, "refused whole"
+    assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 202
+    assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 429
+
+
+@pytest.mark.django_db
+def test_the_command_line_keeps_the_same_rate(low_rate, user, photo, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    for _ in range(2):
+        services.create_scan(owner=user, image=photo())
+    path = tmp_path / "bottle.jpg"
+    path.write_bytes(make_photo_bytes())
+
+    with pytest.raises(CommandError, match="2/min"):
+        call_command("scan", str(path), user=user.username, timeout=0.1)
+    assert Scan.objects.filter(owner=user).count() == 2
+
+
+@pytest.mark.django_db
+def test_an_unavailable_redis_still_enforces_the_rate(low_rate, settings, api_client, photo):
+    """Redis refusing connections (a closed port): the scans of the last minute are counted in
+    the database instead; the guard does not fail open."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = f"redis://127.0.0.1:{port}/0"
+    settings.REDIS_URL = down
+    settings.CACHES = {  # Django's cache too: Redis is down for everybody
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": down,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+
+    statuses = [
+        api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code
+        for _ in range(3)
+    ]
+
+    assert statuses == [202, 202, 429]
+    assert Scan.objects.count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not settings.REDIS_URL, reason="counts in Redis: the real-services pass")
+def test_with_redis_the_rate_costs_no_query(low_rate, api_client, photo):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
         assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 202
+    assert not [q for q in queries if "COUNT(" in q["sql"] and "owner_id" in q["sql"]]
+
+
+@pytest.mark.django_db
+def test_without_redis_the_rate_costs_one_query_per_upload(low_rate, settings, api_client, photo):
+    from django.test.utils import CaptureQueriesContext
+
+    settings.REDIS_URL = ""
+    with CaptureQueriesContext(connection) as queries:
+        assert api_client.post(SCANS_URL, {"image": photo()}, format="multipart").status_code == 202
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"] and "scans_scan" in q["sql"]]
+    assert len(counts) == 1 and "LIMIT 2" in counts[0], counts
 
 
 # --- load shedding (SCAN_BACKLOG_LIMIT) ----------------------------------------------------------
@@ -674,7 +755,11 @@ def test_the_backlog_is_counted_at_most_once_a_second_and_not_at_all_when_off(
         with CaptureQueriesContext(connection) as queries:
             for _ in range(3):
                 api_client.post(SCANS_URL, {"image": photo()}, format="multipart")
-        return [q["sql"] for q in queries if "COUNT(" in q["sql"] and "scans_scan" in q["sql"]]
+        return [
+            q["sql"]
+            for q in queries
+            if "COUNT(" in q["sql"] and "scans_scan" in q["sql"] and '"status"' in q["sql"]
+        ]
 
     settings.SCAN_BACKLOG_LIMIT = 0
     assert backlog_counts() == []

@@ -474,8 +474,40 @@ def test_a_name_resolving_inside_fails_the_scan_with_image_url_refused(
 
     scan.refresh_from_db()
     assert (scan.status, scan.error_code) == (ScanStatus.FAILED, "image_url_refused")
-    assert "127.0.0.1" in scan.error_message
+    assert "127.0.0.1" in scan.error_message  # the detail, for staff
+    korean = api_client.get(f"{SCANS_URL}/{scan.id}", HTTP_ACCEPT_LANGUAGE="ko").json()["error"]
+    assert korean["message"].startswith("Eco²는 이 주소에서 사진을 가져오지 않아요.")
+    assert "127.0.0.1" not in korean["message"] and "detail" not in korean
     assert canary.hits == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/photo.jpg",
+        "http://10.1.2.3/photo.jpg",
+        "http://localhost/photo.jpg",
+        "ftp://example.com/photo.jpg",
+        "http://user:pass@example.com/photo.jpg",
+    ],
+)
+def test_a_refused_address_is_explained_in_the_requests_language(api_client, url):
+    korean = api_client.post(
+        SCANS_URL, {"image_url": url}, format="json", HTTP_ACCEPT_LANGUAGE="ko"
+    )
+    english = api_client.post(
+        SCANS_URL, {"image_url": url}, format="json", HTTP_ACCEPT_LANGUAGE="en"
+    )
+
+    assert (korean.status_code, english.status_code) == (400, 400)
+    assert korean.json()["image_url"] == [
+        "Eco²는 이 주소에서 사진을 가져오지 않아요. 공개된 http:// 또는 https:// 주소만 쓸 수 있어요."
+    ]
+    assert english.json()["image_url"] == [
+        "Eco² does not fetch photos from this address: only public http:// and https:// "
+        "addresses are allowed."
+    ]
 
 
 def test_step_errors_keep_their_code_through_celerys_pickling():

@@ -291,3 +291,60 @@ def test_a_heic_photo_from_a_mac_is_not_refused_by_the_page(
         page.wait_for_selector("#result", timeout=60_000)
         assert page.locator("#scan").get_attribute("data-status") == "completed"
         assert page.locator("#result .middle").inner_text() == "무색페트병"
+
+
+def test_a_scan_that_is_not_sure_asks_and_one_tap_on_a_phone_gives_the_answer(
+    celery_worker, rulebase, browser_user, asgi_server, monkeypatch
+):
+    """A hint the classifier is not sure of: the page does not show a guess, it asks "which
+    one is it?" with one big button per item and its bin; one tap, and the page follows the
+    resumed scan live to the answer, without a reload. In Korean, on a 390 px phone."""
+    from .fakes.providers import UNSURE_HINT
+
+    with browser_page(monkeypatch, mobile=True) as page:
+        log_in(page, asgi_server, browser_user)
+        page.set_input_files(
+            "input[name=image]",
+            files=[{"name": "bottle.jpg", "mimeType": "image/jpeg", "buffer": make_photo_bytes()}],
+        )
+        page.fill("input[name=hint]", f"{UNSURE_HINT} 병")
+        page.click("#submit")
+        page.wait_for_url(f"{asgi_server}/scans/*/")
+
+        page.wait_for_selector("#question", timeout=60_000)
+        scan = page.locator("#scan")
+        assert scan.get_attribute("data-status") == "needs_input"
+        assert scan.get_attribute("data-transport") == "sse", "the question came live"
+        assert (
+            page.locator("#question h2").inner_text()
+            == "어느 쪽인가요? 사진 속 물건을 골라 주세요."
+        )
+        assert page.locator("[data-field=status]").inner_text() == "선택 필요"
+        assert page.locator("#result").count() == 0, "no guess is shown"
+        buttons = page.locator("button.choice")
+        assert buttons.count() == 3
+        assert buttons.nth(0).inner_text().split("\n") == ["생수병", "무색페트병"]
+        for index in range(buttons.count()):
+            box = buttons.nth(index).bounding_box()
+            assert box["height"] >= 48 and box["width"] >= 300, "a big target for a thumb"
+        assert page.locator("#more-hint").is_visible(), "a hint can be added instead"
+        assert no_horizontal_scroll(page)
+        shoot(page, "ko-phone-question")
+
+        page.evaluate("window.stillTheSamePage = true")
+        page.locator("button.choice[data-category=glass]").tap()
+
+        page.wait_for_selector("#result", timeout=60_000)
+        assert page.evaluate("window.stillTheSamePage === true"), "followed live, no reload"
+        assert page.locator("#scan").get_attribute("data-status") == "completed"
+        result = page.locator("#result")
+        assert result.locator(".middle").inner_text() == "유리병"
+        assert "소주병" in result.locator(".category").inner_text()
+        assert result.locator(".certainty").inner_text().endswith("직접 고르셨어요")
+        assert result.locator(".steps li").count() >= 1
+        assert page.locator(".stages li.done").count() == 3
+        assert no_horizontal_scroll(page)
+        shoot(page, "ko-phone-chosen")
+
+        page.click("a[href='/scans/']")
+        assert page.locator(".history-item .status").first.inner_text() == "완료"

@@ -1,6 +1,10 @@
 """The Celery configuration the pipeline's guarantees rest on."""
 
-from eco2.celery import app
+from types import SimpleNamespace
+
+import pytest
+
+from eco2.celery import _no_prefetch_reduction_on_threaded_pools, app
 from scans.tasks import STEP_TASKS
 
 
@@ -35,11 +39,48 @@ def test_the_pipeline_queue_dead_letters_to_the_dlq():
     assert queue.queue_arguments["x-dead-letter-routing-key"] == "scan.ai.dlq"
 
 
+@pytest.mark.parametrize(
+    ("pool", "reduced"), [("threads", False), ("gevent", False), ("prefork", True)]
+)
+def test_threaded_pools_keep_their_prefetch_count_after_a_reconnect(pool, reduced):
+    """The reduction's restoring basic_qos runs on the acking pool thread and deadlocked the
+    worker's event loop (tests/chaos/test_network_faults.py); prefork acks from its loop."""
+    from celery.concurrency import get_implementation
+
+    conf = SimpleNamespace(worker_enable_prefetch_count_reduction=True, worker_pool="prefork")
+    options = {"pool": get_implementation(pool), "pool_cls": None}  # as the worker CLI passes it
+    _no_prefetch_reduction_on_threaded_pools(sender="w@host", conf=conf, options=options)
+    assert conf.worker_enable_prefetch_count_reduction is reduced
+
+
+def test_the_threads_pool_does_not_enforce_time_limits():
+    """What docs/reliability.md ("Time limits") states: the threads pool that runs the AI steps
+    hands soft and hard time limits to nothing. A job far over both runs to its end, so on that
+    pool the OpenAI client's timeout is what bounds a step."""
+    import threading
+    import time
+
+    from celery.concurrency.thread import TaskPool
+
+    finished = threading.Event()
+
+    def slow_step():
+        time.sleep(0.6)
+        finished.set()
+
+    pool = TaskPool(limit=1)
+    pool.start()
+    try:
+        pool.apply_async(slow_step, soft_timeout=0.1, timeout=0.2)
+        assert finished.wait(5), "a time limit stopped the job"
+    finally:
+        pool.stop()
+    assert STEP_TASKS["vision"].soft_time_limit == 60, "the limit the docs say is not enforced"
+
+
 def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forking(
     monkeypatch, settings
 ):
-    from types import SimpleNamespace
-
     from eco2.celery import _load_the_korean_analyser_before_the_pool_starts as on_worker_init
     from scans import morphology
 

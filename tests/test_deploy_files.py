@@ -205,11 +205,12 @@ def broker_url(env_example):
 
 def app_queues():
     """The queues the app declares, as the pyamqp transport sends them (name → Queue)."""
-    from scans.broker import DEAD_LETTER_QUEUE
+    from scans.broker import DEAD_LETTER_QUEUE, PARKED_DEAD_LETTER_QUEUE
 
     # the configured queues: app.amqp.queues also collects any queue a test sent a task to
     queues = {queue.name: app.amqp.queues[queue.name] for queue in app.conf.task_queues}
     queues[DEAD_LETTER_QUEUE.name] = DEAD_LETTER_QUEUE
+    queues[PARKED_DEAD_LETTER_QUEUE.name] = PARKED_DEAD_LETTER_QUEUE
     return queues
 
 
@@ -441,14 +442,14 @@ def test_definitions_declare_exchanges_and_bindings_like_the_app(definitions, br
         if b["destination_type"] == "queue"
     }
     expected = [q.exchange for q in app_queues().values()] + [EVENTS_EXCHANGE]
-    for exchange in expected:
+    for exchange in (e for e in expected if e.name):  # "": RabbitMQ's default exchange
         entry = exchanges.get((vhost, exchange.name))
         assert entry, f"exchange {exchange.name} is not declared"
         assert entry["type"] == exchange.type, exchange.name
         assert entry["durable"] is bool(exchange.durable), exchange.name
         assert entry["auto_delete"] is bool(exchange.auto_delete), exchange.name
         assert not entry.get("internal") and entry.get("arguments", {}) == {}
-    for queue in app_queues().values():
+    for queue in (q for q in app_queues().values() if q.exchange.name):
         assert (vhost, queue.exchange.name, queue.name, queue.routing_key) in bindings
     assert exchanges[(vhost, "scan.ai.dlx")]["type"] == "direct"
     assert DEAD_LETTER_QUEUE.exchange.name == "scan.ai.dlx"

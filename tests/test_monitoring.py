@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 
 from eco2 import health
 from eco2.metrics import wipe_if_first
+from scans import services
 from scans.models import DeadLetter, Scan, ScanStatus
 
 from .conftest import BASE_DIR, SERVICES_MODE, subprocess_env, wait_for_scan
@@ -121,6 +122,9 @@ def test_app_gauges_reflect_the_database(token, user, settings):
     DeadLetter.objects.create(
         scan=failed, task_id="t2", task_name="x", reason_code="boom", redriven_at=timezone.now()
     )
+    DeadLetter.objects.create(
+        scan=failed, task_id="t3", task_name="x", reason_code="boom", resolved_at=timezone.now()
+    )
 
     if SERVICES_MODE:
         # a queue is on the broker once something declared it (a worker at start); on a fresh
@@ -143,6 +147,7 @@ def test_app_gauges_reflect_the_database(token, user, settings):
     assert value(text, "eco2_provider_cost_usd_total") == pytest.approx(0.002)
     assert value(text, "eco2_dead_letters", state="pending") == 1
     assert value(text, "eco2_dead_letters", state="redriven") == 1
+    assert value(text, "eco2_dead_letters", state="resolved") == 1
     assert value(text, "eco2_queue_depth", queue="scan.ai.pipeline") is not None
     assert value(text, "eco2_queue_depth", queue="notification") is not None
     for part in ("queues", "scans", "provider_usage", "dead_letters"):
@@ -267,6 +272,106 @@ def test_worker_task_metrics_reach_the_web_process(worker_manager, rulebase, tok
     text = scrape_until(lambda t: (failed(t) or 0) > (failed(before) or 0))
     assert failed(text) >= 1
     assert value(text, "eco2_dead_letters", state="pending") >= 1
+
+
+# --- a worker that stops consuming ---------------------------------------------------------
+WATCHED = {"WORKER_WATCH_INTERVAL": "0.5", "WORKER_STALL_SECONDS": "3"}
+
+
+def worker_probe() -> tuple[int, str]:
+    """docker/healthcheck.py worker, the compose file's worker health check, on this host."""
+    done = subprocess.run(
+        [sys.executable, str(BASE_DIR / "docker" / "healthcheck.py"), "worker"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def worker_name(worker) -> str:
+    return next(
+        word for word in worker.log().split() if word.startswith("test-") and "@" in word
+    ).rstrip(".")
+
+
+def stalled_metric(worker) -> float | None:
+    return value(scrape(), "eco2_worker_stalled", worker=worker_name(worker))
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not after {timeout} s")
+        time.sleep(0.25)
+    return result
+
+
+def signal_pool(worker, signum) -> None:
+    from bench.common import descendants
+
+    for pid in descendants(worker.process.pid):
+        os.kill(pid, signum)
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_stops_consuming_with_work_queued_is_flagged(
+    worker_manager, rulebase, token, user, photo
+):
+    """Its pool makes no progress (here: its processes stopped, as a deadlocked pool does not
+    run them) while it holds scans: the probe the compose file uses fails and the metric says
+    so, although the process runs and is connected. Then a frozen main process."""
+    import signal
+
+    worker = worker_manager.ensure(**WATCHED)
+    assert worker_probe()[0] == 0
+    signal_pool(worker, signal.SIGSTOP)
+    try:
+        ids = [services.create_scan(owner=user, image=photo(), hint="캔").id for _ in range(3)]
+
+        _, output = wait_until(
+            lambda: (probe := worker_probe())[0] == 1 and probe, 20, "the probe fails"
+        )
+        assert "stalled worker" in output and "no task started or finished" in output, output
+        assert stalled_metric(worker) == 1
+    finally:
+        signal_pool(worker, signal.SIGCONT)
+
+    for scan_id in ids:
+        assert wait_for_scan(scan_id).status == ScanStatus.COMPLETED
+    wait_until(lambda: worker_probe()[0] == 0, 10, "the probe passes again")
+    assert stalled_metric(worker) == 0
+
+    os.kill(worker.process.pid, signal.SIGSTOP)  # frozen: not even its watch runs
+    try:
+        _, output = wait_until(
+            lambda: (probe := worker_probe())[0] == 1 and probe, 20, "the probe fails"
+        )
+        assert "has not reported" in output, output
+    finally:
+        os.kill(worker.process.pid, signal.SIGCONT)
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_healthy_idle_worker_and_a_busy_progressing_one_are_not_flagged(
+    worker_manager, rulebase, token, user, photo
+):
+    worker = worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="0.6", **WATCHED)
+    ids = [services.create_scan(owner=user, image=photo(), hint="캔").id for _ in range(8)]
+    probes = []
+    while Scan.objects.filter(pk__in=ids, status__in=("queued", "processing")).exists():
+        probes.append(worker_probe())  # busy for ~3 s beyond the 3 s window: steps go on
+        assert stalled_metric(worker) == 0
+    assert [code for code, _ in probes] == [0] * len(probes), probes
+    assert len(probes) >= 3
+
+    time.sleep(4)  # idle for longer than the window
+    assert worker_probe() == (0, "ok\n")
+    assert stalled_metric(worker) == 0
 
 
 def test_the_per_host_exporter_serves_the_multiprocess_directory():

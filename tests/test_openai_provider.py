@@ -310,6 +310,36 @@ def test_closed_port_is_transient_unreachable(fake, settings):
     assert caught.value.code == "provider_unreachable"
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [rate_limited(None), server_error(500), slow(3, ok(pet_bottle()))],
+    ids=["rate_limited", "server_error", "timeout"],
+)
+def test_a_transient_error_that_ends_the_scan_promises_no_other_try(fake, settings, user, reply):
+    """After its last retry a transient error fails the scan: nothing it says may promise
+    another attempt, neither the message the owner reads nor the detail staff read."""
+    from django.test import Client
+
+    from scans import services
+    from scans.models import Scan, ScanStatus
+
+    settings.OPENAI_TIMEOUT = 0.3
+    error = vision_error(fake, reply)
+    scan = Scan.objects.create(owner=user, image="x.jpg", status=ScanStatus.PROCESSING)
+    code, detail = services.describe_failure(error, "vision")
+    assert services.fail_scan(scan.id, code=code, message=detail)
+
+    client = Client()
+    client.force_login(user)
+    for language in ("en", "ko"):
+        told = client.get(f"/api/v1/scans/{scan.id}", HTTP_ACCEPT_LANGUAGE=language)
+        page = client.get(f"/scans/{scan.id}/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+        message = told.json()["error"]["message"]
+        assert message and message in page
+        assert "try again" not in (message + page).lower() and "다시 시도할게요" not in page
+    assert "try again" not in detail.lower()
+
+
 def test_unauthorized_is_provider_auth_without_the_key(fake):
     error = vision_error(
         fake,

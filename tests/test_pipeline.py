@@ -75,18 +75,37 @@ def test_a_hinted_photo_completes_with_classification_rules_and_guidance(client_
     assert scan.dispatched_at is not None and not scan.dead_letters.exists()
 
 
-def test_no_hint_is_honestly_unclassified_and_asks_for_a_description(client_for, user, photo):
+def test_no_hint_ends_in_an_honest_question_not_a_guess(client_for, user, photo):
+    """The offline provider cannot see the photo: without a hint the scan does not complete
+    with an empty "we don't know" answer; it asks (needs_input), offering every bin and the
+    hint form, and nothing after the rule step runs."""
     client = client_for(user)
     task_id = upload(client, photo)
 
-    wait_for_scan(task_id)
-    result = client.get(f"/api/v1/scans/{task_id}").json()["result"]
+    scan = wait_for_scan(task_id)
+    body = client.get(f"/api/v1/scans/{task_id}").json()
 
-    assert result["outcome"] == "unclassified"
-    assert result["classification"]["category_code"] is None
-    assert result["disposal_rules"] is None
-    assert result["answer"]["disposal_steps"] == []
-    assert "힌트" in result["answer"]["user_answer"]
+    assert (body["status"], body["step"], body["result"], body["error"]) == (
+        "needs_input",
+        "input",
+        None,
+        None,
+    )
+    assert body["question"]["reason"] == "no_hint"
+    assert body["question"]["choices"] == [], "nothing to offer: any bin, or a hint"
+    assert (scan.outcome, scan.answer, scan.matched_rules) == ("ambiguous", None, None)
+    assert scan.classification["category_code"] is None
+    assert list(scan.events.values_list("type", flat=True)) == ["ScanNeedsInput"]
+    for _ in range(50):  # the chain's answer step comes right after, and has nothing to do
+        if scan.attempts.filter(step="answer").exclude(outcome="started").exists():
+            break
+        time.sleep(0.1)
+    assert list(scan.attempts.values_list("step", "outcome")) == [
+        ("prepare", "succeeded"),
+        ("vision", "succeeded"),
+        ("rule", "succeeded"),
+        ("answer", "skipped"),
+    ]
 
 
 def test_a_step_that_raises_fails_the_scan_with_a_reason(client_for, user, photo):
@@ -100,7 +119,8 @@ def test_a_step_that_raises_fails_the_scan_with_a_reason(client_for, user, photo
     assert body["result"] is None
     assert body["error"]["code"] == "internal_error"
     assert body["error"]["step"] == "vision"
-    assert "recognition step" in body["error"]["message"]
+    assert body["error"]["message"] == "예상하지 못한 오류로 스캔이 멈췄어요."  # from the code
+    assert "recognition step" in scan.error_message  # the detail, for staff
     assert scan.classification is None and scan.answer is None, "later steps did not run"
     (attempt,) = scan.attempts.filter(step="vision")
     assert (attempt.step, attempt.outcome, attempt.exception_class) == (
@@ -117,15 +137,17 @@ def test_a_step_that_raises_fails_the_scan_with_a_reason(client_for, user, photo
     )
 
 
-def test_a_provider_refusal_fails_with_the_providers_message(client_for, user, photo):
+def test_a_provider_refusal_fails_with_a_readable_reason(client_for, user, photo):
     client = client_for(user)
     task_id = upload(client, photo, REFUSE_HINT)
 
-    wait_for_scan(task_id)
-    error = client.get(f"/api/v1/scans/{task_id}").json()["error"]
+    scan = wait_for_scan(task_id)
+    error = client.get(f"/api/v1/scans/{task_id}", HTTP_ACCEPT_LANGUAGE="en").json()["error"]
 
     assert error["code"] == "provider_refused"
-    assert error["message"] == "The vision model refused to describe this photo."
+    assert error["message"] == "The recognition service refused to describe this photo."
+    assert error["retryable"] is False
+    assert scan.error_message == "The vision model refused to describe this photo."
 
 
 def test_many_scans_each_end_in_exactly_one_terminal_state(client_for, user, photo):
@@ -137,10 +159,13 @@ def test_many_scans_each_end_in_exactly_one_terminal_state(client_for, user, pho
 
     statuses = [s.status for s in scans]
     assert statuses.count(ScanStatus.FAILED) == 2
-    assert statuses.count(ScanStatus.COMPLETED) == 6
+    assert statuses.count(ScanStatus.NEEDS_INPUT) == 1, "the scan without a hint asks"
+    assert statuses.count(ScanStatus.COMPLETED) == 5
     for scan in scans:
         assert (scan.error_code != "") == (scan.status == ScanStatus.FAILED)
+        assert (scan.answer is not None) == (scan.status == ScanStatus.COMPLETED)
         assert scan.finished_at is not None
+        assert scan.events.count() == 1, "one event for its one end"
 
 
 def test_the_browser_flow_upload_page_to_result(celery_worker, rulebase, user, photo):

@@ -150,7 +150,8 @@ def test_a_refusal_fails_the_scan_with_a_readable_reason(client, replies):
         "vision",
     )
     error = client.get(f"/api/v1/scans/{scan.id}").json()["error"]
-    assert "declined" in error["message"]
+    assert error["message"] == "인식 서비스가 이 사진의 설명을 거부했어요."
+    assert "declined" in scan.error_message  # the provider's detail, for staff
     assert replies.requests_for_schema(ANSWER) == []
 
 
@@ -161,6 +162,31 @@ def test_a_slow_provider_times_out_and_the_retry_succeeds(client, replies):
 
     assert scan.status == ScanStatus.COMPLETED, scan.error_message
     assert len(replies.requests_for_schema(VISION)) == 2
+
+
+def test_a_retry_waits_for_a_retry_after_longer_than_the_backoff_cap(client, replies):
+    # the worker's SCAN_RETRY_BACKOFF_CAP is 2 s (tests/conftest.py); the provider asks for 5
+    replies.enqueue_for_schema(VISION, rate_limited(5))
+
+    scan = wait_for_scan(upload(client, camera_photo(), "생수병"), timeout=45)
+
+    assert scan.status == ScanStatus.COMPLETED, scan.error_message
+    first, retry = replies.requests_for_schema(VISION)
+    assert retry.received_at - first.received_at >= 5, "never sooner than Retry-After"
+
+
+def test_a_retry_after_beyond_the_maximum_fails_at_once_saying_when_to_come_back(client, replies):
+    replies.enqueue_for_schema(VISION, rate_limited(settings.SCAN_RETRY_AFTER_MAX + 600))
+
+    scan = wait_for_scan(upload(client, camera_photo(), "생수병"))
+
+    assert (scan.status, scan.error_code) == (ScanStatus.FAILED, "provider_rate_limited_long")
+    assert len(replies.requests_for_schema(VISION)) == 1, "no retry held for 15 minutes"
+    error = client.get(f"/api/v1/scans/{scan.id}", HTTP_ACCEPT_LANGUAGE="en").json()["error"]
+    assert "Please try again later" in error["message"] and error["retryable"]
+    # the time to come back, for staff (the admin, error.detail, the digest)
+    assert "Please try again after" in scan.error_message, scan.error_message
+    assert "in about 15 min" in scan.error_message
 
 
 def test_a_429_storm_ends_with_every_scan_terminal_and_attempts_bounded(client, replies):

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -9,7 +10,7 @@ from django.utils import timezone
 
 from scans import services
 from scans.models import Scan, ScanStatus, ScanStep, VisionCacheEntry
-from scans.providers.base import Classification, ProviderError, Usage
+from scans.providers.base import Answer, Classification, ProviderError, Usage
 
 pytestmark = pytest.mark.django_db
 
@@ -150,6 +151,41 @@ def test_the_sweeper_requeues_stalled_scans_then_fails_them(user, photo, setting
     assert fresh.status == ScanStatus.QUEUED and fresh.requeue_count == 0
 
 
+def test_the_sweeper_finishes_a_batch_whose_members_all_ended(user, photo):
+    from scans.models import ScanBatch
+    from scans.tasks import sweep_stalled_scans
+
+    # the test's transaction never commits, so no member's end writes the summary: as if the
+    # worker had died between the last member's end and the summary
+    batch = services.create_batch(owner=user, images=[photo(), photo()])
+    first, second = batch.scans.all()
+    services.fail_scan(first.id, code="x", message="why")
+    assert sweep_stalled_scans()["batches_finished"] == 0, "a member is still queued"
+
+    services.fail_scan(second.id, code="y", message="why not")
+    assert sweep_stalled_scans()["batches_finished"] == 1
+    batch = ScanBatch.objects.get(pk=batch.pk)
+    assert (batch.status, batch.summary["count"], batch.summary["failed"]) == ("completed", 2, 2)
+    assert batch.completed_at is not None
+    assert sweep_stalled_scans()["batches_finished"] == 0, "finished once"
+
+
+def test_the_member_that_ends_last_writes_its_batch_summary(
+    user, photo, django_capture_on_commit_callbacks
+):
+    from scans.models import ScanBatch
+
+    batch = services.create_batch(owner=user, images=[photo(), photo()])
+    first, second = batch.scans.all()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.fail_scan(first.id, code="x", message="why")
+    assert ScanBatch.objects.get(pk=batch.pk).summary is None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.fail_scan(second.id, code="y", message="why not")
+    batch = ScanBatch.objects.get(pk=batch.pk)
+    assert (batch.status, batch.summary["failed"]) == ("completed", 2)
+
+
 def test_a_failed_scan_resumes_from_the_failed_step(rulebase, scan, counting_provider):
     services.run_vision_step(scan.id)
     services.fail_scan(scan.id, code="provider_unavailable", message="busy")
@@ -199,6 +235,7 @@ class PaidVisionProvider:
     name = "paid"
     cache_namespace = "paid|model-x|prompt-1"
     calls = 0
+    cost = 0.0123
 
     def classify(self, request):
         type(self).calls += 1
@@ -212,7 +249,7 @@ class PaidVisionProvider:
                 input_tokens=1000,
                 cached_input_tokens=400,
                 output_tokens=50,
-                cost_usd=0.0123,
+                cost_usd=self.cost,
                 prompt_version="vision-1",
             ),
         )
@@ -236,12 +273,46 @@ def test_vision_usage_is_stored_per_step_and_summed(rulebase, user, photo, paid_
 
     assert scan.usage["vision"]["input_tokens"] == 1000
     assert (scan.input_tokens, scan.cached_input_tokens, scan.output_tokens) == (1000, 400, 50)
-    assert str(scan.cost_usd) == "0.012300"
+    assert scan.cost_usd == Decimal("0.0123")
     assert (scan.vision_model, scan.prompt_version, scan.vision_cache_hit) == (
         "model-x",
         "vision-1",
         False,
     )
+
+
+class PaidAnswerProvider:
+    name = "paid"
+
+    def compose(self, request):
+        return Answer(
+            disposal_steps=["헹궈 주세요."],
+            insufficiencies=[],
+            user_answer="금속류로 배출해요.",
+            provider=self.name,
+            usage=Usage(model="model-x", input_tokens=300, output_tokens=40, cost_usd=0.0000005),
+        )
+
+
+def test_a_scans_cost_is_the_exact_sum_of_its_steps(rulebase, user, photo, settings):
+    from scans.providers import _build
+
+    PaidVisionProvider.cost = 0.0000012345  # priced to 10 decimals, as the OpenAI provider
+    settings.SCAN_VISION_PROVIDER = "tests.test_services.PaidVisionProvider"
+    settings.SCAN_ANSWER_PROVIDER = "tests.test_services.PaidAnswerProvider"
+    _build.cache_clear()
+    try:
+        scan = services.create_scan(owner=user, image=photo(), hint="캔")
+        for step in (services.run_vision_step, services.run_rule_step, services.run_answer_step):
+            step(scan.id)
+    finally:
+        PaidVisionProvider.cost = 0.0123
+        _build.cache_clear()
+    scan.refresh_from_db()
+
+    steps = [Decimal(str(scan.usage[name]["cost_usd"])) for name in ("vision", "answer")]
+    assert steps == [Decimal("0.0000012345"), Decimal("0.0000005")]
+    assert scan.cost_usd == sum(steps) == Decimal("0.0000017345")
 
 
 def test_the_same_photo_and_hint_never_pay_twice(rulebase, user, photo, paid_provider):
@@ -399,14 +470,15 @@ def test_a_damaged_stored_photo_fails_the_step_with_its_reason(rulebase, user, c
 
 @pytest.mark.parametrize(
     ("retries", "retry_after", "low", "high"),
-    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 2, 2)],
+    # the cap bounds the backoff, never a Retry-After: 30 s asked with a cap of 2 s is 30 s
+    [(0, None, 0.5, 1), (2, None, 2, 4), (1, 7, 7, 7), (9, None, 1, 2), (0, 30, 30, 30)],
 )
 def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
     settings, retries, retry_after, low, high
 ):
     from scans.tasks import retry_countdown
 
-    settings.SCAN_RETRY_BACKOFF_CAP = 10 if high != 2 else 2
+    settings.SCAN_RETRY_BACKOFF_CAP = 2 if high in (2, 30) else 10
     for _ in range(50):
         assert low <= retry_countdown(retries, retry_after) <= high
 

@@ -359,9 +359,50 @@ def test_a_failed_scan_shows_its_reason_and_a_retry_button_to_its_owner(user, st
 
     assert "스캔에 실패했어요" in page
     assert "예상하지 못한 오류로 스캔이 멈췄어요." in page  # the reason, in the page's language
-    assert "RuntimeError" in page and "internal_error" in page  # and the stored detail
+    assert "internal_error" in page and "RuntimeError" not in page, "the detail is for staff"
+    assert "RuntimeError" in staff_page
     assert f'action="/scans/{scan.id}/retry"' in page
     assert f'action="/scans/{scan.id}/retry"' not in staff_page, "owner only"
+
+
+@pytest.mark.parametrize(
+    ("code", "detail", "korean_reason", "english_reason"),
+    [
+        (
+            "image_url_unreachable",
+            "127.0.0.1 could not be reached ([Errno 111] Connection refused).",
+            "사진 주소에 연결할 수 없어요.",
+            "The photo&#x27;s address could not be reached.",
+        ),
+        (
+            "image_url_refused",
+            "The image URL's host a.example points to an address that is not allowed: "
+            "10.0.0.1 is in 10.0.0.0/8 (private).",
+            "Eco²는 이 주소에서 사진을 가져오지 않아요.",
+            "Eco² does not fetch photos from this address",
+        ),
+        (
+            "provider_timeout",
+            "The AI provider did not answer in time. We will try again.",
+            "인식 서비스가 제때 응답하지 않았어요.",
+            "The recognition service did not answer in time.",
+        ),
+    ],
+)
+def test_a_failure_is_told_from_its_code_in_the_pages_language(
+    user, code, detail, korean_reason, english_reason
+):
+    scan = failed_scan(user, code=code, error_message=detail)
+    client = logged_in(user)
+
+    korean = client.get(f"/scans/{scan.id}/").content.decode()
+    english_page = english(client).get(f"/scans/{scan.id}/").content.decode()
+    history = english(client).get("/scans/").content.decode()
+
+    assert korean_reason in korean
+    assert english_reason in english_page and english_reason in history
+    for page in (korean, english_page, history):  # never the exception's (English) text
+        assert "Errno" not in page and "10.0.0.0/8" not in page and "try again" not in page
 
 
 def test_a_photo_problem_offers_a_new_upload_instead_of_a_retry(user):
@@ -379,12 +420,15 @@ def test_retries_of_the_current_step_are_shown(user):
         step="vision",
         attempt=1,
         outcome=AttemptOutcome.RETRY,
-        exception_class="ProviderUnavailable",
-        exception_message="The provider answered 429 Too Many Requests.",
+        exception_class="TransientProviderError",
+        exception_message="provider_rate_limited: The provider answered 429 Too Many Requests.",
     )
-    page = english(logged_in(user)).get(f"/scans/{scan.id}/").content.decode()
+    client = logged_in(user)
+    korean = client.get(f"/scans/{scan.id}/").content.decode()
+    page = english(client).get(f"/scans/{scan.id}/").content.decode()
     assert "Retrying: 1 failed attempt so far." in page
-    assert "429 Too Many Requests" in page
+    assert "The recognition service is busy." in page and "인식 서비스가 바빠요." in korean
+    assert "429 Too Many Requests" not in page + korean, "the reason, not the exception's text"
 
 
 def test_other_peoples_scans_are_404(user, other_user):
@@ -465,8 +509,8 @@ def test_the_stream_follows_the_scan_with_retries_and_ends_with_completed(
                 step="vision",
                 attempt=1,
                 outcome=AttemptOutcome.RETRY,
-                exception_class="ProviderUnavailable",
-                exception_message="rate limited (429)",
+                exception_class="TransientProviderError",
+                exception_message="provider_rate_limited: rate limited (429)",
             )
         elif state["step"] == "vision":
             Scan.objects.filter(pk=scan.pk).update(step=ScanStep.RULE, progress=50)
@@ -476,7 +520,10 @@ def test_the_stream_follows_the_scan_with_retries_and_ends_with_completed(
             )
 
     response, stream = stream_events(
-        async_client(user), f"/api/v1/scans/{scan.id}/events", on_chunk=sync_to_async(advance)
+        async_client(user),
+        f"/api/v1/scans/{scan.id}/events",
+        sync_to_async(advance),
+        **{"Accept-Language": "en"},
     )
 
     assert response.status_code == 200 and response.is_async, "an async generator under ASGI"
@@ -494,7 +541,8 @@ def test_the_stream_follows_the_scan_with_retries_and_ends_with_completed(
         ("processing", "rule", 0),
         ("completed", "done", 0),
     ]
-    assert progress[2]["retries"]["last_error"] == "rate limited (429)"
+    # the reason for the retry in the request's language, not the exception's text
+    assert progress[2]["retries"]["last_error"] == "The recognition service is busy."
     assert progress[2]["retries"]["last_outcome"] == "retry"
     assert len({e["id"] for e in sequence}) == len(sequence), "each event has its own id"
     final = sequence[-1]
@@ -506,10 +554,16 @@ def test_the_stream_follows_the_scan_with_retries_and_ends_with_completed(
 
 def test_a_failed_scan_ends_the_stream_with_its_error(user, fast_events):
     scan = failed_scan(user)
-    _, stream = stream_events(async_client(user), f"/api/v1/scans/{scan.id}/events")
-    final = parse_events(stream)[-1]
+    url = f"/api/v1/scans/{scan.id}/events"
+    _, stream = stream_events(async_client(user), url)
+    _, english_stream = stream_events(async_client(user), url, None, **{"Accept-Language": "en"})
+
+    final, english_final = parse_events(stream)[-1], parse_events(english_stream)[-1]
     assert final["event"] == "failed"
     assert final["data"]["error"]["code"] == "internal_error"
+    assert final["data"]["error"]["message"] == "예상하지 못한 오류로 스캔이 멈췄어요."
+    assert english_final["data"]["error"]["message"] == "An unexpected error stopped the scan."
+    assert "detail" not in final["data"]["error"], "the technical detail is for staff"
 
 
 def test_others_get_404_and_staff_may_follow(rulebase, user, other_user, staff_user, fast_events):
@@ -609,7 +663,7 @@ def test_retries_count_only_the_current_run_of_the_step(user):
     retries = events.step_retries(str(scan.id), "vision")
     assert (retries["count"], retries["last_error"], retries["last_outcome"]) == (
         1,
-        "lost",
+        "이 스캔을 처리하던 작업자가 여러 번 연달아 멈췄어요.",  # in the site's language
         "worker_lost",
     )
     assert events.step_retries(str(scan.id), "queued")["count"] == 0
@@ -650,6 +704,21 @@ def test_only_failed_scans_are_retried(rulebase, user):
         assert "실패한 스캔만 다시 시도할 수 있어요." in response.content.decode()
     assert Scan.objects.get(pk=done.pk).status == ScanStatus.COMPLETED
     assert Scan.objects.filter(retry_count__gt=0).count() == 0
+
+
+@pytest.mark.parametrize("code", ["corrupt", "unsupported_format", "image_url_refused"])
+def test_a_scan_without_a_retry_button_is_not_retried(user, code):
+    scan = failed_scan(user, code=code)
+    client = logged_in(user)
+    assert "/retry" not in client.get(f"/scans/{scan.id}/").content.decode()
+
+    response = client.post(f"/scans/{scan.id}/retry", follow=True)
+
+    assert (
+        "다시 시도해도 같은 이유로 실패해요. 다른 사진을 올려 주세요." in response.content.decode()
+    )
+    scan.refresh_from_db()
+    assert (scan.status, scan.retry_count, scan.error_code) == (ScanStatus.FAILED, 0, code)
 
 
 def test_retry_is_a_post_with_csrf(user):
@@ -718,6 +787,15 @@ def test_history_filters_by_date_range(user, history):
     assert ids(f"date_to={today - timedelta(days=1)}") == expect("can", "failed")
     week = f"date_from={today - timedelta(days=11)}&date_to={today - timedelta(days=2)}"
     assert ids(week) == expect("can", "failed")
+
+
+def test_history_searches_the_hint_and_the_category(user, history):
+    client = logged_in(user)
+
+    assert listed(client.get("/scans/?q=모를").content.decode()) == [str(history["queued"].id)]
+    assert listed(client.get("/scans/?q=금속").content.decode()) == [str(history["can"].id)]
+    page = client.get("/scans/?q=금속").content.decode()
+    assert 'name="q"' in page and 'value="금속"' in page and "검색" in page
 
 
 def test_bad_filters_are_explained_and_the_rest_still_apply(user, history):

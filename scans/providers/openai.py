@@ -270,22 +270,22 @@ def translate_error(exc: openai.OpenAIError) -> ProviderError:
     """
     if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError, its base class
         return TransientProviderError(
-            "The AI provider did not answer in time. We will try again.", code="provider_timeout"
+            "The AI provider did not answer in time.", code="provider_timeout"
         )
     if isinstance(exc, openai.APIConnectionError):
         return TransientProviderError(
-            "The AI provider could not be reached. We will try again.",
+            "The AI provider could not be reached.",
             code="provider_unreachable",
         )
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
             # A 429 that waiting does not cure: the account is out of credit.
             return ProviderError(
-                "The AI provider's usage quota is used up. Please try again later.",
+                "The AI provider's usage quota is used up.",
                 code="provider_quota_exceeded",
             )
         return TransientProviderError(
-            "The AI provider is busy right now. We will try again shortly.",
+            "The AI provider is busy right now.",
             code="provider_rate_limited",
             retry_after=_retry_after(exc.response),
         )
@@ -293,19 +293,19 @@ def translate_error(exc: openai.OpenAIError) -> ProviderError:
         status = exc.status_code
         if status >= 500:
             return TransientProviderError(
-                "The AI provider is temporarily unavailable. We will try again.",
+                "The AI provider is temporarily unavailable.",
                 code="provider_unavailable",
             )
         if status in (401, 403):
             return ProviderError("The AI provider rejected our credentials.", code="provider_auth")
         if status == 408:  # the server's own timeout: as retryable as ours
             return TransientProviderError(
-                "The AI provider did not answer in time. We will try again.",
+                "The AI provider did not answer in time.",
                 code="provider_timeout",
             )
         if status == 409:  # a conflict on the provider's side; the SDK retries it too
             return TransientProviderError(
-                "The AI provider is temporarily unavailable. We will try again.",
+                "The AI provider is temporarily unavailable.",
                 code="provider_unavailable",
             )
         return ProviderError(

@@ -123,8 +123,9 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def assert_invariants(ids: list[str]) -> None:
-    """Over all scans: one terminal state each, a reason for every failure, one stored
-    result per step, and no scan left behind."""
+    """Over all scans: one terminal state each (completed, failed, or needs_input: a question
+    with its choices and no answer), a reason for every failure, one stored result per step,
+    and no scan left behind."""
     scans = list(Scan.objects.filter(pk__in=ids))
     assert len(scans) == len(ids)
     for scan in scans:
@@ -132,6 +133,9 @@ def assert_invariants(ids: list[str]) -> None:
         assert scan.finished_at is not None
         if scan.status == ScanStatus.FAILED:
             assert scan.error_code and scan.error_message, scan.id
+        elif scan.status == ScanStatus.NEEDS_INPUT:
+            assert not scan.error_code and scan.answer is None, scan.id
+            assert isinstance(scan.choices, list) and scan.outcome == "ambiguous", scan.id
         else:
             assert not scan.error_code and scan.answer is not None
         # "succeeded" is recorded only by the run whose conditional write stored the result

@@ -8,16 +8,32 @@ import io
 import os
 import signal
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from PIL import Image
 
-from scans.providers.base import ProviderError
+from scans.providers.base import Classification, ProviderError
 from scans.providers.offline import OfflineVisionProvider
 
 CRASH_HINT = "#crash"
 REFUSE_HINT = "#refuse"
 POISON_HINT = "#poison"  # kills the worker process running it, every time
 CRASH_IMAGE_SIZE = (13, 13)  # a photo of exactly this size fails the vision step too
+# not sure, whatever the matcher makes of the words after it: a bottle, clear PET or glass
+UNSURE_HINT = "#unsure"
+UNSURE_CANDIDATES = [
+    {"category_code": "pet_clear", "item": "생수병", "item_en": "water bottle", "score": 0.62},
+    {"category_code": "glass", "item": "소주병", "item_en": "soju bottle", "score": 0.58},
+    {"category_code": "plastic", "item": "유색 페트병", "item_en": "coloured PET bottle",
+     "score": 0.41},
+]  # fmt: skip
+
+
+@dataclass
+class UnsureClassification(Classification):
+    # the contract of a classification that is not sure (issue 19): its candidates, best first
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FailingOnRequestVisionProvider(OfflineVisionProvider):
@@ -33,5 +49,14 @@ class FailingOnRequestVisionProvider(OfflineVisionProvider):
         if request.hint.startswith(REFUSE_HINT):
             raise ProviderError(
                 "The vision model refused to describe this photo.", code="provider_refused"
+            )
+        if request.hint.startswith(UNSURE_HINT):
+            return UnsureClassification(
+                outcome="unclassified",
+                confidence=0.62,
+                user_input=request.hint,
+                provider=self.name,
+                details={"reason": "ambiguous"},
+                candidates=[dict(c) for c in UNSURE_CANDIDATES],
             )
         return super().classify(request)

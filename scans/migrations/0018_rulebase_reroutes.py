@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scans', '0014_disposal_step_unless_tag'),
+        ('scans', '0017_scan_needs_input'),
     ]
 
     operations = [
