@@ -39,6 +39,7 @@ def test_load_command_reports_and_keeps_admin_edits_with_if_empty():
     out = io.StringIO()
     call_command("load_rulebase", stdout=out)
     assert "18 categories" in out.getvalue()
+    assert " brands" in out.getvalue()
 
     Category.objects.filter(code="paper").update(summary_ko="관리자가 고친 설명")
     call_command("load_rulebase", "--if-empty", stdout=io.StringIO())
@@ -79,4 +80,15 @@ def test_a_common_step_is_replaced_by_one_conditional_step_at_most():
     pet["conditional_steps"][1] |= {"replaces": 2}
     pet["conditional_steps"][1].pop("before", None)
     with pytest.raises(RuleBaseError, match="pet_clear: step 2 is replaced twice"):
+        validate_rulebase(data)
+
+
+# --- items, aliases and brand names ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("brands", ["삼다수", [""], [3]])
+def test_a_brand_list_must_hold_names(brands):
+    data = read_rulebase()
+    data["categories"][0]["items"][0]["brands"] = brands
+    with pytest.raises(RuleBaseError, match="brands must be a list of names"):
         validate_rulebase(data)
