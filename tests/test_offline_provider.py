@@ -60,3 +60,18 @@ def test_two_items_ask_for_one_at_a_time(rulebase):
     assert classification["outcome"] == "unclassified"
     assert answer.disposal_steps == []
     assert "한 가지 물건만" in answer.user_answer
+
+
+@pytest.mark.parametrize(
+    ("hint", "middle", "says"),
+    [
+        ("종이컵", "종이팩", "종이팩과 함께"),  # cups go with cartons, not ordinary paper
+        ("주사바늘", "일반종량제폐기물", "폐의약품 수거함에 넣지 않아요"),
+        ("두부모래", "일반종량제폐기물", "음식물이 아니에요"),
+        ("프링글스 통", "일반종량제폐기물", "복합재질"),
+    ],
+)
+def test_a_classic_wrong_bin_item_is_told_why(rulebase, hint, middle, says):
+    classification, answer = guidance(hint)
+    assert classification["middle_category"] == middle
+    assert says in answer.user_answer
