@@ -32,7 +32,26 @@ class ScanUploadForm(forms.Form):
         widget=forms.TextInput(
             attrs={"placeholder": "투명 페트병, 라벨 있음", "autocomplete": "off"}
         ),
+        error_messages={
+            "required": _(
+                "Describe the item in the hint: this server cannot see photos (offline mode)."
+            )
+        },
     )
+
+    def __init__(self, *args, photo_is_seen: bool = True, **kwargs) -> None:
+        """``photo_is_seen``: the vision step looks at the photo. When it does not (the offline
+        provider), a photo alone cannot be recognised, so the hint is required."""
+        super().__init__(*args, **kwargs)
+        if not photo_is_seen:
+            hint = self.fields["hint"]
+            hint.required = True
+            hint.label = _("Hint (required)")
+            hint.help_text = _(
+                "Name the item, e.g. 투명 페트병, 라벨 있음 · 깨진 유리컵 · 다 쓴 건전지 · "
+                "배달 음식 플라스틱 용기."
+            )
+            hint.widget.attrs["required"] = "required"
 
 
 class HintForm(forms.Form):

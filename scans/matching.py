@@ -665,7 +665,11 @@ class RuleIndex:
 
     @staticmethod
     def _item_words(
-        segment: _Segment, morphemes: Sequence[Morpheme], state: set[int], covered: set[int]
+        segment: _Segment,
+        morphemes: Sequence[Morpheme],
+        state: set[int],
+        covered: set[int],
+        wordlike: set[int] = frozenset(),
     ) -> list[int]:
         """The morphemes of a part that can name the item, in order; the head is the last.
 
@@ -681,6 +685,9 @@ class RuleIndex:
                 break
             if i in loose and i not in covered and m.lemma not in morphology.FILLER_WORDS:
                 described.append(i)
+                continue
+            if i in wordlike:
+                words.append(i)
                 continue
             if (i in state and not (i in loose and i in covered)) or not (
                 m.is_noun or (m.tag == "SN" and i in covered)
@@ -742,10 +749,18 @@ class RuleIndex:
         tags, state, where = self.triggers.detect(cleaned, morphemes)
         spans = self._spans(cleaned, morphemes)
         covered = {j for s in spans for j in range(s.first, s.last + 1)}
+        # an alias the analyser reads as no noun at all (음쓰 → 음 + 쓰): its last morpheme
+        # stands for the word
+        wordlike = {
+            s.last
+            for s in spans
+            if not any(morphemes[j].is_noun for j in range(s.first, s.last + 1))
+            and (s.first == 0 or morphemes[s.first].word != morphemes[s.first - 1].word)
+        }
         segments = []
         parts_of_hint = self._segments(morphemes)
         for k, segment in enumerate(parts_of_hint):
-            words = self._item_words(segment, morphemes, state, covered)
+            words = self._item_words(segment, morphemes, state, covered, wordlike)
             # "뚜껑이랑 라벨 그대로인 생수병": a part naming only what a state is about, joined to
             # a part that starts with another such word, shares its state; it is no item
             following = parts_of_hint[k + 1] if k + 1 < len(parts_of_hint) else None
@@ -865,8 +880,6 @@ class RuleIndex:
         lo, hi = morphemes[segment.indices[0]].start, morphemes[segment.indices[-1]].end
         mine = [s for s in spans if lo <= s.start and s.end <= hi]
         covering = [s for s in mine if s.first <= head <= s.last]
-        if covering:
-            return self._exact_part(covering, mine, words, morphemes, state, tags)
         # the describing aliases before the head (never state words)
         modifiers = [
             s
@@ -889,12 +902,14 @@ class RuleIndex:
                 found = self._hangul.get(compact(form + head_m.form), []) or self._latin.get(
                     (lemma, head_m.lemma), []
                 )
-                if found:
+                if found and not any(s.first <= i for s in covering):
                     split = [_Span(a, first.start, head_m.end, i, head) for a in found]
                     guess = self._exact_part(split, mine, words, morphemes, state, tags)
                     if guess.code is not None:
                         guess.bucket = "exact_split"
                     return guess
+        if covering:
+            return self._exact_part(covering, mine, words, morphemes, state, tags)
         # the item's words, never the filler, even where an alias names it ("leftover pills")
         query = " ".join(
             morphemes[i].form

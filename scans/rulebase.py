@@ -57,6 +57,17 @@ def validate_rulebase(data: dict[str, Any]) -> None:
                 if number in replaced:
                     problems.append(f"{cat['code']}: step {number} is replaced twice")
                 replaced.add(number)
+        for entry in [*(cat.get("items") or []), *(cat.get("exclusions") or [])]:
+            for field in ("aliases", "brands"):
+                names = entry.get(field)
+                if names is None:
+                    continue
+                if not isinstance(names, list) or not all(
+                    isinstance(name, str) and name.strip() for name in names
+                ):
+                    problems.append(
+                        f"{cat['code']}: {entry['ko']!r}: {field} must be a list of names"
+                    )
         for excl in cat.get("exclusions") or []:
             if excl["goes_to"] not in codes:
                 problems.append(
@@ -114,6 +125,17 @@ def _reroute_cycles(categories: list[dict[str, Any]]) -> list[str]:
         return False
 
     return [f"{code}: reroutes lead back to {code}" for code in edges if reaches(code, code, set())]
+
+
+def names_of(entry: dict[str, Any]) -> list[str]:
+    """An item's or exclusion's aliases followed by its brand names, without repeats.
+
+    Brands are kept apart in the YAML (a brand names a product, an alias the thing itself) and
+    stored with the aliases: the matcher reads both the same way. A brand whose usual container
+    varies (a cola in a can or a PET bottle) is listed on each of those items, so the brand alone
+    is an honest "which one?" and "<brand> 캔" names the container.
+    """
+    return list(dict.fromkeys([*(entry.get("aliases") or []), *(entry.get("brands") or [])]))
 
 
 def ordered_steps(category: dict[str, Any], tags: dict[str, SituationTag]) -> list[DisposalStep]:
@@ -203,7 +225,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     category=cat,
                     name_ko=it["ko"],
                     name_en=it["en"],
-                    aliases=list(it.get("aliases") or []),
+                    aliases=names_of(it),
                     reroutes=list(it.get("reroutes") or []),
                 )
             )
@@ -213,7 +235,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     category=cat,
                     name_ko=e["ko"],
                     name_en=e["en"],
-                    aliases=list(e.get("aliases") or []),
+                    aliases=names_of(e),
                     goes_to=categories[e["goes_to"]],
                     note_ko=e.get("note_ko", ""),
                     note_en=e.get("note_en", ""),
@@ -228,4 +250,9 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
         "steps": len(steps),
         "items": len(items),
         "exclusions": len(exclusions),
+        "brands": sum(
+            len(entry.get("brands") or [])
+            for c in data["categories"]
+            for entry in [*(c.get("items") or []), *(c.get("exclusions") or [])]
+        ),
     }

@@ -185,6 +185,22 @@ QUESTION_MESSAGES = {
     "ambiguous": gettext_lazy("Which one is it? Choose the item in your photo."),
 }
 QUESTION_DEFAULT = gettext_lazy("We are not sure what this is. Which one is it?")
+# a photo alone on a server whose vision step reads only hints (the offline provider)
+QUESTION_PHOTO_NOT_SEEN = gettext_lazy(
+    "This server cannot see photos (offline mode), so a photo alone cannot be recognised. "
+    "Describe the item in a hint, or choose its bin."
+)
+
+
+def question_message(scan: Scan) -> str:
+    reason = question_reason(scan)
+    if (
+        reason == "no_hint"
+        and not scan.hint
+        and (scan.classification or {}).get("provider") == "offline"
+    ):
+        return str(QUESTION_PHOTO_NOT_SEEN)
+    return str(QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT))
 
 
 def question_reason(scan: Scan) -> str:
@@ -201,7 +217,7 @@ def scan_question(scan: Scan, request=None) -> dict[str, Any] | None:
     hint = reverse("api:scan-hint", args=[scan.id])
     return {
         "reason": reason,
-        "message": str(QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT)),
+        "message": question_message(scan),
         "choices": scan.choices or [],
         "choose_url": request.build_absolute_uri(choose) if request else choose,
         "hint_url": request.build_absolute_uri(hint) if request else hint,

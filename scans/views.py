@@ -24,8 +24,9 @@ from .errors import error_message, retry_helps
 from .filters import ScanFilter
 from .forms import HintForm, ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
+from .providers import vision_sees_photos
 from .selectors import scans_visible_to
-from .serializers import QUESTION_DEFAULT, QUESTION_MESSAGES, ScanSerializer, question_reason
+from .serializers import ScanSerializer, question_message
 
 
 def _visible_scan_or_404(request, scan_id) -> Scan:
@@ -38,7 +39,8 @@ def _visible_scan_or_404(request, scan_id) -> Scan:
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    form = ScanUploadForm(request.POST or None, request.FILES or None)
+    photo_is_seen = vision_sees_photos()
+    form = ScanUploadForm(request.POST or None, request.FILES or None, photo_is_seen=photo_is_seen)
     status, retry_after = (400 if request.method == "POST" else 200), None
     if request.method == "POST" and form.is_valid():
         try:
@@ -55,7 +57,11 @@ def upload(request):
             status, retry_after = 429, limited.retry_after
         else:
             return redirect("scans:detail", scan_id=scan.id)
-    context = {"form": form, "max_bytes": settings.SCAN_IMAGE_MAX_BYTES}
+    context = {
+        "form": form,
+        "max_bytes": settings.SCAN_IMAGE_MAX_BYTES,
+        "photo_is_seen": photo_is_seen,
+    }
     response = render(request, "scans/upload.html", context, status=status)
     if retry_after:
         response["Retry-After"] = str(retry_after)
@@ -221,7 +227,6 @@ def question_card(scan: Scan, *, language: str) -> dict | None:
     if scan.status != ScanStatus.NEEDS_INPUT:
         return None
     english = language == "en"
-    reason = question_reason(scan)
     choices = []
     for choice in scan.choices or []:
         item = (choice.get("item_en") if english else None) or choice.get("item", "")
@@ -231,7 +236,7 @@ def question_card(scan: Scan, *, language: str) -> dict | None:
         choices.append({**choice, "name": item, "bin": bin_})
     name = "middle_en" if english else "middle_ko"
     return {
-        "message": QUESTION_MESSAGES.get(reason, QUESTION_DEFAULT),
+        "message": question_message(scan),
         "choices": choices,
         "categories": list(Category.objects.values_list("code", name)),
         "offline": scan.provider == "offline",

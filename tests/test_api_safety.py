@@ -578,9 +578,9 @@ def test_the_upload_page_keeps_the_same_rate(low_rate, user, photo):
     client = Client()
     client.force_login(user)
     for _ in range(2):
-        assert client.post("/", {"image": photo()}).status_code == 302
+        assert client.post("/", {"image": photo(), "hint": "캔"}).status_code == 302
 
-    refused = client.post("/", {"image": photo()})
+    refused = client.post("/", {"image": photo(), "hint": "캔"})
 
     assert refused.status_code == 429
     assert 0 < int(refused["Retry-After"]) <= 60

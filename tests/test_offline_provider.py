@@ -63,7 +63,7 @@ def test_two_items_ask_for_one_at_a_time(rulebase):
 
 
 def test_a_state_that_changes_the_bin_is_the_answer_and_its_reason(rulebase):
-    classification, answer = guidance("깨진 소주병")
+    classification, answer = guidance("금 간 소주병")
     assert classification["outcome"] == "classified"
     assert classification["middle_category"] == "불연성종량제폐기물"
     assert classification["minor_category"] == "소주병"
@@ -83,7 +83,7 @@ def test_a_not_sure_result_offers_its_candidates(rulebase):
     classification, answer = guidance("컵")
     assert classification["outcome"] == "unclassified"
     offered = classification["candidates"]
-    assert {c["category_code"] for c in offered} >= {"paper", "plastic", "noncombustible"}
+    assert {c["category_code"] for c in offered} >= {"plastic", "noncombustible"}
     assert all(c["item"] in answer.user_answer for c in offered)
     assert "중 하나인가요?" in answer.user_answer
 
@@ -100,15 +100,30 @@ def test_the_reported_confidence_is_the_calibrated_one(rulebase):
 
     classification, _ = guidance("콜라캔")
     assert classification["confidence"] == round(CALIBRATION["exact"], 3)
-    classification, _ = guidance("생리대")  # nothing in the rule base: a weak guess
+    classification, _ = guidance("훌라후프")  # nothing in the rule base: a weak guess
     assert classification["outcome"] == "unclassified"
     assert classification["confidence"] < 0.5
 
 
 def test_asking_still_names_what_the_state_needs(rulebase):
-    # the remote control is not in the rule base, so the scan asks; the batteries in it must
-    # come out whatever the bin turns out to be
-    classification, answer = guidance("건전지 든 리모컨")
+    # the toy robot is not in the rule base, so the scan asks; the batteries in it must come
+    # out whatever the bin turns out to be
+    classification, answer = guidance("건전지 든 로봇")
     assert classification["outcome"] == "unclassified"
     assert "battery_inside" in classification["situation_tags"]
     assert any("배터리는 빼서 전지 수거함" in fix for fix in answer.insufficiencies)
+
+
+@pytest.mark.parametrize(
+    ("hint", "middle", "says"),
+    [
+        ("종이컵", "종이팩", "종이팩과 함께"),  # cups go with cartons, not ordinary paper
+        ("주사바늘", "일반종량제폐기물", "폐의약품 수거함에 넣지 않아요"),
+        ("두부모래", "일반종량제폐기물", "음식물이 아니에요"),
+        ("프링글스 통", "일반종량제폐기물", "복합재질"),
+    ],
+)
+def test_a_classic_wrong_bin_item_is_told_why(rulebase, hint, middle, says):
+    classification, answer = guidance(hint)
+    assert classification["middle_category"] == middle
+    assert says in answer.user_answer

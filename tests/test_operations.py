@@ -669,3 +669,18 @@ def test_the_command_line_asks_for_a_user_when_it_cannot_tell(settings, tmp_path
 
     with pytest.raises(CommandError, match="pass --user"):
         call_command("scan", str(path), timeout=0.1)
+
+
+@pytest.mark.django_db
+def test_the_banner_of_make_run_says_how_to_switch_on_vision(settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("ensure_demo_user", "--banner", stdout=out)
+
+    banner = out.getvalue()
+    assert "provider    offline (cannot see photos" in banner
+    assert "vision      off" in banner
+    assert "OPENAI_API_KEY" in banner and "OPENAI_BASE_URL" in banner

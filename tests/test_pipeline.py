@@ -92,6 +92,10 @@ def test_no_hint_ends_in_an_honest_question_not_a_guess(client_for, user, photo)
         None,
     )
     assert body["question"]["reason"] == "no_hint"
+    assert body["question"]["message"] == (
+        "이 서버는 사진을 볼 수 없어서(오프라인 모드) 사진만으로는 알아볼 수 없어요. "
+        "힌트에 물건을 적거나 배출할 곳을 직접 골라 주세요."
+    ), "a photo alone is labelled impossible here, not 'we are not sure'"
     assert body["question"]["choices"] == [], "nothing to offer: any bin, or a hint"
     assert (scan.outcome, scan.answer, scan.matched_rules) == ("ambiguous", None, None)
     assert scan.classification["category_code"] is None

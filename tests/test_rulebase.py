@@ -39,6 +39,7 @@ def test_load_command_reports_and_keeps_admin_edits_with_if_empty():
     out = io.StringIO()
     call_command("load_rulebase", stdout=out)
     assert "18 categories" in out.getvalue()
+    assert " brands" in out.getvalue()
 
     Category.objects.filter(code="paper").update(summary_ko="관리자가 고친 설명")
     call_command("load_rulebase", "--if-empty", stdout=io.StringIO())
@@ -134,3 +135,45 @@ def test_reroutes_are_loaded_and_an_items_own_comes_first(rulebase, rulebase_dat
     category, hops = rulebase.reroute(general_category, "칫솔", ["wet"])
     assert (category.code, hops) == ("general", [])
     assert Category.objects.get(code="glass").reroutes[0]["goes_to"] == "noncombustible"
+
+
+# --- items, aliases and brand names ---------------------------------------------------------
+def test_brand_names_are_stored_with_the_aliases_of_their_item(rulebase):
+    assert "삼다수" in Item.objects.get(name_ko="생수병").aliases
+    assert "프링글스" in Exclusion.objects.get(name_ko="감자칩 통", goes_to__code="general").aliases
+
+
+@pytest.mark.parametrize("brands", ["삼다수", [""], [3]])
+def test_a_brand_list_must_hold_names(brands):
+    data = read_rulebase()
+    data["categories"][0]["items"][0]["brands"] = brands
+    with pytest.raises(RuleBaseError, match="brands must be a list of names"):
+        validate_rulebase(data)
+
+
+def test_the_same_words_name_one_bin_unless_a_brand_is_shared_on_purpose():
+    # A word listed under two bins makes every hint with it an honest "which one?". That is
+    # wanted for a brand sold in a can and in a PET bottle, and a mistake anywhere else.
+    from collections import defaultdict
+
+    from scans.matching import compact
+
+    def names(entry):
+        return [entry["ko"], entry["en"], *entry.get("aliases", []), *entry.get("brands", [])]
+
+    bins_of = defaultdict(set)
+    brands = set()
+    for cat in read_rulebase()["categories"]:
+        for text in (cat["middle_ko"], cat["middle_en"]):
+            bins_of[compact(text)].add(cat["code"])
+        for entry in cat.get("items") or []:
+            for text in names(entry):
+                bins_of[compact(text)].add(cat["code"])
+        for entry in cat.get("exclusions") or []:
+            for text in names(entry):
+                bins_of[compact(text)].add(entry["goes_to"])
+        for entry in [*(cat.get("items") or []), *(cat.get("exclusions") or [])]:
+            brands.update(compact(text) for text in entry.get("brands", []))
+
+    clashes = {word: bins for word, bins in bins_of.items() if len(bins) > 1 and word not in brands}
+    assert not clashes

@@ -227,6 +227,39 @@ def test_the_upload_page_is_a_plain_multipart_form(user):
     assert "무엇을 버리시나요?" in page, "Korean by default"
 
 
+def test_on_the_offline_provider_the_page_says_photos_are_not_seen_and_asks_for_a_hint(user, photo):
+    """The default install reads only the hint: the page says so before the upload, and a
+    photo alone is refused with the reason instead of becoming a scan that cannot be answered."""
+    client = logged_in(user)
+    page = client.get("/").content.decode()
+
+    assert "이 서버는 사진을 볼 수 없어요(오프라인 모드)." in page
+    assert "OPENAI_API_KEY" in page and "OPENAI_BASE_URL" in page
+    hint_input = re.search(r'<input type="text" name="hint"[^>]*>', page).group(0)
+    assert "required" in hint_input
+    assert "힌트 (필수)" in page and "깨진 유리컵" in page, "examples of a hint"
+
+    photo_only = client.post("/", {"image": photo()})
+
+    assert photo_only.status_code == 400
+    assert "힌트에 물건을 적어 주세요. 이 서버는 사진을 볼 수 없어요" in photo_only.content.decode()
+    assert not Scan.objects.exists()
+
+
+def test_with_a_provider_that_sees_photos_the_hint_stays_optional(user, photo, settings):
+    from scans.providers import _build
+
+    settings.SCAN_VISION_PROVIDER = "scans.providers.openai.OpenAIVisionProvider"
+    _build.cache_clear()
+    try:
+        client = logged_in(user)
+        page = client.get("/").content.decode()
+        assert "오프라인 모드" not in page and "힌트 (선택)" in page
+        assert client.post("/", {"image": photo()}).status_code == 302
+    finally:
+        _build.cache_clear()
+
+
 def test_the_plain_form_uploads_and_redirects_to_the_scan_page(user, photo):
     client = logged_in(user)
 
@@ -271,7 +304,7 @@ def test_heic_and_avif_photos_go_through_the_upload_form(user, fmt):
     assert "HEIC" in re.search(r'data-msg-type="([^"]*)"', page).group(1)
 
     upload = SimpleUploadedFile(f"IMG_0001.{fmt.lower()}", photo_bytes(fmt), CONTENT_TYPES[fmt])
-    response = client.post("/", {"image": upload})
+    response = client.post("/", {"image": upload, "hint": "유리병"})
 
     assert response.status_code == 302, response.content.decode()[-500:]
     assert Scan.objects.get(owner=user).status == ScanStatus.QUEUED

@@ -21,3 +21,8 @@ def get_vision_provider() -> VisionProvider:
 
 def get_answer_provider() -> AnswerProvider:
     return _build(settings.SCAN_ANSWER_PROVIDER)
+
+
+def vision_sees_photos() -> bool:
+    """Whether the configured vision step looks at the photo (not the offline provider)."""
+    return getattr(get_vision_provider(), "sees_photos", True)

@@ -100,6 +100,9 @@ class Answer:
 
 class VisionProvider(Protocol):
     name: str
+    # False for a provider that reads only the hint (offline): the upload page then asks for a
+    # hint, and a scan without one says the photo alone cannot be recognised here
+    sees_photos: bool
 
     def classify(self, request: VisionRequest) -> Classification: ...
 

@@ -40,6 +40,7 @@ def direction(word: str) -> str:
 
 class OfflineVisionProvider:
     name = OFFLINE
+    sees_photos = False  # it reads the hint; the photo is stored and shown, never looked at
 
     def classify(self, request: VisionRequest) -> Classification:
         hint = request.hint.strip()

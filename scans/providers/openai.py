@@ -470,6 +470,8 @@ def _clean_minor(value: str | None) -> str | None:
 class OpenAIVisionProvider(_OpenAIProvider):
     """Classifies the photo with a vision model into the rule base's taxonomy."""
 
+    sees_photos = True
+
     refused_message = (
         "The AI model declined to analyse this photo. Please try a photo that shows only the item."
     )

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from scans.providers import get_vision_provider
+from scans.providers import get_vision_provider, vision_sees_photos
 
 
 class Command(BaseCommand):
@@ -35,8 +35,14 @@ class Command(BaseCommand):
             else f"{username} (password changed)"
         )
         mode = get_vision_provider().name
-        if mode == "offline":
+        vision = ""
+        if not vision_sees_photos():
             mode += " (cannot see photos: classifies from the hint text)"
+            vision = (
+                "  vision      off. To let Eco² see photos, set OPENAI_API_KEY (OpenAI), or\n"
+                "              OPENAI_BASE_URL + OPENAI_API_KEY + OPENAI_VISION_MODEL for any\n"
+                "              OpenAI-compatible server (vLLM, Ollama, LM Studio), then restart.\n"
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 "\n"
@@ -45,5 +51,6 @@ class Command(BaseCommand):
                 f"  admin       http://localhost:{port}/admin/\n"
                 f"  API docs    http://localhost:{port}/api/v1/docs\n"
                 f"  provider    {mode}\n"
+                f"{vision}"
             )
         )
