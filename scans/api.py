@@ -263,6 +263,7 @@ class ScanListCreateView(ScanCreateMixin, generics.ListCreateAPIView):
                 image=data.get("image"),
                 image_url=data.get("image_url", ""),
                 hint=data.get("hint", ""),
+                language=request.LANGUAGE_CODE,
             )
             links = scan_links(scan, request)
             body = {"task_id": str(scan.id), "status": scan.status, **links}
@@ -401,6 +402,7 @@ class BatchCreateView(ScanCreateMixin, APIView):
             owner=request.user,
             images=form.validated_data["images"],
             hint=form.validated_data.get("hint", ""),
+            language=request.LANGUAGE_CODE,
         )
         status_url = request.build_absolute_uri(reverse("api:batch-detail", args=[batch.id]))
         body = {

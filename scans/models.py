@@ -234,6 +234,11 @@ class ScanBatch(models.Model):
         return f"Batch {self.id} ({self.status})"
 
 
+def default_scan_language() -> str:
+    """A scan made outside a request (a script) is in the site's language."""
+    return settings.LANGUAGE_CODE
+
+
 class Scan(models.Model):
     """One photo going through vision → rule → answer. The row is the source of truth."""
 
@@ -259,6 +264,11 @@ class Scan(models.Model):
     image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     image_prepared_at = models.DateTimeField(null=True, blank=True)
     hint = models.CharField(max_length=200, blank=True)
+    language = models.CharField(
+        max_length=10,
+        default=default_scan_language,
+        help_text=_("The language the guidance is written in: the uploader's, at upload."),
+    )
     batch = models.ForeignKey(
         ScanBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="scans"
     )
@@ -296,6 +306,9 @@ class Scan(models.Model):
     cost_usd = models.DecimalField(max_digits=20, decimal_places=10, default=0)
     vision_cache_hit = models.BooleanField(
         default=False, help_text=_("The classification came from the cache: no provider call.")
+    )
+    answer_cache_hit = models.BooleanField(
+        default=False, help_text=_("The guidance came from the cache: no provider call.")
     )
 
     error_code = models.CharField(max_length=50, blank=True)
@@ -345,7 +358,7 @@ class VisionCacheEntry(models.Model):
     """
 
     key = models.CharField(max_length=64, unique=True)
-    provider = models.CharField(max_length=120)
+    provider = models.CharField(max_length=255)  # the cache namespace: server, model, prompt …
     image_sha256 = models.CharField(max_length=64, db_index=True)
     classification = models.JSONField()
     hits = models.PositiveIntegerField(default=0)
@@ -359,12 +372,39 @@ class VisionCacheEntry(models.Model):
         return f"{self.provider} {self.image_sha256[:12]} ({self.hits} hits)"
 
 
-class VisionCallLease(models.Model):
-    """ "This photo is being recognised": held while one scan pays for a cache key.
+class AnswerCacheEntry(models.Model):
+    """Paid guidance, reused for every scan with the same rules, situation tags and language.
 
-    A second scan of the same photo, hint and model waits for the first one's cache entry
-    instead of paying for the same call (services.classify_once). A lease outlives a crashed
-    holder only until ``expires_at``.
+    The key hashes all that the answer depends on (services.compose_answer): the server, model
+    and prompt, the language, the category and its rules as matched, the sorted tags. The
+    other fields say what it is, for the admin.
+    """
+
+    key = models.CharField(max_length=64, unique=True)
+    provider = models.CharField(max_length=255)  # the cache namespace: server, model, prompt …
+    category_code = models.CharField(max_length=40, db_index=True)
+    situation_tags = models.JSONField(default=list, blank=True)
+    language = models.CharField(max_length=10)
+    answer = models.JSONField()
+    hits = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "answer cache entries"
+
+    def __str__(self) -> str:
+        tags = ",".join(self.situation_tags or []) or "-"
+        return f"{self.category_code} [{tags}] {self.language} ({self.hits} hits)"
+
+
+class VisionCallLease(models.Model):
+    """ "This is being paid for": held while one scan makes the paid call of a cache key (a
+    photo's classification, or guidance for an answer cache key).
+
+    A second scan with the same key waits for the first one's cache entry instead of paying
+    for the same call (services._await_or_claim). A lease outlives a crashed holder only until
+    ``expires_at``.
     """
 
     key = models.CharField(max_length=64, unique=True)

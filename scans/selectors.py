@@ -275,7 +275,8 @@ def vision_taxonomy(
 
     Prompts are cached by prefix, so the same rule base must always render the same bytes:
     categories in the rule base's order (position, code), their first items by id (the rule
-    base lists the most common items first), tags by group and code. Only a few item names are
+    base lists the most common items first), the exclusions ("not this bin") by category and
+    name, tags by group and code with their trigger and negation phrases. Only a few item names are
     given per category: they anchor what the category means without paying for every alias.
     """
     rulebase = rulebase or current_rulebase()
@@ -296,7 +297,24 @@ def vision_taxonomy(
             }
             for category in rulebase.categories
         ],
+        "exclusions": [
+            {
+                "ko": exclusion.name_ko,
+                "en": exclusion.name_en,
+                "category": category.code,
+                "goes_to": exclusion.goes_to.code,
+            }
+            for category in rulebase.categories
+            for exclusion in rulebase.exclusions_of(category)
+        ],
         "situation_tags": [
-            {"code": tag.code, "ko": tag.name_ko, "en": tag.name_en} for tag in rulebase.tags
+            {
+                "code": tag.code,
+                "ko": tag.name_ko,
+                "en": tag.name_en,
+                "triggers": list(tag.triggers or []),
+                "negations": list(tag.negations or []),
+            }
+            for tag in rulebase.tags
         ],
     }

@@ -30,6 +30,7 @@ def scan_result(scan: Scan, *, include_usage: bool = False) -> dict[str, Any] | 
         "answer": scan.answer,
         "provider": scan.provider,
         "cache_hit": scan.vision_cache_hit,
+        "answer_cache_hit": scan.answer_cache_hit,
     }
     if include_usage:
         result["usage"] = {
@@ -238,6 +239,7 @@ class ScanSerializer(serializers.ModelSerializer):
             "step",
             "progress",
             "hint",
+            "language",
             "result",
             "question",
             "error",

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -25,6 +26,7 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import get_supported_language_variant
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
@@ -36,6 +38,7 @@ from .errors import CodedError, error_message
 from .images import UnusablePhoto, check_photo, prepare_image
 from .models import (
     TERMINAL_STATUSES,
+    AnswerCacheEntry,
     AttemptOutcome,
     BatchStatus,
     DeadLetter,
@@ -132,13 +135,30 @@ def ensure_capacity(new_scans: int = 1) -> None:
         )
 
 
+def scan_language(language: str | None) -> str:
+    """The supported language closest to ``language`` (a request's, a command's option);
+    settings.LANGUAGE_CODE when none is given or none fits."""
+    if language:
+        try:
+            return get_supported_language_variant(language)
+        except LookupError:
+            pass
+    return settings.LANGUAGE_CODE
+
+
 def create_scan(
-    *, owner, image: UploadedFile | None = None, hint: str = "", image_url: str = ""
+    *,
+    owner,
+    image: UploadedFile | None = None,
+    hint: str = "",
+    image_url: str = "",
+    language: str | None = None,
 ) -> Scan:
     """Store the scan and dispatch its pipeline once the row is committed.
 
     Exactly one of ``image`` (an upload) and ``image_url`` (fetched by the worker at the start
-    of the vision step, see ensure_prepared_image) is given. Raises, before anything is stored,
+    of the vision step, see ensure_prepared_image) is given. ``language``: the uploader's (the
+    request's), what the guidance is written in. Raises, before anything is stored,
     PipelineBusy when the backlog is full (SCAN_BACKLOG_LIMIT) and ScanRateLimited when the
     owner is over SCAN_CREATE_RATE.
     """
@@ -146,7 +166,9 @@ def create_scan(
         raise ValueError("create_scan needs exactly one of image and image_url")
     ensure_capacity()
     ensure_within_rate(owner)
-    scan = Scan(owner=owner, hint=hint.strip(), image_url=image_url or "")
+    scan = Scan(
+        owner=owner, hint=hint.strip(), image_url=image_url or "", language=scan_language(language)
+    )
     # the first run's chain root is the scan id itself, so Celery's root_id is the task_id
     scan.celery_root_id = str(scan.id)
     if image is not None:
@@ -240,7 +262,9 @@ def relay_pending_dispatches(now=None) -> int:
 
 
 # --- batches (Canvas) --------------------------------------------------------------------------
-def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBatch:
+def create_batch(
+    *, owner, images: list[UploadedFile], hint: str = "", language: str | None = None
+) -> ScanBatch:
     """One scan per photo and one chord over their pipelines, dispatched after commit.
 
     Raises PipelineBusy or ScanRateLimited (each photo counts), before anything is stored."""
@@ -248,8 +272,9 @@ def create_batch(*, owner, images: list[UploadedFile], hint: str = "") -> ScanBa
     ensure_within_rate(owner, len(images))
     batch = ScanBatch(owner=owner)
     scans = []
+    language = scan_language(language)
     for image in images:
-        scan = Scan(owner=owner, hint=hint.strip(), batch=batch)
+        scan = Scan(owner=owner, hint=hint.strip(), batch=batch, language=language)
         scan.celery_root_id = str(scan.id)
         scan.image.save(image.name or "upload", image, save=False)
         scans.append(scan)
@@ -764,6 +789,7 @@ def _usage_fields(scan: Scan, step: str, usage: dict | None) -> dict:
 VISION_LEASE = timedelta(seconds=60)
 VISION_WAIT_MAX = 20.0  # then a waiter pays itself: better a second call than a failed scan
 VISION_WAIT_POLL = 0.25
+CACHE_LABEL_CHARS = 255  # a cache entry's provider label (the key holds the whole namespace)
 
 
 def _cached_classification(key: str) -> dict | None:
@@ -792,17 +818,20 @@ def _claim_vision_call(key: str, scan_id) -> bool:
     )
 
 
-def _await_or_claim(key: str, scan_id) -> tuple[dict | None, bool]:
-    """The cached classification once another scan stored it, or the lease to pay for it.
+def _await_or_claim(
+    key: str, scan_id, lookup: Callable[[str], dict | None] = _cached_classification
+) -> tuple[dict | None, bool]:
+    """The cached result (``lookup``: a classification, or an answer) once another scan stored
+    it, or the lease to pay for it.
 
-    Returns (classification, False) on a hit, (None, True) with the lease, (None, False) when
-    the wait ran out (the caller pays without a lease).
+    Returns (result, False) on a hit, (None, True) with the lease, (None, False) when the wait
+    ran out (the caller pays without a lease).
     """
     deadline = time.monotonic() + VISION_WAIT_MAX
     while True:
         if _claim_vision_call(key, scan_id):
             # an entry stored between our lookup and the claim: no call needed
-            cached = _cached_classification(key)
+            cached = lookup(key)
             if cached is not None:
                 VisionCallLease.objects.filter(key=key, scan_id=scan_id).delete()
             return cached, cached is None
@@ -811,7 +840,7 @@ def _await_or_claim(key: str, scan_id) -> tuple[dict | None, bool]:
             return None, False
         release_db_connection()  # a pool connection is not held through the wait
         time.sleep(VISION_WAIT_POLL)
-        cached = _cached_classification(key)
+        cached = lookup(key)
         if cached is not None:
             return cached, False
 
@@ -837,12 +866,15 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
         result = provider.classify(VisionRequest(image=image, hint=scan.hint))
         classification = result.to_dict()
         usage = classification.pop("usage", None)
+        # Only a classification is cached: an unclassified result (the model not sure, below
+        # OPENAI_MIN_CONFIDENCE, or unable to tell) asks the user, and asks again next time
+        # rather than freezing one unsure draw for every scan of this photo.
         if key and result.outcome == ScanOutcome.CLASSIFIED:
             # two scans of the same photo racing: the first entry wins, the second is no error
             VisionCacheEntry.objects.get_or_create(
                 key=key,
                 defaults={
-                    "provider": namespace,
+                    "provider": namespace[:CACHE_LABEL_CHARS],
                     "image_sha256": scan.image_sha256,
                     "classification": classification,
                 },
@@ -851,6 +883,62 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
         if leased:  # also when the call failed: a waiter takes over at once, not at expiry
             VisionCallLease.objects.filter(key=key, scan_id=scan.pk).delete()
     return classification, provider.name, usage, False
+
+
+def _cached_answer(key: str) -> dict | None:
+    entry = AnswerCacheEntry.objects.filter(key=key).first()
+    if entry is None:
+        return None
+    AnswerCacheEntry.objects.filter(pk=entry.pk).update(
+        hits=F("hits") + 1, last_hit_at=timezone.now()
+    )
+    return entry.answer
+
+
+def compose_answer(request: AnswerRequest, *, scan_id=None) -> tuple[dict, dict | None, bool]:
+    """The answer (its stored form), the usage of a paid call (None if free or cached), and
+    whether it came from the answer cache.
+
+    Providers that pay for an answer give it a cache key (``answer_cache_key``: the rules as
+    matched, the sorted tags, the language, the model and prompt): a repeated classification
+    costs nothing. Within a scan's step (``scan_id``) concurrent misses of one key take the
+    vision cache's lease, so one scan pays and the others wait for its entry; without it (the
+    benchmark) they may both pay.
+    """
+    provider = get_answer_provider()
+    cache_key_of = getattr(provider, "answer_cache_key", None)
+    key = cache_key_of(request) if cache_key_of else None
+    leased = False
+    if key:
+        cached = _cached_answer(key)
+        if cached is None and scan_id is not None:
+            cached, leased = _await_or_claim(key, scan_id, _cached_answer)
+        if cached is not None:
+            return cached, None, True
+    try:
+        release_db_connection()  # the call may take seconds; reconnect for the writes after it
+        answer = provider.compose(request).to_dict()
+        usage = answer.pop("usage", None)
+        if key:
+            # two scans racing (the lease ran out): the first entry wins, the second is no error
+            AnswerCacheEntry.objects.get_or_create(
+                key=key,
+                defaults={
+                    "provider": getattr(provider, "cache_namespace", provider.name)[
+                        :CACHE_LABEL_CHARS
+                    ],
+                    "category_code": (request.rules or {}).get("category_code") or "",
+                    "situation_tags": sorted(
+                        set(request.classification.get("situation_tags") or [])
+                    ),
+                    "language": request.language,
+                    "answer": answer,
+                },
+            )
+    finally:
+        if leased:  # also when the call failed: a waiter takes over at once, not at expiry
+            VisionCallLease.objects.filter(key=key, scan_id=scan_id).delete()
+    return answer, usage, False
 
 
 SUCCEEDED, SKIPPED = AttemptOutcome.SUCCEEDED.value, AttemptOutcome.SKIPPED.value
@@ -955,18 +1043,18 @@ def run_answer_step(scan_id: str) -> str:
     if scan.answer is None:
         if not _begin(scan, ScanStep.ANSWER):
             return SKIPPED
-        provider = get_answer_provider()
-        release_db_connection()
-        answer = provider.compose(
-            AnswerRequest(
-                classification=scan.classification, rules=scan.matched_rules, hint=scan.hint
-            )
-        ).to_dict()
-        usage = answer.pop("usage", None)
+        request = AnswerRequest(
+            classification=scan.classification,
+            rules=scan.matched_rules,
+            hint=scan.hint,
+            language=scan.language,
+        )
+        answer, usage, cache_hit = compose_answer(request, scan_id=scan.pk)
         # stored with the completion in one write: of two copies of this step, one stores it
         answer_fields = {
             "unless_stored": {"answer__isnull": True},
             "answer": answer,
+            "answer_cache_hit": cache_hit,
             "answer_model": (usage or {}).get("model", ""),
             **_usage_fields(scan, "answer", usage),
         }

@@ -48,6 +48,7 @@ def upload(request):
                 owner=request.user,
                 image=form.cleaned_data["image"],
                 hint=form.cleaned_data["hint"],
+                language=request.LANGUAGE_CODE,
             )
         except services.PipelineBusy as busy:
             form.add_error(None, busy.message)
@@ -154,9 +155,10 @@ def certainty(classification: dict) -> dict:
 def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
     """What the result card shows, in the page's language.
 
-    In Korean: the guidance as written (steps, what to fix, the short answer). In English: the
-    category and the rule base's English steps and fixes; the written answer, in Korean, is
-    kept as "original guidance".
+    In Korean, and in English for a scan made in English (its guidance is written in English):
+    the guidance as written (steps, what to fix, the short answer). In English for a scan made
+    in Korean: the category and the rule base's English steps and fixes; the written answer,
+    in Korean, is kept as "original guidance".
     """
     if scan.status != ScanStatus.COMPLETED:
         return None
@@ -194,7 +196,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
             }
             for ex in rules.get("exclusions") or []
         ]
-    if english:
+    if english and not scan.language.startswith("en"):
         card["steps"] = [s["en"] for s in rules.get("steps") or [] if s.get("en")]
         card["fixes"] = [f["en"] for f in rules.get("fixes") or [] if f.get("en")]
         card["answer"] = card.get("summary") or _(
@@ -216,6 +218,7 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
                 dict.fromkeys(m for m in (scan.vision_model, scan.answer_model) if m)
             ),
             "cache_hit": scan.vision_cache_hit,
+            "answer_cache_hit": scan.answer_cache_hit,
         }
     return card
 

@@ -70,10 +70,15 @@ def test_cost_harness_counts_calls_at_the_fake_and_cost_in_the_db():
     result = run_bench("cost.py")
     assert result["completed"] == result["scans"] and result["failed"] == 0
     assert result["vision_calls"] == result["photos"], "the vision cache cuts calls per photo"
-    assert result["answer_calls"] == result["scans"]
     assert result["cache_hits"] == result["scans"] - result["photos"] and result["pass"]
+    # the answer cache: one paid answer per category (the fake sets no tags), the rest hits
+    assert result["answer_calls"] == result["scans"] - result["answer_cache_hits"]
+    assert 0 < result["answer_calls"] <= result["categories"] < result["scans"]
     assert result["tokens"]["input_tokens"] > 0 and result["cost_usd"] > 0
-    assert result["paid_calls_in_db"] == {"vision": result["photos"], "answer": result["scans"]}
+    assert result["paid_calls_in_db"] == {
+        "vision": result["photos"],
+        "answer": result["answer_calls"],
+    }
 
 
 GUIDANCE_FIGURES = {"n", "correct", "asked", "wrong", "errors", "correct_pct", "asked_pct",
@@ -128,6 +133,9 @@ def test_guidance_eval_harness_runs_the_openai_provider_and_reports_its_cost():
         fake.stop()
     check_guidance_result(result, "openai")
     cost = result["cost"]
-    # every case made one vision call; the fake classifies every hint, so each got an answer
-    assert cost["calls"] == {"vision": result["cases"], "answer": result["cases"]}
+    # every case made one vision call; the fake classifies every hint, so each got an answer:
+    # paid, or from the answer cache (the fake puts every case in one category, without tags)
+    assert cost["calls"]["vision"] == result["cases"]
+    assert cost["calls"]["answer"] + cost["answer_cache_hits"] == result["cases"]
+    assert cost["answer_cache_hits"] > 0
     assert cost["tokens"]["input_tokens"] > 0 and cost["cost_per_scan_usd"] > 0

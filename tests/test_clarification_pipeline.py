@@ -255,11 +255,13 @@ def test_cli_refuses_a_choice_that_is_no_category_before_scanning(rulebase, user
 # --- OpenAI ----------------------------------------------------------------------------------------
 NOT_SURE = {
     "minor_category": "",
+    "minor_category_en": None,
     "category_code": "unclassified",
     "major_category": "미분류",
     "middle_category": "미분류",
     "situation_tags": [],
     "confidence": 0.3,
+    "alternatives": [],
     "user_input": "",
 }
 GUIDANCE = {

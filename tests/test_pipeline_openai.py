@@ -27,11 +27,13 @@ VISION = "waste_classification"
 ANSWER = "disposal_answer"
 PET_BOTTLE = {
     "minor_category": "생수병",
+    "minor_category_en": "water bottle",
     "category_code": "pet_clear",
     "major_category": "재활용폐기물",
     "middle_category": "무색페트병",
     "situation_tags": ["label_attached"],
     "confidence": 0.93,
+    "alternatives": [],
     "user_input": "",
 }
 GUIDANCE = {
@@ -220,3 +222,127 @@ def test_a_429_storm_ends_with_every_scan_terminal_and_attempts_bounded(client, 
         )
     assert all(scan.status in (ScanStatus.COMPLETED, ScanStatus.FAILED) for scan in scans)
     assert Scan.objects.filter(status__in=["queued", "processing"]).count() == 0
+
+
+# --- issue 19 §6: a question when not sure, the answer cache, the language --------------------
+NOT_SURE = {
+    **PET_BOTTLE,
+    "confidence": 0.45,
+    "alternatives": [
+        {"category_code": "plastic", "item": "플라스틱 컵", "item_en": "plastic cup", "confidence": 0.3},
+        {"category_code": "glass", "item": "유리컵", "item_en": "glass", "confidence": 0.2},
+    ],
+}  # fmt: skip
+
+
+def photo_upload(name: str, size=(300, 200)) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, jpeg_with_exif(size=size), content_type="image/jpeg")
+
+
+def test_a_scan_the_model_is_not_sure_of_asks_with_candidates_and_is_not_cached(client, replies):
+    replies.set_default_for_schema(VISION, lambda body: ok(NOT_SURE))
+
+    first = wait_for_scan(upload(client, photo_upload("a.jpg"), "이거"))
+    second = wait_for_scan(upload(client, photo_upload("b.jpg"), "이거"))  # the same photo
+
+    assert first.status == ScanStatus.NEEDS_INPUT, first.error_message
+    assert first.classification["details"]["reason"] == "low_confidence"
+    assert first.classification["candidates"] == [
+        {"category_code": "pet_clear", "item": "생수병", "item_en": "water bottle", "score": 0.45},
+        {"category_code": "plastic", "item": "플라스틱 컵", "item_en": "plastic cup", "score": 0.3},
+        {"category_code": "glass", "item": "유리컵", "item_en": "glass", "score": 0.2},
+    ]  # fmt: skip
+    # the scan asks which one it is, offering the model's pick and its alternatives
+    question = client.get(f"/api/v1/scans/{first.id}").json()["question"]
+    assert question["reason"] == "low_confidence"
+    assert [(c["category_code"], c["item"]) for c in question["choices"]] == [
+        ("pet_clear", "생수병"),
+        ("plastic", "플라스틱 컵"),
+        ("glass", "유리컵"),
+    ]
+    assert first.matched_rules is None and replies.requests_for_schema(ANSWER) == []
+    # a guess is not frozen into the cache: the same photo is looked at again
+    assert second.status == ScanStatus.NEEDS_INPUT
+    assert len(replies.requests_for_schema(VISION)) == 2
+    assert (first.vision_cache_hit, second.vision_cache_hit) == (False, False)
+
+
+def test_photos_classified_alike_share_one_paid_answer(client, replies, staff_user):
+    first = wait_for_scan(upload(client, photo_upload("a.jpg", (300, 200)), "생수병"))
+    second = wait_for_scan(upload(client, photo_upload("b.jpg", (320, 240)), "물병"))
+
+    assert (first.status, second.status) == (ScanStatus.COMPLETED, ScanStatus.COMPLETED)
+    assert len(replies.requests_for_schema(VISION)) == 2, "two photos: two classifications"
+    assert len(replies.requests_for_schema(ANSWER)) == 1, "one category and tags: one answer"
+    assert (first.answer_cache_hit, second.answer_cache_hit) == (False, True)
+    assert second.answer == first.answer
+    assert "answer" not in second.usage and second.answer_model == ""
+    assert second.cost_usd == Decimal(str(second.usage["vision"]["cost_usd"]))
+    staff = APIClient()
+    staff.force_authenticate(staff_user)
+    result = staff.get(f"/api/v1/scans/{second.id}").json()["result"]
+    assert result["answer_cache_hit"] is True and "answer" not in result["usage"]["per_step"]
+
+
+def test_scans_classified_alike_at_the_same_time_pay_for_one_answer(client, replies):
+    """The answer cache's lease: while one scan pays for the guidance, the others wait for it."""
+    replies.set_default_for_schema(ANSWER, lambda body: slow(1.0, ok(GUIDANCE)))
+
+    ids = [upload(client, photo_upload(f"{n}.jpg", (300 + n, 200)), "생수병") for n in range(3)]
+    scans = [wait_for_scan(task_id, timeout=60) for task_id in ids]
+
+    assert all(scan.status == ScanStatus.COMPLETED for scan in scans)
+    assert len(replies.requests_for_schema(ANSWER)) == 1
+    assert sorted(scan.answer_cache_hit for scan in scans) == [False, True, True]
+
+
+def test_an_upload_in_english_gets_its_guidance_asked_for_in_english(client, replies):
+    english = {
+        "disposal_steps": ["Empty the bottle and rinse it clean.", "Tear the label off."],
+        "insufficiencies": ["Peel off the plastic label."],
+        "user_answer": "Put it out with clear PET bottles.",
+    }
+    replies.set_default_for_schema(ANSWER, lambda body: ok(english))
+    response = client.post(
+        "/api/v1/scans",
+        {"image": camera_photo(), "hint": "water bottle"},
+        format="multipart",
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+    assert response.status_code == 202, response.content
+
+    scan = wait_for_scan(response.json()["task_id"])
+
+    assert scan.status == ScanStatus.COMPLETED and scan.language == "en"
+    (request,) = replies.requests_for_schema(ANSWER)
+    payload = json.loads(request.body["messages"][1]["content"])
+    assert payload["language"] == {"code": "en", "name": "English"}
+    assert payload["rules"]["fixes"] == [
+        {"tag": "label_attached", "fix": "Peel off the plastic label."}
+    ]
+    assert scan.answer["user_answer"] == english["user_answer"]
+    assert scan.answer["disposal_steps"] == english["disposal_steps"]
+
+
+def test_a_new_image_detail_misses_the_vision_cache(client, replies, worker_manager, openai_worker):
+    photo = jpeg_with_exif(size=(300, 200))
+    low = wait_for_scan(upload(client, SimpleUploadedFile("a.jpg", photo), "생수병"))
+    worker_manager.ensure(  # the openai_worker's settings, but high image detail
+        SCAN_VISION_PROVIDER="scans.providers.openai.OpenAIVisionProvider",
+        SCAN_ANSWER_PROVIDER="scans.providers.openai.OpenAIAnswerProvider",
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=replies.base_url,
+        OPENAI_TIMEOUT="2",
+        OPENAI_IMAGE_DETAIL="high",
+    )
+    high = wait_for_scan(upload(client, SimpleUploadedFile("b.jpg", photo), "생수병"))
+    again = wait_for_scan(upload(client, SimpleUploadedFile("c.jpg", photo), "생수병"))
+
+    details = [r.body["messages"][1]["content"][1]["image_url"]["detail"]
+               for r in replies.requests_for_schema(VISION)]  # fmt: skip
+    assert details == ["low", "high"], "the same photo at another detail is looked at again"
+    assert (low.vision_cache_hit, high.vision_cache_hit, again.vision_cache_hit) == (
+        False,
+        False,
+        True,
+    )

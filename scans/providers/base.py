@@ -70,10 +70,10 @@ class Classification:
     provider: str = ""
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-    usage: Usage | None = None  # None for providers that cost nothing (offline)
-    # When not sure: the items it could be, best first, each {category_code, item, item_en,
-    # score} (the clarification step offers them)
+    # When not sure: the items it may be, best first (at most 4), each
+    # {"category_code", "item", "item_en", "score"}; what a clarification offers.
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage | None = None  # None for providers that cost nothing (offline)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +84,7 @@ class AnswerRequest:
     classification: dict[str, Any]
     rules: dict[str, Any] | None
     hint: str = ""
+    language: str = "ko"  # the scan's language (Scan.language): the answer is written in it
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Answer:
     insufficiencies: list[str]
     user_answer: str
     provider: str = ""
+    # What a provider's own checks changed, for staff (e.g. OpenAI's grounding check).
+    checks: dict[str, Any] = field(default_factory=dict)
     usage: Usage | None = None
 
     def to_dict(self) -> dict[str, Any]:

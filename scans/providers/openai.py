@@ -4,10 +4,17 @@ Both steps call ``chat.completions.create`` with a strict JSON schema. The schem
 generated from the rule base, and every reply is validated again here against the same schema:
 the server is not trusted to have enforced it (an OpenAI-compatible server may not).
 
-The static part of each prompt (instructions, taxonomy, tag list) is the system message and is
-rendered byte-identically on every call; the variable part (hint, photo, rules) comes last.
-OpenAI caches prompts by prefix, so the long static part is billed at the cached rate on every
-call after the first.
+The static part of each prompt (instructions, taxonomy, exclusions, tag definitions, worked
+examples) is the system message and is rendered byte-identically on every call; the variable
+part (hint and photo; language, category, tags and rules) comes last. OpenAI caches prompts by
+prefix, so the long static part is billed at the cached rate on every call after the first.
+Both calls run at temperature 0: their results are cached (services), so a random draw would
+be frozen for every later scan.
+
+Vision: below OPENAI_MIN_CONFIDENCE the model's pick is not an answer but a question
+(``unclassified``, reason ``low_confidence``, with its candidates). Answer: written from the
+matched rules in the scan's language, then checked against them (``grounding``); its cache key
+(``answer_cache_key``) is everything it depends on, which is why it sees no hint and no item.
 
 Errors become :class:`ProviderError` (permanent) or :class:`TransientProviderError` (retry
 later) with a stable code and a short message a user can read. The SDK's own retries are off:
@@ -35,10 +42,10 @@ import jsonschema
 import openai
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import get_language_info
 
 from eco2.db import release_db_connection
 
-from ..models import SituationTag
 from ..rulebase_cache import current_rulebase
 from ..selectors import vision_taxonomy
 from .base import (
@@ -50,6 +57,7 @@ from .base import (
     Usage,
     VisionRequest,
 )
+from .grounding import GROUNDING_VERSION, bin_names, check_answer
 from .offline import EXAMPLE_HINT
 
 logger = logging.getLogger(__name__)
@@ -67,6 +75,12 @@ VISION_MAX_OUTPUT_TOKENS = 800
 ANSWER_MAX_OUTPUT_TOKENS = 1500
 # minor_category is free text from the model: keep it to the length of an item name.
 MINOR_MAX_CHARS = 80
+# A classification's draw is cached per photo, and an answer per category: a random one would
+# be frozen for every later scan, so both calls are deterministic.
+TEMPERATURE = 0
+MAX_CANDIDATES = 4  # the model's choice and up to 3 alternatives: what a clarification offers
+# A tag's line in the vision prompt quotes this many of its trigger and negation phrases.
+TAG_PHRASES, TAG_NEGATIONS = 4, 2
 
 
 # --- prompts --------------------------------------------------------------------------------
@@ -92,24 +106,49 @@ def load_prompt(name: str) -> Prompt:
     return Prompt(version=match.group(1), text=body.strip() + "\n")
 
 
+def _quoted(phrases: list[str], at_most: int) -> str:
+    return ", ".join(f'"{p}"' for p in phrases[:at_most]) or "-"
+
+
 def render_vision_prompt(prompt: Prompt, taxonomy: dict[str, Any]) -> str:
-    """The vision system message: instructions with the taxonomy and tag list filled in.
+    """The vision system message: instructions with the taxonomy, the "not this bin" list and
+    the situation tags filled in, all from the rule base at run time.
 
     One line per entry rather than YAML or JSON: fewer tokens, and the rendering depends only
-    on the taxonomy's content and order, so equal rule bases give equal bytes (cache hits).
+    on the rule base's content and order, so equal rule bases give equal bytes (cache hits).
+    A tag's line says what it means (its names), when to set it (the first few phrases of the
+    rule base's triggers) and when not (its negations).
     """
     categories = "\n".join(
         f"- {c['code']} | {c['major_ko']} ({c['major_en']}) > {c['middle_ko']} ({c['middle_en']})"
         f" | {', '.join(c['items'])}"
         for c in taxonomy["categories"]
     )
-    tags = "\n".join(f"- {t['code']} | {t['ko']} | {t['en']}" for t in taxonomy["situation_tags"])
-    return prompt.text.replace("{{TAXONOMY}}", categories).replace("{{SITUATION_TAGS}}", tags)
+    exclusions = "\n".join(
+        f"- {e['ko']} ({e['en']}) | not in: {e['category']} → goes to: {e['goes_to']}"
+        for e in taxonomy["exclusions"]
+    )
+    tags = "\n".join(
+        f"- {t['code']} | {t['ko']} / {t['en']} | {_quoted(t['triggers'], TAG_PHRASES)}"
+        f" | {_quoted(t['negations'], TAG_NEGATIONS)}"
+        for t in taxonomy["situation_tags"]
+    )
+    return (
+        prompt.text.replace("{{TAXONOMY}}", categories)
+        .replace("{{EXCLUSIONS}}", exclusions)
+        .replace("{{SITUATION_TAGS}}", tags)
+    )
 
 
 def cache_key(prompt: Prompt, system: str) -> str:
     """Route calls with the same static prefix together; a rule base edit gets a new key."""
     return f"eco2-{prompt.version}-{hashlib.sha256(system.encode()).hexdigest()[:12]}"
+
+
+def fingerprint(value: Any) -> str:
+    """A short hash of a JSON-ready value (a schema, a prompt): what a cache key names."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- schemas --------------------------------------------------------------------------------
@@ -121,13 +160,17 @@ def vision_schema(taxonomy: dict[str, Any]) -> dict[str, Any]:
     """The strict JSON schema of a classification; enums come from the rule base.
 
     Properties are generated in this order, so the model names the item before it picks the
-    category (as the prompt asks), and the echo of the hint comes last.
+    category (as the prompt asks), weighs its confidence and the alternatives after, and the
+    echo of the hint comes last. No maxItems (not every server's strict mode has it): the
+    alternatives are cut to MAX_CANDIDATES here.
     """
     categories = taxonomy["categories"]
+    codes = [c["code"] for c in categories]
     return {
         "type": "object",
         "properties": {
             "minor_category": {"type": ["string", "null"]},
+            "minor_category_en": {"type": ["string", "null"]},
             "major_category": {
                 "type": "string",
                 "enum": [*_unique([c["major_ko"] for c in categories]), UNCLASSIFIED_NAME],
@@ -136,10 +179,7 @@ def vision_schema(taxonomy: dict[str, Any]) -> dict[str, Any]:
                 "type": "string",
                 "enum": [*_unique([c["middle_ko"] for c in categories]), UNCLASSIFIED_NAME],
             },
-            "category_code": {
-                "type": "string",
-                "enum": [*[c["code"] for c in categories], UNCLASSIFIED_CODE],
-            },
+            "category_code": {"type": "string", "enum": [*codes, UNCLASSIFIED_CODE]},
             "situation_tags": {
                 "type": "array",
                 "items": {
@@ -148,15 +188,31 @@ def vision_schema(taxonomy: dict[str, Any]) -> dict[str, Any]:
                 },
             },
             "confidence": {"type": "number"},
+            "alternatives": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "category_code": {"type": "string", "enum": codes},
+                        "item": {"type": "string"},
+                        "item_en": {"type": "string"},
+                        "confidence": {"type": "number"},
+                    },
+                    "required": ["category_code", "item", "item_en", "confidence"],
+                    "additionalProperties": False,
+                },
+            },
             "user_input": {"type": "string"},
         },
         "required": [
             "minor_category",
+            "minor_category_en",
             "major_category",
             "middle_category",
             "category_code",
             "situation_tags",
             "confidence",
+            "alternatives",
             "user_input",
         ],
         "additionalProperties": False,
@@ -408,6 +464,7 @@ class _OpenAIProvider:
                     "json_schema": {"name": schema_name, "strict": True, "schema": schema},
                 },
                 max_completion_tokens=max_output_tokens,
+                temperature=TEMPERATURE,
                 prompt_cache_key=prompt_cache_key,
             )
         except openai.OpenAIError as exc:
@@ -467,6 +524,44 @@ def _clean_minor(value: str | None) -> str | None:
     return text or None
 
 
+def _score(value: Any) -> float:
+    return round(min(1.0, max(0.0, float(value))), 3)
+
+
+def min_confidence() -> float:
+    """OPENAI_MIN_CONFIDENCE: below it the model's pick is not an answer but a question."""
+    return float(settings.OPENAI_MIN_CONFIDENCE)
+
+
+def candidates_of(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model's choice and its alternatives as candidates: best first, one per category,
+    at most MAX_CANDIDATES, each {category_code, item, item_en, score}."""
+    entries = []
+    if data["category_code"] != UNCLASSIFIED_CODE:
+        entries.append(
+            {
+                "category_code": data["category_code"],
+                "item": _clean_minor(data["minor_category"]),
+                "item_en": _clean_minor(data["minor_category_en"]),
+                "score": _score(data["confidence"]),
+            }
+        )
+    for alternative in data["alternatives"]:
+        entries.append(
+            {
+                "category_code": alternative["category_code"],
+                "item": _clean_minor(alternative["item"]),
+                "item_en": _clean_minor(alternative["item_en"]),
+                "score": _score(alternative["confidence"]),
+            }
+        )
+    by_code: dict[str, dict[str, Any]] = {}
+    for entry in entries:  # a category offered twice is offered once, as the model named it first
+        by_code.setdefault(entry["category_code"], entry)
+    # best first; sorted() is stable, so on a tie the model's own choice stays first
+    return sorted(by_code.values(), key=lambda e: -e["score"])[:MAX_CANDIDATES]
+
+
 class OpenAIVisionProvider(_OpenAIProvider):
     """Classifies the photo with a vision model into the rule base's taxonomy."""
 
@@ -491,11 +586,25 @@ class OpenAIVisionProvider(_OpenAIProvider):
 
     @property
     def cache_namespace(self) -> str:
-        """What a cached classification depends on besides the photo and hint: the server,
-        the model, the prompt version and the taxonomy in the static prompt."""
-        prompt, _, system = self._static_prompt()
+        """Everything a cached classification depends on besides the photo and hint: the
+        server, the model, the image detail, the prompt version and the rendered static prompt
+        (taxonomy, exclusions, tags: the rule base's part of it), the schema, and the confidence
+        below which a result is a question (results under it are never cached, so a raised
+        threshold must not find one cached under a lower one). The temperature is always 0;
+        the scan's language changes nothing here (the item is named in Korean and English)."""
+        prompt, taxonomy, system = self._static_prompt()
         server = settings.OPENAI_BASE_URL or "api.openai.com"
-        return f"openai|{server}|{settings.OPENAI_VISION_MODEL}|{cache_key(prompt, system)}"
+        return "|".join(
+            [
+                OPENAI,
+                server,
+                settings.OPENAI_VISION_MODEL,
+                f"detail={settings.OPENAI_IMAGE_DETAIL}",
+                cache_key(prompt, system),
+                f"schema={fingerprint(vision_schema(taxonomy))}",
+                f"min_confidence={min_confidence():g}",
+            ]
+        )
 
     def classify(self, request: VisionRequest) -> Classification:
         prompt, taxonomy, system = self._static_prompt()
@@ -543,8 +652,11 @@ class OpenAIVisionProvider(_OpenAIProvider):
         code = data["category_code"]
         major, middle = data["major_category"], data["middle_category"]
         tags = _unique(data["situation_tags"])
-        confidence = round(min(1.0, max(0.0, float(data["confidence"]))), 3)
-        details: dict[str, Any] = {"request_id": request_id}
+        confidence = _score(data["confidence"])
+        details: dict[str, Any] = {
+            "request_id": request_id,
+            "item_en": _clean_minor(data["minor_category_en"]),
+        }
         # user_input is the hint as we received it, not the model's echo of it.
         common = {
             "minor_category": _clean_minor(data["minor_category"]),
@@ -557,7 +669,16 @@ class OpenAIVisionProvider(_OpenAIProvider):
         if code == UNCLASSIFIED_CODE or major == UNCLASSIFIED_NAME:
             # "ambiguous" is the reason the answer step (offline too) words as "one at a time"
             details["reason"] = "ambiguous" if "multiple_items" in tags else "unclear"
-            return Classification(outcome="unclassified", details=details, **common)
+            return Classification(
+                outcome="unclassified", details=details, candidates=candidates_of(data), **common
+            )
+        if confidence < min_confidence():
+            # Not sure: a question with the candidates, not a guess (and not cached).
+            details["reason"] = "low_confidence"
+            details["min_confidence"] = min_confidence()
+            return Classification(
+                outcome="unclassified", details=details, candidates=candidates_of(data), **common
+            )
         category = next(c for c in taxonomy["categories"] if c["code"] == code)
         if (major, middle) != (category["major_ko"], category["middle_ko"]):
             # The code is the decision (one enum value, one rule); names that disagree with it
@@ -574,72 +695,166 @@ class OpenAIVisionProvider(_OpenAIProvider):
 
 
 # --- answer ---------------------------------------------------------------------------------
-def _rules_for_prompt(rules: dict[str, Any]) -> dict[str, Any]:
-    """The Korean part of the matched rules: the answer is Korean, English would double tokens."""
+def rules_language(language: str) -> str:
+    """The rule base's texts are Korean and English: other languages get the English ones."""
+    return "ko" if language.split("-")[0] == "ko" else "en"
+
+
+def language_name(language: str) -> str:
+    try:
+        return get_language_info(language)["name"]
+    except KeyError:
+        return language
+
+
+def _rules_for_prompt(rules: dict[str, Any], language: str) -> dict[str, Any]:
+    """The matched rules in one language (the answer's): both would double the tokens."""
+    lang = rules_language(language)
+    by_code = current_rulebase().by_code
+
+    def goes_to(exclusion: dict[str, Any]) -> str:
+        category = by_code.get(exclusion.get("goes_to"))
+        if category is None:
+            return exclusion.get("goes_to_ko") or ""
+        return category.middle_en if lang == "en" else category.middle_ko
+
     return {
-        "category_code": rules.get("category_code"),
-        "major": rules.get("major_ko"),
-        "middle": rules.get("middle_ko"),
-        "summary": rules.get("summary_ko", ""),
-        "steps": [step.get("ko") for step in rules.get("steps") or []],
+        "summary": rules.get(f"summary_{lang}") or "",
+        "steps": [step.get(lang) for step in rules.get("steps") or []],
         "fixes": [
-            {"tag": fix.get("tag"), "fix": fix.get("ko")} for fix in rules.get("fixes") or []
+            {"tag": fix.get("tag"), "fix": fix.get(lang)} for fix in rules.get("fixes") or []
         ],
         "exclusions": [
-            {"item": ex.get("ko"), "goes_to": ex.get("goes_to_ko"), "note": ex.get("note_ko", "")}
+            {"item": ex.get(lang), "goes_to": goes_to(ex), "note": ex.get(f"note_{lang}") or ""}
             for ex in rules.get("exclusions") or []
         ],
     }
 
 
 def answer_payload(request: AnswerRequest) -> dict[str, Any]:
-    """The variable part of the answer prompt (the user message), as a JSON-ready dict."""
-    classification = request.classification
-    tags = [tag for tag in classification.get("situation_tags") or [] if isinstance(tag, str)]
-    names = dict(SituationTag.objects.filter(code__in=tags).values_list("code", "name_ko"))
+    """The variable part of the answer prompt (the user message), as a JSON-ready dict.
+
+    Only what the answer is cached by: the language, the category, the situation tags (sorted)
+    and the category's rules. Not the hint nor the item's name: the same guidance serves every
+    scan of this category and these tags (services.compose_answer), and no text the user typed
+    reaches the answer step.
+    """
+    rules = request.rules or {}
+    lang = rules_language(request.language)
+    tags = sorted(
+        {tag for tag in request.classification.get("situation_tags") or [] if isinstance(tag, str)}
+    )
+    names = {t.code: (t.name_en if lang == "en" else t.name_ko) for t in current_rulebase().tags}
     return {
-        "classification": {
-            key: classification.get(key)
-            for key in ("major_category", "middle_category", "minor_category", "category_code")
+        "language": {"code": request.language, "name": language_name(request.language)},
+        "category": {
+            "code": rules.get("category_code"),
+            "major": rules.get(f"major_{lang}"),
+            "middle": rules.get(f"middle_{lang}"),
         },
         "situation_tags": [{"code": tag, "name": names.get(tag, tag)} for tag in tags],
-        "rules": _rules_for_prompt(request.rules or {}),
-        "user_hint": (request.hint or classification.get("user_input") or "").strip(),
+        "rules": _rules_for_prompt(rules, request.language),
     }
 
 
-def _lines(values: list[str]) -> list[str]:
-    return [text for text in (" ".join(value.split()) for value in values) if text]
+UNCLASSIFIED_TEXTS = {
+    "ko": {
+        "ambiguous": "여러 물건이 함께 찍혔거나 애매해요. 한 번에 한 가지 물건만 찍고, 이름을 힌트에 "
+        "적어 다시 스캔해 주세요.",
+        "unclear": "사진만으로는 어떤 물건인지 확실하지 않아요. 물건 이름을 힌트에 적어 다시 스캔해 "
+        "주세요.",
+        "low_confidence": "사진만으로는 확실하지 않아요. {items} 중 하나라면 그 이름을 힌트에 적어 다시 "
+        "스캔해 주세요.",
+        "describe": "물건 설명이 필요해요 (예: '{example}').",
+    },
+    "en": {
+        "ambiguous": "Several items are in the photo, or it is unclear. Photograph one item at a "
+        "time and write its name in the hint.",
+        "unclear": "We cannot tell from the photo what this is. Write the item's name in the hint "
+        "and scan again.",
+        "low_confidence": "We are not sure from the photo. If it is one of {items}, write its name "
+        "in the hint and scan again.",
+        "describe": "Describe the item (for example '{example}').",
+    },
+}
 
 
-def unclassified_answer(classification: dict[str, Any]) -> Answer:
-    """No rule matched: say so honestly and ask for a description, without calling the API."""
+def unclassified_answer(classification: dict[str, Any], language: str = "ko") -> Answer:
+    """No rule matched: say so honestly and ask, without calling the API. A result that was
+    not sure names its candidates."""
+    lang = rules_language(language)
+    texts = UNCLASSIFIED_TEXTS[lang]
     reason = (classification.get("details") or {}).get("reason")
-    if reason == "ambiguous":
-        ask = "여러 물건이 함께 찍혔거나 애매해요. 한 번에 한 가지 물건만 찍고, 이름을 힌트에 적어 다시 스캔해 주세요."
+    names = [
+        c.get("item_en" if lang == "en" else "item") or c.get("item") or c.get("category_code")
+        for c in classification.get("candidates") or []
+        if isinstance(c, dict)
+    ]
+    if reason == "low_confidence" and names:
+        ask = texts["low_confidence"].format(items=", ".join(f"'{n}'" for n in names))
     else:
-        ask = "사진만으로는 어떤 물건인지 확실하지 않아요. 물건 이름을 힌트에 적어 다시 스캔해 주세요."
+        ask = texts["ambiguous" if reason == "ambiguous" else "unclear"]
+    example = EXAMPLE_HINT if lang == "ko" else "clear PET bottle, label on"
     return Answer(
         disposal_steps=[],
-        insufficiencies=[f"물건 설명이 필요해요 (예: '{EXAMPLE_HINT}')."],
+        insufficiencies=[texts["describe"].format(example=example)],
         user_answer=ask,
         provider=OPENAI,
     )
 
 
 class OpenAIAnswerProvider(_OpenAIProvider):
-    """Writes the guidance from the matched rules (and only them)."""
+    """Writes the guidance from the matched rules (and only them), in the scan's language, and
+    checks what it wrote against them (scans.providers.grounding)."""
 
     refused_message = "The AI model declined to write guidance for this item."
 
+    def _messages(self, request: AnswerRequest) -> tuple[Prompt, list[dict[str, Any]]]:
+        prompt = load_prompt("answer")
+        payload = json.dumps(answer_payload(request), ensure_ascii=False, sort_keys=True)
+        return prompt, [
+            {"role": "system", "content": prompt.text},
+            {"role": "user", "content": payload},
+        ]
+
+    def answer_cache_key(self, request: AnswerRequest) -> str | None:
+        """The key of this answer in the answer cache (services.compose_answer), or None when
+        it costs nothing (no rules: the unclassified answer makes no call).
+
+        A hash of all that the answer depends on: the server, the model, the prompt version and
+        the exact messages (the language, the category, the sorted tags and the category's
+        rules as matched: a revision of the rule base that changes them changes the key, one
+        that does not keeps it), the schema and the grounding check's version.
+        """
+        if request.rules is None:
+            return None
+        prompt, messages = self._messages(request)
+        return hashlib.sha256(
+            json.dumps(
+                {
+                    "server": settings.OPENAI_BASE_URL or "api.openai.com",
+                    "model": settings.OPENAI_ANSWER_MODEL,
+                    "prompt": prompt.version,
+                    "messages": messages,
+                    "schema": ANSWER_SCHEMA,
+                    "temperature": TEMPERATURE,
+                    "check": GROUNDING_VERSION,
+                },
+                ensure_ascii=False,
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+
+    @property
+    def cache_namespace(self) -> str:
+        """What an answer cache entry is labelled with (the admin shows it)."""
+        server = settings.OPENAI_BASE_URL or "api.openai.com"
+        return f"{OPENAI}|{server}|{settings.OPENAI_ANSWER_MODEL}|{load_prompt('answer').version}"
+
     def compose(self, request: AnswerRequest) -> Answer:
         if request.rules is None:
-            return unclassified_answer(request.classification)
-        prompt = load_prompt("answer")
-        messages = [
-            {"role": "system", "content": prompt.text},
-            {"role": "user", "content": json.dumps(answer_payload(request), ensure_ascii=False)},
-        ]
+            return unclassified_answer(request.classification, request.language)
+        prompt, messages = self._messages(request)
         data, usage, _ = self._complete(
             step="answer",
             model=settings.OPENAI_ANSWER_MODEL,
@@ -650,17 +865,25 @@ class OpenAIAnswerProvider(_OpenAIProvider):
             prompt_cache_key=cache_key(prompt, prompt.text),
             max_output_tokens=ANSWER_MAX_OUTPUT_TOKENS,
         )
-        user_answer = " ".join(data["user_answer"].split())
-        if not user_answer:
-            raise _invalid("The AI provider sent an empty answer.")
-        steps = _lines(data["disposal_steps"])
-        if not steps:
-            # Steps are what the user acts on: never show none when the rules have some.
-            steps = [step["ko"] for step in request.rules.get("steps") or [] if step.get("ko")]
+        checked = check_answer(
+            data, request.rules, rules_language(request.language), self._bin_names()
+        )
+        if checked.checks:
+            logger.info("openai answer: the grounding check changed %s", sorted(checked.checks))
         return Answer(
-            disposal_steps=steps,
-            insufficiencies=_lines(data["insufficiencies"]),
-            user_answer=user_answer,
+            disposal_steps=checked.disposal_steps,
+            insufficiencies=checked.insufficiencies,
+            user_answer=checked.user_answer,
             provider=self.name,
+            checks=checked.checks,
             usage=usage,
         )
+
+    def _bin_names(self) -> dict[str, str]:
+        """The rule base's bin names (for the headline check), built again when it changed."""
+        rulebase = current_rulebase()
+        cached = getattr(self, "_names", None)
+        if cached is None or cached[0] != rulebase.token:
+            cached = (rulebase.token, bin_names(rulebase.categories))
+            self._names = cached
+        return cached[1]

@@ -50,6 +50,12 @@ class Command(BaseCommand):
             "code (one of the choices it prints, or any code of /api/v1/categories); without "
             "it the command asks on a terminal, and elsewhere exits with code 3",
         )
+        parser.add_argument(
+            "--language",
+            default=settings.LANGUAGE_CODE,
+            choices=[code for code, _name in settings.LANGUAGES],
+            help="the language the guidance is written in (default: %(default)s)",
+        )
 
     def handle(
         self,
@@ -59,6 +65,7 @@ class Command(BaseCommand):
         user: str | None,
         timeout: float,
         choose: str | None = None,
+        language: str | None = None,
         **options,
     ):
         self.stdin = options.get("stdin") or sys.stdin
@@ -76,7 +83,7 @@ class Command(BaseCommand):
             except ValidationError as exc:
                 raise CommandError(f"{path}: {' '.join(exc.messages)}") from exc
             try:
-                scan = services.create_scan(owner=owner, image=upload, hint=hint)
+                scan = services.create_scan(owner=owner, image=upload, hint=hint, language=language)
             except (services.PipelineBusy, ScanRateLimited) as refused:
                 raise CommandError(
                     f"{refused.message} (retry in {refused.retry_after} s)"

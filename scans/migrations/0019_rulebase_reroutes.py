@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scans', '0017_scan_needs_input'),
+        ('scans', '0018_answer_cache_scan_language'),
     ]
 
     operations = [
