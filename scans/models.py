@@ -170,6 +170,11 @@ class Exclusion(models.Model):
     goes_to = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="redirected_from")
     note_ko = models.TextField(blank=True)
     note_en = models.TextField(blank=True)
+    reroutes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("Like the category's reroutes, for this item only (checked first)."),
+    )
 
     class Meta:
         ordering = ["category", "name_ko"]

@@ -332,7 +332,8 @@ _INSTRUCTION_PATTERNS = [
     r"\b(?:(?:you\s+)?(?:must|should|have\s+to|need\s+to)\s+)?(?:answer|respond|reply|say|output"
     r"|return|classify(?:\s+(?:it|this))?\s+as|categori[sz]e(?:\s+(?:it|this))?\s+as|label"
     r"(?:\s+(?:it|this))\s+as|mark(?:\s+(?:it|this))?\s+as|call\s+it|put\s+it\s+(?:in|under|as)"
-    r"|treat\s+it\s+as)\s+(?:with\s+|as\s+|that\s+it(?:'s|\s+is)\s+)?(?:category\s+)?"
+    r"|treat\s+it\s+as)\s+(?:only\s+)?(?:with\s+|as\s+|that\s+it(?:'s|\s+is)\s+)?"
+    r"(?:just\s+|only\s+|simply\s+)?(?:category\s+)?"
     r"(?:\"[^\"]*\"|'[^']*'|[a-z_]+)(?:\s+" + _BIN_WORDS + r")?",
     # "이전 지시는 무시해", "앞의 내용은 무시하고"
     r"(?:이전|앞|위|모든|기존)\S*\s*(?:지시|명령|지침|규칙|설정|내용|말|프롬프트|대화)\S*\s*"
@@ -366,6 +367,21 @@ INSTRUCTION_VERBS = _words(
     answer say classify output respond reply choose pick select label categorize categorise
     """
 )
+
+
+# Words that frame a bin's name as the answer rather than describe a thing ("카테고리는 종이",
+# "이건 무조건 종이야", "treat this as food waste", "set category to paper").
+FRAMING_WORDS = _words(
+    """
+    카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제
+    category answer classify classified categorize categorized categorise categorised label
+    output print pretend treat set override instruction system must
+    """
+)
+
+
+def frames(morphemes: list[Morpheme]) -> bool:
+    return any(m.form in FRAMING_WORDS or m.lemma in FRAMING_WORDS for m in morphemes)
 
 
 def asks_for_an_answer(morphemes: list[Morpheme]) -> bool:

@@ -78,13 +78,21 @@ def validate_rulebase(data: dict[str, Any]) -> None:
             problems += _reroute_problems(
                 f"{cat['code']}: item {item.get('ko')!r}", item.get("reroutes"), tags, codes
             )
+        for excl in cat.get("exclusions") or []:
+            problems += _reroute_problems(
+                f"{excl.get('goes_to')}: exclusion {excl.get('ko')!r}",
+                excl.get("reroutes"),
+                tags,
+                codes,
+            )
     problems += _reroute_cycles(data["categories"])
     if problems:
         raise RuleBaseError("; ".join(problems))
 
 
 def _reroute_problems(where: str, reroutes: Any, tags: set[str], codes: list[str]) -> list[str]:
-    """A reroute names a known tag and another known category, once per tag."""
+    """A reroute names a known tag (``tag``: the state is there; ``absent``: the hint says it is
+    not, 빈 통) and another known category, once per tag."""
     if reroutes is None:
         return []
     if not isinstance(reroutes, list):
@@ -92,21 +100,24 @@ def _reroute_problems(where: str, reroutes: Any, tags: set[str], codes: list[str
     problems, seen = [], set()
     own = where.split(":")[0]
     for reroute in reroutes:
-        if not isinstance(reroute, dict) or not {"tag", "goes_to"} <= reroute.keys():
-            problems.append(f"{where}: a reroute needs a tag and goes_to: {reroute!r}")
+        keys = set(reroute) if isinstance(reroute, dict) else set()
+        if len(keys & {"tag", "absent"}) != 1 or "goes_to" not in keys:
+            problems.append(f"{where}: a reroute needs a tag (or absent) and goes_to: {reroute!r}")
             continue
-        unknown = set(reroute) - {"tag", "goes_to", "note_ko", "note_en"}
+        unknown = keys - {"tag", "absent", "goes_to", "note_ko", "note_en"}
         if unknown:
             problems.append(f"{where}: reroute has unknown field(s) {', '.join(sorted(unknown))}")
-        if reroute["tag"] not in tags:
-            problems.append(f"{where}: reroute on unknown tag {reroute['tag']!r}")
+        state = reroute.get("tag") or reroute.get("absent")
+        if state not in tags:
+            problems.append(f"{where}: reroute on unknown tag {state!r}")
         if reroute["goes_to"] not in codes:
             problems.append(f"{where}: reroute goes to unknown {reroute['goes_to']!r}")
         elif reroute["goes_to"] == own:
-            problems.append(f"{where}: reroute on {reroute['tag']!r} goes to its own category")
-        if reroute["tag"] in seen:
-            problems.append(f"{where}: two reroutes on {reroute['tag']!r}")
-        seen.add(reroute["tag"])
+            problems.append(f"{where}: reroute on {state!r} goes to its own category")
+        key = ("absent" in reroute, state)
+        if key in seen:
+            problems.append(f"{where}: two reroutes on {state!r}")
+        seen.add(key)
     return problems
 
 
@@ -239,6 +250,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     goes_to=categories[e["goes_to"]],
                     note_ko=e.get("note_ko", ""),
                     note_en=e.get("note_en", ""),
+                    reroutes=list(e.get("reroutes") or []),
                 )
             )
     DisposalStep.objects.bulk_create(steps)

@@ -487,6 +487,30 @@ def test_a_state_re_routes_the_item_and_says_so(rulebase, hint, category, tag, w
     assert found.rerouted[-1]["to"] == category
 
 
+@pytest.mark.parametrize(
+    ("hint", "category"),
+    [
+        ("빈 페인트 통", "metal"),  # used up: a can
+        ("페인트 다 쓴 빈 통", "metal"),
+        ("empty paint can", "metal"),
+        ("반쯤 남은 페인트 통", "hazardous"),  # paint left in it: hazardous waste
+        ("페인트 통", "hazardous"),
+    ],
+)
+def test_a_state_said_to_be_absent_re_routes_too(rulebase, hint, category):
+    found = match_hint(hint)
+    assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
+    if category == "metal":
+        assert found.rerouted[0] | {"note_ko": ""} == {
+            "from": "hazardous",
+            "tag": "contents_left",
+            "absent": True,
+            "to": "metal",
+            "note_ko": "",
+            "note_en": found.rerouted[0]["note_en"],
+        }
+
+
 def test_the_rule_step_re_routes_any_provider_s_classification(rulebase):
     # the OpenAI path names the glass category and the broken tag: the rule base decides
     rules = match_rules({"category_code": "glass", "situation_tags": ["broken"]})

@@ -89,7 +89,12 @@ def test_a_common_step_is_replaced_by_one_conditional_step_at_most():
         ([{"tag": "no_such_tag", "goes_to": "general"}], "reroute on unknown tag 'no_such_tag'"),
         ([{"tag": "broken", "goes_to": "nowhere"}], "reroute goes to unknown 'nowhere'"),
         ([{"tag": "broken", "goes_to": "glass"}], "goes to its own category"),
-        ([{"tag": "broken"}], "a reroute needs a tag and goes_to"),
+        ([{"tag": "broken"}], r"a reroute needs a tag \(or absent\) and goes_to"),
+        (
+            [{"tag": "broken", "absent": "broken", "goes_to": "general"}],
+            r"a reroute needs a tag \(or absent\)",
+        ),
+        ([{"absent": "no_such_tag", "goes_to": "general"}], "reroute on unknown tag"),
         ([{"tag": "broken", "goes_to": "general", "when": "x"}], "unknown field"),
         (
             [{"tag": "broken", "goes_to": "general"}, {"tag": "broken", "goes_to": "metal"}],
