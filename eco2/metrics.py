@@ -73,7 +73,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from eco2.worker_watch import WorkerWatchCollector  # and its worker_ready handler
+from eco2.worker_watch import WorkerWatchCollector, pid_alive  # and its worker_ready handler
 
 logger = logging.getLogger(__name__)
 
@@ -131,22 +131,12 @@ def _file_pid(name: str) -> int | None:
     return int(pid) if pid.isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def wipe_if_first(path: Path) -> bool:
     """Remove the directory's metric files when no live process owns any of them."""
     files = list(path.glob("*.db"))
     me = os.getpid()
     owners = {pid for f in files if (pid := _file_pid(f.name)) is not None and pid != me}
-    alive = sorted(pid for pid in owners if _pid_alive(pid))
+    alive = sorted(pid for pid in owners if pid_alive(pid))
     if alive:
         logger.info(
             "metrics directory %s is in use by pids %s; keeping its files", path, alive[:10]

@@ -182,7 +182,8 @@ def _stop_watch(**kwargs) -> None:
 
 
 # --- readers --------------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has ``pid`` (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -200,7 +201,7 @@ def read_reports(directory: Path | None = None, now: float | None = None) -> Ite
     for path in sorted(directory.glob("*.json")):
         try:
             report = json.loads(path.read_text())
-            alive = _alive(int(report["pid"]))
+            alive = pid_alive(int(report["pid"]))
             silent = now - float(report["written_at"])
             stale_after = float(report["stale_after"])
         except (OSError, ValueError, KeyError, TypeError):

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from .conftest import BASE_DIR, IN_CI, make_photo_bytes, subprocess_env
+from .conftest import IN_CI, make_photo_bytes
+from .support.live_web import serve_web
 from .test_web import ensure_compiled_messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
@@ -67,46 +63,12 @@ def chromium_available():
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def asgi_server(chromium_available, django_db_setup, tmp_path_factory):
     """uvicorn serving eco2.asgi on a free port, on this test run's database and broker."""
     ensure_compiled_messages()
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("asgi") / "uvicorn.log"
-    command = [
-        sys.executable, "-m", "uvicorn", "eco2.asgi:application",
-        "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "1",
-    ]  # fmt: skip
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=BASE_DIR, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"uvicorn did not start:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with serve_web(tmp_path_factory.mktemp("asgi") / "uvicorn.log") as url:
+        yield url
 
 
 @pytest.fixture
