@@ -54,6 +54,13 @@ among asked results; calibration: confidence ≥ 0.8 is right ≥ 97 % of the ti
     python bench/guidance_eval.py --split holdout      # only the held-out cases
     python bench/guidance_eval.py --provider openai    # the OpenAI provider (key / base URL)
     python bench/guidance_eval.py --smoke              # 2 cases a category + a few not-sure
+    python bench/guidance_eval.py --split dev --calibrate   # refit the offline confidence
+
+``--calibrate`` (offline provider) prints, for each kind of decision the offline matcher makes
+(``details["bucket"]``), how often its first choice (the answer, or the first candidate when it
+asked) was an acceptable bin, with the Wilson lower bound (z = 1) that
+``scans.matching.CALIBRATION`` holds; and a logistic fit of "right" on the fuzzy matches' score
+and gap (``scans.matching.FUZZY_LOGISTIC``). Fit on the dev split only.
 """
 
 from __future__ import annotations
@@ -449,6 +456,96 @@ def group_by(rows: list[dict], key: Callable[[dict], str], order: list[str]) -> 
     return {k: summarize(groups[k]) for k in ordered}
 
 
+def _wilson_lower(right: int, n: int, z: float = 1.0) -> float:
+    if not n:
+        return 0.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    margin = z * ((p * (1 - p) + z * z / (4 * n)) / n) ** 0.5
+    return (centre - margin) / (1 + z * z / n)
+
+
+def _logistic_fit(xs: list[tuple[float, float]], ys: list[int]) -> tuple[float, float, float]:
+    """Logistic regression of ys on (score, gap) by Newton's method, lightly regularized."""
+    import numpy as np
+
+    x = np.array([[s, g, 1.0] for s, g in xs])
+    y = np.array(ys, dtype=float)
+    w = np.zeros(3)
+    ridge = np.diag([0.1, 0.1, 0.0])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-x @ w))
+        gradient = x.T @ (p - y) + ridge @ w
+        hessian = x.T @ (x * (p * (1 - p))[:, None]) + ridge
+        w -= np.linalg.solve(hessian + 1e-9 * np.eye(3), gradient)
+    return tuple(round(float(v), 2) for v in w)
+
+
+def calibration_report(rows: list[dict]) -> dict:
+    """Per decision bucket of the offline matcher: how often its first choice was right."""
+    buckets: dict[str, list[int]] = {}
+    fuzzy: dict[str, tuple[list, list]] = {}
+    for row in rows:
+        result = row["result"]
+        if "error" in result:
+            continue
+        classification = result["classification"]
+        details = classification.get("details") or {}
+        bucket = details.get("bucket")
+        if not bucket:
+            continue
+        if bucket.startswith("family_fuzzy"):  # calibrated per method, as in CALIBRATION
+            bucket = f"{bucket}:{details.get('method')}"
+        guess = classification.get("category_code") or next(
+            iter(candidate_codes(classification)), None
+        )
+        right = int(guess is not None and guess in row["case"]["expect"])
+        buckets.setdefault(bucket, []).append(right)
+        if bucket in ("fuzzy", "fuzzy_weak") and guess is not None:
+            method = details.get("method") or "ngram"
+            xs, ys = fuzzy.setdefault(f"{bucket}:{method}", ([], []))
+            xs.append((details.get("score") or 0.0, details.get("gap") or 0.0))
+            ys.append(right)
+    from scans.matching import CALIBRATION, CALIBRATION_MIN_CASES, CALIBRATION_POOL, FUZZY_LOGISTIC
+
+    print("\n  calibration of the offline matcher (first choice right, per decision bucket)")
+    print(
+        f"    {'bucket':<24} {'n':>4} {'right':>6} {'precision':>9} {'wilson':>7} "
+        f"{'pooled':>7} {'in code':>8}"
+    )
+    report = {}
+    for bucket, hits in sorted(buckets.items(), key=lambda kv: -len(kv[1])):
+        n, right = len(hits), sum(hits)
+        lower = round(_wilson_lower(right, n), 3)
+        # a bucket seen fewer than CALIBRATION_MIN_CASES times borrows its parent's evidence
+        parent = CALIBRATION_POOL.get(bucket)
+        pooled = lower
+        if parent and n < CALIBRATION_MIN_CASES:
+            more = buckets.get(parent, [])
+            pooled = round(_wilson_lower(right + sum(more), n + len(more)), 3)
+        report[bucket] = {"n": n, "right": right, "wilson": lower, "pooled": pooled}
+        current = CALIBRATION.get(bucket, "–")
+        print(
+            f"    {bucket:<24} {n:>4} {right:>6} {right / n:>9.1%} {lower:>7.3f} {pooled:>7.3f} "
+            f"{current!s:>8}"
+        )
+    pooled: dict[str, tuple[list, list]] = {}
+    for key, (xs, ys) in fuzzy.items():
+        method = key.split(":")[1]
+        all_xs, all_ys = pooled.setdefault(f"fuzzy (all):{method}", ([], []))
+        all_xs += xs
+        all_ys += ys
+    fuzzy.update(pooled)
+    for key, (xs, ys) in sorted(fuzzy.items()):
+        if len(set(ys)) > 1:
+            fit = _logistic_fit(xs, ys)
+            report[key] = {"n": len(ys), "logistic": fit}
+            method = key.split(":")[1]
+            print(f"    logistic {key:<22} n={len(ys):<4} (a, b, c) = {fit}  "
+                  f"in code {FUZZY_LOGISTIC.get(method)}")  # fmt: skip
+    return report
+
+
 # --- printing -------------------------------------------------------------------------------
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
@@ -563,6 +660,9 @@ def main() -> int:
     parser.add_argument("--cases", type=Path, default=DEFAULT_CASES, help="the data file")
     parser.add_argument("--show-failures", action="store_true", help="list wrong/asked cases")
     parser.add_argument(
+        "--calibrate", action="store_true", help="per-bucket precision of the offline matcher"
+    )
+    parser.add_argument(
         "--concurrency", type=int, default=None, help="cases in flight (default: 1; openai 4)"
     )
     args = parser.parse_args()
@@ -674,6 +774,8 @@ def main() -> int:
         )
     if args.show_failures:
         print_failures(rows)
+    if args.calibrate:
+        calibration_report(rows)
     if latency:
         print(
             f"\n  time per case: median {latency[len(latency) // 2] * 1000:.0f} ms, "

@@ -240,6 +240,29 @@ def _close_old_db_connections_after_tasks(**kwargs) -> None:
     signals.task_postrun.connect(_close_old_db_connections, dispatch_uid="eco2.close_old_db")
 
 
+@signals.worker_init.connect
+def _load_the_korean_analyser_before_the_pool_starts(sender=None, **kwargs) -> None:
+    """A worker that runs the offline matcher loads Kiwi (scans.morphology) once, up front.
+
+    Loaded here, in the main process before the pool forks, prefork children share its ~310 MB
+    copy-on-write instead of each loading it (~1.5 s) on its first scan; a threads pool shares
+    it anyway. Only a worker that consumes the AI queue with the offline vision provider loads
+    it; it reads no database (no connection may cross a fork). A failure only logs: the matcher
+    falls back to substrings.
+    """
+    from django.conf import settings
+
+    if "offline" not in settings.SCAN_VISION_PROVIDER.lower():
+        return
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    consumed = getattr(queues, "consume_from", None)
+    if consumed and SCAN_PIPELINE_QUEUE not in consumed:
+        return
+    from scans.morphology import warm_analyser
+
+    warm_analyser()
+
+
 @signals.worker_process_init.connect
 def _persistent_db_connection_in_prefork_children(**kwargs) -> None:
     """A prefork child keeps its database connection between tasks (WORKER_CONN_MAX_AGE).

@@ -67,6 +67,14 @@ class Category(models.Model):
     summary_ko = models.TextField(blank=True)
     summary_en = models.TextField(blank=True)
     position = models.PositiveSmallIntegerField(default=0)
+    reroutes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_(
+            'States that send an item of this category to another bin: [{"tag": "broken", '
+            '"goes_to": "noncombustible", "note_ko": "…", "note_en": "…"}].'
+        ),
+    )
 
     class Meta:
         ordering = ["position", "code"]
@@ -139,6 +147,11 @@ class Item(models.Model):
     name_ko = models.CharField(max_length=80)
     name_en = models.CharField(max_length=120)
     aliases = models.JSONField(default=list, blank=True)
+    reroutes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("Like the category's reroutes, for this item only (checked first)."),
+    )
 
     class Meta:
         ordering = ["category", "name_ko"]
@@ -157,6 +170,11 @@ class Exclusion(models.Model):
     goes_to = models.ForeignKey(Category, on_delete=models.CASCADE, related_name="redirected_from")
     note_ko = models.TextField(blank=True)
     note_en = models.TextField(blank=True)
+    reroutes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("Like the category's reroutes, for this item only (checked first)."),
+    )
 
     class Meta:
         ordering = ["category", "name_ko"]

@@ -73,8 +73,69 @@ def validate_rulebase(data: dict[str, Any]) -> None:
                 problems.append(
                     f"{cat['code']}: exclusion {excl['ko']!r} goes to unknown {excl['goes_to']!r}"
                 )
+        problems += _reroute_problems(cat["code"], cat.get("reroutes"), tags, codes)
+        for item in cat.get("items") or []:
+            problems += _reroute_problems(
+                f"{cat['code']}: item {item.get('ko')!r}", item.get("reroutes"), tags, codes
+            )
+        for excl in cat.get("exclusions") or []:
+            problems += _reroute_problems(
+                f"{excl.get('goes_to')}: exclusion {excl.get('ko')!r}",
+                excl.get("reroutes"),
+                tags,
+                codes,
+            )
+    problems += _reroute_cycles(data["categories"])
     if problems:
         raise RuleBaseError("; ".join(problems))
+
+
+def _reroute_problems(where: str, reroutes: Any, tags: set[str], codes: list[str]) -> list[str]:
+    """A reroute names a known tag (``tag``: the state is there; ``absent``: the hint says it is
+    not, 빈 통) and another known category, once per tag."""
+    if reroutes is None:
+        return []
+    if not isinstance(reroutes, list):
+        return [f"{where}: reroutes must be a list"]
+    problems, seen = [], set()
+    own = where.split(":")[0]
+    for reroute in reroutes:
+        keys = set(reroute) if isinstance(reroute, dict) else set()
+        if len(keys & {"tag", "absent"}) != 1 or "goes_to" not in keys:
+            problems.append(f"{where}: a reroute needs a tag (or absent) and goes_to: {reroute!r}")
+            continue
+        unknown = keys - {"tag", "absent", "goes_to", "note_ko", "note_en"}
+        if unknown:
+            problems.append(f"{where}: reroute has unknown field(s) {', '.join(sorted(unknown))}")
+        state = reroute.get("tag") or reroute.get("absent")
+        if state not in tags:
+            problems.append(f"{where}: reroute on unknown tag {state!r}")
+        if reroute["goes_to"] not in codes:
+            problems.append(f"{where}: reroute goes to unknown {reroute['goes_to']!r}")
+        elif reroute["goes_to"] == own:
+            problems.append(f"{where}: reroute on {state!r} goes to its own category")
+        key = ("absent" in reroute, state)
+        if key in seen:
+            problems.append(f"{where}: two reroutes on {state!r}")
+        seen.add(key)
+    return problems
+
+
+def _reroute_cycles(categories: list[dict[str, Any]]) -> list[str]:
+    """Category reroutes may chain (a → b on one tag, b → c on another) but never loop."""
+    edges: dict[str, set[str]] = {}
+    for cat in categories:
+        for reroute in cat.get("reroutes") or []:
+            if isinstance(reroute, dict) and "goes_to" in reroute:
+                edges.setdefault(cat["code"], set()).add(reroute["goes_to"])
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in edges.get(start, ()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    return [f"{code}: reroutes lead back to {code}" for code in edges if reaches(code, code, set())]
 
 
 def names_of(entry: dict[str, Any]) -> list[str]:
@@ -157,6 +218,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                 "summary_ko": c.get("summary_ko", ""),
                 "summary_en": c.get("summary_en", ""),
                 "position": position,
+                "reroutes": list(c.get("reroutes") or []),
             },
         )
         categories[cat.code] = cat
@@ -175,6 +237,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     name_ko=it["ko"],
                     name_en=it["en"],
                     aliases=names_of(it),
+                    reroutes=list(it.get("reroutes") or []),
                 )
             )
         for e in c.get("exclusions") or []:
@@ -187,6 +250,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     goes_to=categories[e["goes_to"]],
                     note_ko=e.get("note_ko", ""),
                     note_en=e.get("note_en", ""),
+                    reroutes=list(e.get("reroutes") or []),
                 )
             )
     DisposalStep.objects.bulk_create(steps)

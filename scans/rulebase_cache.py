@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection
 from django.db.models.signals import post_delete, post_save
@@ -42,6 +43,8 @@ class RuleBase:
     steps: tuple[DisposalStep, ...]  # (category, position), with their tags
     by_code: dict[str, Category] = field(init=False)
     first_item_named: dict[str, Item] = field(init=False)
+    items_by_name: dict[tuple[int, str], Item] = field(init=False)
+    exclusions_by_name: dict[tuple[int, str], Exclusion] = field(init=False)
 
     def __post_init__(self) -> None:
         first: dict[str, Item] = {}
@@ -49,6 +52,63 @@ class RuleBase:
             first.setdefault(item.name_ko, item)
         object.__setattr__(self, "by_code", {c.code: c for c in self.categories})
         object.__setattr__(self, "first_item_named", first)
+        object.__setattr__(
+            self, "items_by_name", {(i.category_id, i.name_ko): i for i in reversed(self.items)}
+        )
+        # an exclusion stands for an item of the bin it sends things to
+        object.__setattr__(
+            self,
+            "exclusions_by_name",
+            {(e.goes_to_id, e.name_ko): e for e in reversed(self.exclusions)},
+        )
+
+    def reroute(
+        self,
+        category: Category,
+        item_name: str | None,
+        tags: Iterable[str],
+        absent: Iterable[str] = (),
+    ) -> tuple[Category, list[dict[str, Any]]]:
+        """Where an item goes given its state: the reroutes its tags trigger (``tag``: the
+        state is there; ``absent``: the hint says it is not, as in 빈 페인트 통), the item's own
+        first (an item of the category, or an exclusion that sends things to it), then the
+        category's, followed until none applies (a category is never entered twice). Returns
+        the final category and the hops taken (empty: no state changed it)."""
+        tags, absent = set(tags), set(absent)
+        hops: list[dict[str, Any]] = []
+        if not tags and not absent:
+            return category, hops
+        seen = {category.code}
+        key = (category.pk, item_name or "")
+        entry = self.items_by_name.get(key) or self.exclusions_by_name.get(key)
+        current = category
+        while True:
+            rules = [*(entry.reroutes if entry else ()), *(current.reroutes or ())]
+            hop = next(
+                (
+                    r
+                    for r in rules
+                    if (r.get("tag") in tags or r.get("absent") in absent)
+                    and r.get("goes_to") in self.by_code
+                    and r["goes_to"] not in seen
+                ),
+                None,
+            )
+            if hop is None:
+                return current, hops
+            hops.append(
+                {
+                    "from": current.code,
+                    "tag": hop.get("tag") or hop.get("absent"),
+                    "absent": "absent" in hop,
+                    "to": hop["goes_to"],
+                    "note_ko": hop.get("note_ko") or "",
+                    "note_en": hop.get("note_en") or "",
+                }
+            )
+            current = self.by_code[hop["goes_to"]]
+            seen.add(current.code)
+            entry = None  # an item's own reroutes speak for its own category only
 
     def steps_of(self, category: Category) -> list[DisposalStep]:
         return [s for s in self.steps if s.category_id == category.pk]

@@ -100,6 +100,16 @@ def match_rules(
     if category is None:
         return None
     tags = set(classification.get("situation_tags") or [])
+    # A state can send the item to another bin (broken glass is not the bottle bin): the
+    # rule base's reroutes, for any provider. The offline matcher applies them itself, and says
+    # so in its details; a category reached that way is not re-routed again.
+    category, rerouted = rulebase.reroute(category, classification.get("minor_category"), tags)
+    tag_names = {t.code: t.name_ko for t in rulebase.tags}
+    if not rerouted:
+        earlier = (classification.get("details") or {}).get("rerouted") or []
+        rerouted = [hop for hop in earlier if isinstance(hop, dict)]
+        if rerouted and rerouted[-1].get("to") != category.code:
+            rerouted = []
     return {
         "category_code": category.code,
         "kind": category.kind,
@@ -110,6 +120,15 @@ def match_rules(
         "summary_ko": category.summary_ko,
         "summary_en": category.summary_en,
         "matched_by": matched_by,
+        "rerouted": [
+            {
+                **hop,
+                "from_ko": rulebase.by_code[hop["from"]].middle_ko,
+                "tag_ko": tag_names.get(hop["tag"], hop["tag"]),
+            }
+            for hop in rerouted
+            if hop.get("from") in rulebase.by_code
+        ],
         "steps": [
             {"ko": s.text_ko, "en": s.text_en, "tag": s.tag.code if s.tag else None}
             for s in rulebase.steps_of(category)

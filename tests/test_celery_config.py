@@ -76,3 +76,28 @@ def test_the_threads_pool_does_not_enforce_time_limits():
     finally:
         pool.stop()
     assert STEP_TASKS["vision"].soft_time_limit == 60, "the limit the docs say is not enforced"
+
+
+def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forking(
+    monkeypatch, settings
+):
+    from eco2.celery import _load_the_korean_analyser_before_the_pool_starts as on_worker_init
+    from scans import morphology
+
+    loaded = []
+    monkeypatch.setattr(morphology, "warm_analyser", lambda: loaded.append(True))
+
+    def worker(*queues):
+        return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(
+            queues=SimpleNamespace(consume_from={q: None for q in queues})
+        )))  # fmt: skip
+
+    settings.SCAN_VISION_PROVIDER = "scans.providers.OfflineVisionProvider"
+    on_worker_init(sender=worker("scan.image"))  # the photo worker does not match text
+    assert loaded == []
+    on_worker_init(sender=worker("scan.image", "scan.ai.pipeline"))
+    assert loaded == [True]
+
+    settings.SCAN_VISION_PROVIDER = "scans.providers.OpenAIVisionProvider"
+    on_worker_init(sender=worker("scan.ai.pipeline"))  # OpenAI names the category itself
+    assert loaded == [True]

@@ -83,6 +83,65 @@ def test_a_common_step_is_replaced_by_one_conditional_step_at_most():
         validate_rulebase(data)
 
 
+@pytest.mark.parametrize(
+    ("reroutes", "message"),
+    [
+        ([{"tag": "no_such_tag", "goes_to": "general"}], "reroute on unknown tag 'no_such_tag'"),
+        ([{"tag": "broken", "goes_to": "nowhere"}], "reroute goes to unknown 'nowhere'"),
+        ([{"tag": "broken", "goes_to": "glass"}], "goes to its own category"),
+        ([{"tag": "broken"}], r"a reroute needs a tag \(or absent\) and goes_to"),
+        (
+            [{"tag": "broken", "absent": "broken", "goes_to": "general"}],
+            r"a reroute needs a tag \(or absent\)",
+        ),
+        ([{"absent": "no_such_tag", "goes_to": "general"}], "reroute on unknown tag"),
+        ([{"tag": "broken", "goes_to": "general", "when": "x"}], "unknown field"),
+        (
+            [{"tag": "broken", "goes_to": "general"}, {"tag": "broken", "goes_to": "metal"}],
+            "two reroutes on 'broken'",
+        ),
+        ({"tag": "broken"}, "reroutes must be a list"),
+    ],
+)
+def test_a_reroute_must_name_a_known_tag_and_another_known_category(reroutes, message):
+    data = read_rulebase()
+    glass = next(c for c in data["categories"] if c["code"] == "glass")
+    glass["reroutes"] = reroutes
+    with pytest.raises(RuleBaseError, match=message):
+        validate_rulebase(data)
+
+
+def test_reroutes_never_lead_back_where_they_started():
+    data = read_rulebase()
+    noncombustible = next(c for c in data["categories"] if c["code"] == "noncombustible")
+    noncombustible["reroutes"] = [{"tag": "crushed", "goes_to": "glass"}]
+    with pytest.raises(RuleBaseError, match="reroutes lead back to glass"):
+        validate_rulebase(data)
+
+
+def test_reroutes_are_loaded_and_an_items_own_comes_first(rulebase, rulebase_data):
+    import copy
+
+    from scans.rulebase import load_rulebase
+    from scans.rulebase_cache import current_rulebase
+
+    data = copy.deepcopy(rulebase_data)
+    general = next(c for c in data["categories"] if c["code"] == "general")
+    brush = next(i for i in general["items"] if i["ko"] == "칫솔")
+    brush["reroutes"] = [{"tag": "powered", "goes_to": "bulky"}]  # (not the guideline: a test)
+    load_rulebase(data)
+    rulebase = current_rulebase()
+    general_category = rulebase.by_code["general"]
+
+    category, hops = rulebase.reroute(general_category, "칫솔", ["powered"])
+    assert (category.code, [h["tag"] for h in hops]) == ("bulky", ["powered"])
+    category, hops = rulebase.reroute(general_category, "면봉", ["powered"])  # the category's
+    assert category.code == "electronics"
+    category, hops = rulebase.reroute(general_category, "칫솔", ["wet"])
+    assert (category.code, hops) == ("general", [])
+    assert Category.objects.get(code="glass").reroutes[0]["goes_to"] == "noncombustible"
+
+
 # --- items, aliases and brand names ---------------------------------------------------------
 def test_brand_names_are_stored_with_the_aliases_of_their_item(rulebase):
     assert "삼다수" in Item.objects.get(name_ko="생수병").aliases
