@@ -70,7 +70,31 @@ def _unreachable_services() -> list[str]:
     return problems
 
 
+def _embed_aliases_once() -> None:
+    """Embed the rule base's aliases into SCAN_EMBEDDING_CACHE before any test, if it is not
+    there yet (a fresh checkout): ~6,000 aliases take minutes, and paid inside a test (or by a
+    worker subprocess that a test's timeout kills before it saves them) that looks like a hung
+    scan. ``load_rulebase`` on a scratch SQLite database embeds them, as `make run` does."""
+    cache = Path(os.environ["SCAN_EMBEDDING_CACHE"])
+    if cache.exists():
+        return
+    scratch = Path(TEST_VAR_DIR) / "embeddings"
+    scratch.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "ECO2_VAR_DIR": str(scratch),
+        "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}",
+        "PYTHONPATH": str(BASE_DIR),
+    }
+    for command in (["migrate", "--noinput", "-v0"], ["load_rulebase"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=BASE_DIR, env=env, check=True,
+            capture_output=True, timeout=900,
+        )  # fmt: skip
+
+
 def pytest_sessionstart(session):
+    _embed_aliases_once()
     if not SERVICES_MODE:
         return
     problems = _unreachable_services()
