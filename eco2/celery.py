@@ -247,12 +247,12 @@ def _load_the_korean_analyser_before_the_pool_starts(sender=None, **kwargs) -> N
     Loaded here, in the main process before the pool forks, prefork children share its ~310 MB
     copy-on-write instead of each loading it (~1.5 s) on its first scan; a threads pool shares
     it anyway. Only a worker that consumes the AI queue with the offline vision provider loads
-    it; it reads no database (no connection may cross a fork). A failure only logs: the matcher
-    falls back to substrings.
+    it (any provider that reads only the hint, ``sees_photos = False``); it reads no database
+    (no connection may cross a fork). A failure only logs: the matcher falls back to substrings.
     """
-    from django.conf import settings
+    from scans.providers import vision_sees_photos
 
-    if "offline" not in settings.SCAN_VISION_PROVIDER.lower():
+    if vision_sees_photos():  # a provider that looks at the photo never runs the matcher
         return
     queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
     consumed = getattr(queues, "consume_from", None)

@@ -92,12 +92,16 @@ def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forkin
             queues=SimpleNamespace(consume_from={q: None for q in queues})
         )))  # fmt: skip
 
-    settings.SCAN_VISION_PROVIDER = "scans.providers.OfflineVisionProvider"
+    settings.SCAN_VISION_PROVIDER = "scans.providers.offline.OfflineVisionProvider"
     on_worker_init(sender=worker("scan.image"))  # the photo worker does not match text
     assert loaded == []
     on_worker_init(sender=worker("scan.image", "scan.ai.pipeline"))
     assert loaded == [True]
+    # a provider of its own that reads only the hint (the tests' fake) runs the matcher too
+    settings.SCAN_VISION_PROVIDER = "tests.fakes.providers.FailingOnRequestVisionProvider"
+    on_worker_init(sender=worker("scan.ai.pipeline"))
+    assert loaded == [True, True]
 
-    settings.SCAN_VISION_PROVIDER = "scans.providers.OpenAIVisionProvider"
+    settings.SCAN_VISION_PROVIDER = "scans.providers.openai.OpenAIVisionProvider"
     on_worker_init(sender=worker("scan.ai.pipeline"))  # OpenAI names the category itself
-    assert loaded == [True]
+    assert loaded == [True, True]

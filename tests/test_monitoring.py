@@ -361,6 +361,9 @@ def test_a_healthy_idle_worker_and_a_busy_progressing_one_are_not_flagged(
     worker_manager, rulebase, token, user, photo
 ):
     worker = worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="0.6", **WATCHED)
+    # a fresh process's first scan loads the matcher's index and embeddings: seconds of one
+    # task that this test's 3 s window (production: 180 s) would rightly call no progress
+    wait_for_scan(services.create_scan(owner=user, image=photo(), hint="캔").id)
     ids = [services.create_scan(owner=user, image=photo(), hint="캔").id for _ in range(8)]
     probes = []
     while Scan.objects.filter(pk__in=ids, status__in=("queued", "processing")).exists():
