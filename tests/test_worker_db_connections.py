@@ -62,7 +62,9 @@ def test_a_threads_worker_hands_pooled_connections_back_after_each_task(
     client.force_authenticate(user)
     task_ids = []
     for _ in range(8):
-        response = client.post("/api/v1/scans", {"image": photo()}, format="multipart")
+        response = client.post(
+            "/api/v1/scans", {"image": photo(), "hint": "페트병"}, format="multipart"
+        )
         assert response.status_code == 202, response.content
         task_ids.append(response.json()["task_id"])
 
