@@ -28,6 +28,7 @@ from scans.models import DeadLetter, Scan, ScanStatus
 
 from .conftest import BASE_DIR, SERVICES_MODE, subprocess_env, wait_for_scan
 from .fakes.providers import CRASH_HINT
+from .support.processes import stop
 
 TOKEN = "metrics-test-token"
 
@@ -476,16 +477,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 20.0) -
         if time.monotonic() > deadline:
             pytest.fail(f"nothing listens on port {port} after {timeout}s")
         time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def flower_command(port: int) -> list[str]:

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from scans.models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStatus, TaskAttempt
 
 from ..conftest import BASE_DIR, SERVICES_MODE, subprocess_env
+from ..support.processes import stop
 from ..test_image_preparation import jpeg_with_exif
 
 pytestmark = pytest.mark.chaos
@@ -163,9 +164,5 @@ def beat(tmp_path):
         cwd=BASE_DIR, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     yield process
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop(process)
     log.close()

@@ -24,6 +24,7 @@ import pytest
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from ..conftest import BASE_DIR, subprocess_env
+from .processes import stop
 
 
 def free_port() -> int:
@@ -65,12 +66,7 @@ def serve_web(log_path: Path, **env: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @dataclass
