@@ -16,7 +16,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test test-embedded test-services lint format install clean messages makemessages
+.PHONY: run test test-embedded test-services lint check format install clean messages makemessages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Guards: the models and their migrations agree; the OpenAPI schema builds without a warning.
+check: $(STAMP)
+	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 1
+	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint test-embedded test-services
+test: lint check test-embedded test-services
 
 test-embedded: $(STAMP) messages
 	$(BIN)/pytest
