@@ -65,7 +65,8 @@ def check_http(path: str, port: int, host: str, timeout: float = 3.0) -> str | N
     # Django answers 400 to a Host that is not in ALLOWED_HOSTS: send one that is.
     request = urllib.request.Request(url, headers={"Host": host, "User-Agent": "eco2-health"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # always http://127.0.0.1:<port>/…, built above: no other scheme can get here
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return None if 200 <= response.status < 300 else f"{url}: HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         body = exc.read(300).decode("utf-8", "replace")

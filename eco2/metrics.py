@@ -485,7 +485,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         description="Serve this host's Celery task metrics (multiprocess directory).",
     )
     parser.add_argument("--port", type=int, default=int(os.environ.get("METRICS_PORT", "9808")))
-    parser.add_argument("--addr", default=os.environ.get("METRICS_ADDR", "0.0.0.0"))
+    # all interfaces by default: Prometheus scrapes it from outside the container
+    parser.add_argument("--addr", default=os.environ.get("METRICS_ADDR", "0.0.0.0"))  # noqa: S104
     args = parser.parse_args(None if argv is None else list(argv))
 
     path = Path(settings.PROMETHEUS_MULTIPROC_DIR)  # loads the settings (and the variable)

@@ -25,7 +25,7 @@ VAR_DIR = Path(env.str("ECO2_VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DEBUG", default=False)
 # The fallback key only exists so a fresh checkout runs; production must set SECRET_KEY.
-DEVELOPMENT_SECRET_KEY = "eco2-insecure-development-key-set-SECRET_KEY-in-prod"
+DEVELOPMENT_SECRET_KEY = "eco2-insecure-development-key-set-SECRET_KEY-in-prod"  # noqa: S105
 SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

@@ -23,7 +23,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_rulebase(path: Path = DEFAULT_RULEBASE) -> dict[str, Any]:
-    data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
+    data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (a SafeLoader)
     validate_rulebase(data)
     return data
 

@@ -36,7 +36,7 @@ def retry_countdown(retries: int, retry_after: float | None) -> float:
     history, which then stayed at RETRY for a task that had succeeded.
     """
     ceiling = min(settings.SCAN_RETRY_BACKOFF_CAP, 2**retries)
-    backoff = random.uniform(ceiling / 2, ceiling)
+    backoff = random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not a secret)
     return max(backoff, retry_after or 0)
 
 

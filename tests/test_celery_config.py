@@ -89,7 +89,7 @@ def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forkin
 
     def worker(*queues):
         return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(
-            queues=SimpleNamespace(consume_from={q: None for q in queues})
+            queues=SimpleNamespace(consume_from=dict.fromkeys(queues))
         )))  # fmt: skip
 
     settings.SCAN_VISION_PROVIDER = "scans.providers.offline.OfflineVisionProvider"
