@@ -318,8 +318,16 @@ def consistent_answer(
     steps = [str(line) for line in written.get("disposal_steps") or []]
     fixes = [str(line) for line in written.get("insufficiencies") or []]
     changed: dict[str, Any] = {}
-    conditions = {c.get("goes_to") for c in rules.get("conditions") or []}
-    if directed_bins(headline, names) - {code} or not conditions <= bins_named(headline, names):
+    said = compact(headline)
+    unsaid = [
+        c
+        for c in rules.get("conditions") or []
+        if not any(
+            compact(_PARENTHESES.sub("", c.get(key) or "")) in said
+            for key in ("goes_to_ko", "goes_to_en")
+        )
+    ]
+    if directed_bins(headline, names) - {code} or unsaid:
         changed["user_answer"] = {"written": headline}
         headline = rule_headline(rules, language)
     contradicting = [line for line in [*steps, *fixes] if directed_bins(line, names) - {code}]
