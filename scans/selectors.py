@@ -94,8 +94,8 @@ def match_rules(
     the common steps such a step replaces, and of those only the ones for this item:
     ``applicable_steps``) are included, in the rule base's order, with every exclusion of the
     category. An item whose bin depends on a condition nothing settled lists its
-    ``conditions`` (each with its bin), for the answer to state them all. Read from the in-memory rule base (scans.rulebase_cache):
-    one revision check, no table reads.
+    ``conditions`` (each with its bin), for the answer to state them all. Read from the
+    in-memory rule base (scans.rulebase_cache): one revision check, no table reads.
     """
     rulebase = rulebase or current_rulebase()
     category, matched_by = resolve_category(classification, rulebase)

@@ -209,3 +209,27 @@ def test_an_api_scan_with_accept_language_en_is_answered_in_english(
     assert "Put cans in the can bin." in answer["disposal_steps"]
     assert not any("butane" in step.lower() for step in answer["disposal_steps"])
     assert body["result"]["classification"]["note"].startswith("Offline mode:")
+
+
+def test_every_message_a_user_may_read_exists_in_korean_and_english():
+    """The error catalogue and the questions a scan asks: Korean through locale/ko, English as
+    written; none is left untranslated (a msgid shown on a Korean page)."""
+    from django.utils import translation
+
+    from scans.errors import ERROR_CODES, UNKNOWN_ERROR
+    from scans.serializers import QUESTION_DEFAULT, QUESTION_MESSAGES, QUESTION_PHOTO_NOT_SEEN
+
+    messages = [
+        *(entry.message for entry in ERROR_CODES.values()),
+        UNKNOWN_ERROR.message,
+        *QUESTION_MESSAGES.values(),
+        QUESTION_DEFAULT,
+        QUESTION_PHOTO_NOT_SEEN,
+    ]
+    with translation.override("en"):
+        english = [str(message) for message in messages]
+    with translation.override("ko"):
+        korean = [str(message) for message in messages]
+    untranslated = [en for en, ko in zip(english, korean, strict=True) if en == ko]
+    assert not untranslated
+    assert all(any("\uac00" <= char <= "\ud7a3" for char in ko) for ko in korean)
