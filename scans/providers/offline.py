@@ -31,6 +31,7 @@ TEXTS = {
         "one_of": " 혹시 {items} 중 하나인가요?",
         "describe": "물건 설명이 필요해요 (예: '{example}').",
         "fixes_first": " 배출 전에 {count}가지를 먼저 챙겨 주세요.",
+        "fix_first": " 배출 전에 1가지를 먼저 챙겨 주세요.",
         "steps_for": " 아래 방법은 {bin} 기준이에요.",
     },
     "en": {
@@ -43,7 +44,8 @@ TEXTS = {
         "unknown": "We can't tell what this is. Write the item's name in the hint and scan again.",
         "one_of": " Is it one of these: {items}?",
         "describe": "Describe the item (for example '{example}').",
-        "fixes_first": " Before you put it out, see to the {count} thing(s) below.",
+        "fixes_first": " First fix the {count} things below.",
+        "fix_first": " First fix the one thing below.",
         "steps_for": " The steps below are for {bin}.",
     },
 }
@@ -212,7 +214,9 @@ def rule_answer(
     headline = conditions_sentence(rules, language) or _why(classification, rules, language)
     headline = headline or goes_to_sentence(item, rules, language)
     if fixes:
-        headline += texts["fixes_first"].format(count=len(fixes))
+        headline += texts["fix_first" if len(fixes) == 1 else "fixes_first"].format(
+            count=len(fixes)
+        )
     elif steps and not rules.get("conditions"):
         headline += f" {steps[0]}"
     return {"disposal_steps": steps, "insufficiencies": fixes, "user_answer": headline}
