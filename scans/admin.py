@@ -301,20 +301,20 @@ class ScanAdmin(admin.ModelAdmin):
 class DisposalStepInline(admin.TabularInline):
     model = DisposalStep
     extra = 0
-    fields = ("position", "tag", "unless_tag", "text_ko", "text_en")
+    fields = ("position", "tag", "unless_tag", "text_ko", "text_en", "items", "except_items")
 
 
 class ItemInline(admin.TabularInline):
     model = Item
     extra = 0
-    fields = ("name_ko", "name_en", "aliases")
+    fields = ("name_ko", "name_en", "aliases", "conditions")
 
 
 class ExclusionInline(admin.TabularInline):
     model = Exclusion
     fk_name = "category"
     extra = 0
-    fields = ("name_ko", "name_en", "aliases", "goes_to", "note_ko", "note_en")
+    fields = ("name_ko", "name_en", "aliases", "goes_to", "note_ko", "note_en", "conditions")
 
 
 @admin.register(Category)

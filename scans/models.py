@@ -132,6 +132,17 @@ class DisposalStep(models.Model):
     )
     text_ko = models.TextField()
     text_en = models.TextField()
+    # A step about some items of its category only (the butane step is not an aluminium
+    # can's): ``items`` lists the items it is for, ``except_items`` those it is not for (the
+    # rule base's Korean item or exclusion names); both empty: every item.
+    items = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("Only for these items (Korean names); empty: every item of the category."),
+    )
+    except_items = models.JSONField(
+        default=list, blank=True, help_text=_("Not for these items (Korean names).")
+    )
 
     class Meta:
         ordering = ["category", "position"]
@@ -151,6 +162,14 @@ class Item(models.Model):
         default=list,
         blank=True,
         help_text=_("Like the category's reroutes, for this item only (checked first)."),
+    )
+    conditions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_(
+            'Where the bin depends on a condition: [{"when_ko": "…", "when_en": "…", '
+            '"goes_to": "metal", "tag" or "absent": "contents_left"}], one per bin.'
+        ),
     )
 
     class Meta:
@@ -174,6 +193,14 @@ class Exclusion(models.Model):
         default=list,
         blank=True,
         help_text=_("Like the category's reroutes, for this item only (checked first)."),
+    )
+    conditions = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_(
+            'Where the bin depends on a condition: [{"when_ko": "…", "when_en": "…", '
+            '"goes_to": "metal", "tag" or "absent": "contents_left"}], one per bin.'
+        ),
     )
 
     class Meta:

@@ -86,6 +86,8 @@ def validate_rulebase(data: dict[str, Any]) -> None:
                 codes,
             )
     problems += _reroute_cycles(data["categories"])
+    problems += _item_scope_problems(data["categories"])
+    problems += _condition_problems(data["categories"], tags, codes)
     if problems:
         raise RuleBaseError("; ".join(problems))
 
@@ -138,6 +140,119 @@ def _reroute_cycles(categories: list[dict[str, Any]]) -> list[str]:
     return [f"{code}: reroutes lead back to {code}" for code in edges if reaches(code, code, set())]
 
 
+def item_names(categories: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """The item names a step of each category may be limited to, by category code: its items,
+    its exclusions (a state can bring one back: an empty paint tin is a can), and the
+    exclusions of other categories that send things to it (부탄가스 listed under general waste
+    goes to metal)."""
+    names: dict[str, set[str]] = {c["code"]: set() for c in categories}
+    for cat in categories:
+        own = names[cat["code"]]
+        own.update(str(item.get("ko")) for item in cat.get("items") or [])
+        for excl in cat.get("exclusions") or []:
+            own.add(str(excl.get("ko")))
+            if excl.get("goes_to") in names:
+                names[excl["goes_to"]].add(str(excl.get("ko")))
+    return names
+
+
+def step_scope(category: dict[str, Any], step: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A step's ``items`` and ``except_items`` as item names: a name of the category's
+    ``item_groups`` stands for the items of that group."""
+    groups = category.get("item_groups") or {}
+
+    def expand(names: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in names or []:
+            out += groups.get(name, [name])
+        return list(dict.fromkeys(out))
+
+    return expand(step.get("items") or []), expand(step.get("except_items") or [])
+
+
+def _item_scope_problems(categories: list[dict[str, Any]]) -> list[str]:
+    """``items:`` / ``except_items:`` of a step name items the category knows (or its
+    ``item_groups``), and a step has at most one of the two."""
+    known = item_names(categories)
+    problems = []
+    for cat in categories:
+        code = cat["code"]
+        groups = cat.get("item_groups") or {}
+        if not isinstance(groups, dict):
+            problems.append(f"{code}: item_groups must map a group name to item names")
+            groups = {}
+        for group, members in groups.items():
+            if not isinstance(members, list) or not members:
+                problems.append(f"{code}: item group {group!r} must list item names")
+                continue
+            for name in members:
+                if name not in known[code]:
+                    problems.append(f"{code}: item group {group!r} names unknown item {name!r}")
+        for step in [*(cat.get("steps") or []), *(cat.get("conditional_steps") or [])]:
+            scopes = [key for key in ("items", "except_items") if key in step]
+            if len(scopes) > 1:
+                problems.append(f"{code}: step {step.get('ko')!r} has both items and except_items")
+            for key in scopes:
+                names = step[key]
+                if not isinstance(names, list) or not names:
+                    problems.append(f"{code}: step {step.get('ko')!r}: {key} must list items")
+                    continue
+                for name in names:
+                    if name not in groups and name not in known[code]:
+                        problems.append(
+                            f"{code}: step {step.get('ko')!r}: {key} names unknown item {name!r}"
+                        )
+    return problems
+
+
+CONDITION_FIELDS = {"when_ko", "when_en", "goes_to", "tag", "absent"}
+
+
+def _condition_problems(
+    categories: list[dict[str, Any]], tags: set[str], codes: list[str]
+) -> list[str]:
+    """An item's (or exclusion's) ``conditions:``: two or more, each saying when
+    (``when_ko``, ``when_en``) it goes to which known category (``goes_to``), optionally the
+    state that settles it (``tag``: present; ``absent``: the hint says it is not there), the
+    bins not all the same, and one of them the bin the item is listed for."""
+    problems = []
+    for cat in categories:
+        entries = [(cat["code"], item) for item in cat.get("items") or []] + [
+            (excl.get("goes_to"), excl) for excl in cat.get("exclusions") or []
+        ]
+        for home, entry in entries:
+            conditions = entry.get("conditions")
+            if conditions is None:
+                continue
+            where = f"{cat['code']}: {entry.get('ko')!r}"
+            if not isinstance(conditions, list) or len(conditions) < 2:
+                problems.append(f"{where}: conditions must list two or more bins")
+                continue
+            for condition in conditions:
+                if not isinstance(condition, dict):
+                    problems.append(f"{where}: a condition must be a mapping: {condition!r}")
+                    continue
+                unknown = set(condition) - CONDITION_FIELDS
+                if unknown:
+                    problems.append(f"{where}: condition has unknown field(s) {sorted(unknown)}")
+                for key in ("when_ko", "when_en", "goes_to"):
+                    if not condition.get(key):
+                        problems.append(f"{where}: a condition needs {key}")
+                if condition.get("goes_to") and condition["goes_to"] not in codes:
+                    problems.append(f"{where}: condition goes to unknown {condition['goes_to']!r}")
+                if "tag" in condition and "absent" in condition:
+                    problems.append(f"{where}: a condition has a tag or absent, not both")
+                state = condition.get("tag") or condition.get("absent")
+                if state is not None and state not in tags:
+                    problems.append(f"{where}: condition on unknown tag {state!r}")
+            bins = [c.get("goes_to") for c in conditions if isinstance(c, dict)]
+            if len(set(bins)) < 2:
+                problems.append(f"{where}: conditions must name at least two different bins")
+            if home not in bins:
+                problems.append(f"{where}: no condition names its own bin {home!r}")
+    return problems
+
+
 def names_of(entry: dict[str, Any]) -> list[str]:
     """An item's or exclusion's aliases followed by its brand names, without repeats.
 
@@ -158,15 +273,25 @@ def ordered_steps(category: dict[str, Any], tags: dict[str, SituationTag]) -> li
     """
     conditional = category.get("conditional_steps") or []
 
+    def scoped(step: dict[str, Any], **fields: Any) -> DisposalStep:
+        items, except_items = step_scope(category, step)
+        return DisposalStep(
+            text_ko=step["ko"],
+            text_en=step["en"],
+            items=items,
+            except_items=except_items,
+            **fields,
+        )
+
     def tagged(step: dict[str, Any]) -> DisposalStep:
-        return DisposalStep(tag=tags[step["tag"]], text_ko=step["ko"], text_en=step["en"])
+        return scoped(step, tag=tags[step["tag"]])
 
     ordered = []
     for number, step in enumerate(category.get("steps") or [], start=1):
         ordered += [tagged(c) for c in conditional if c.get("before") == number]
         replacements = [c for c in conditional if c.get("replaces") == number]
         unless_tag = tags[replacements[0]["tag"]] if replacements else None
-        ordered.append(DisposalStep(text_ko=step["ko"], text_en=step["en"], unless_tag=unless_tag))
+        ordered.append(scoped(step, unless_tag=unless_tag))
         ordered += [tagged(c) for c in replacements]
     return ordered + [tagged(c) for c in conditional if not {"before", "replaces"} & c.keys()]
 
@@ -238,6 +363,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     name_en=it["en"],
                     aliases=names_of(it),
                     reroutes=list(it.get("reroutes") or []),
+                    conditions=list(it.get("conditions") or []),
                 )
             )
         for e in c.get("exclusions") or []:
@@ -251,6 +377,7 @@ def _replace_rulebase(data: dict[str, Any]) -> dict[str, int]:
                     note_ko=e.get("note_ko", ""),
                     note_en=e.get("note_en", ""),
                     reroutes=list(e.get("reroutes") or []),
+                    conditions=list(e.get("conditions") or []),
                 )
             )
     DisposalStep.objects.bulk_create(steps)

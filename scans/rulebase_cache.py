@@ -79,11 +79,14 @@ class RuleBase:
         if not tags and not absent:
             return category, hops
         seen = {category.code}
-        key = (category.pk, item_name or "")
-        entry = self.items_by_name.get(key) or self.exclusions_by_name.get(key)
+        entry = self.entry_of(category, item_name)
         current = category
         while True:
-            rules = [*(entry.reroutes if entry else ()), *(current.reroutes or ())]
+            rules = [
+                *(entry.reroutes if entry else ()),
+                *(entry_condition_reroutes(entry) if entry else ()),
+                *(current.reroutes or ()),
+            ]
             hop = next(
                 (
                     r
@@ -104,17 +107,40 @@ class RuleBase:
                     "to": hop["goes_to"],
                     "note_ko": hop.get("note_ko") or "",
                     "note_en": hop.get("note_en") or "",
+                    # a condition of the item settled it: "다 쓰고 말린 빈 통이면"
+                    "when_ko": hop.get("when_ko") or "",
+                    "when_en": hop.get("when_en") or "",
                 }
             )
             current = self.by_code[hop["goes_to"]]
             seen.add(current.code)
             entry = None  # an item's own reroutes speak for its own category only
 
+    def entry_of(self, category: Category, item_name: str | None) -> Item | Exclusion | None:
+        """The rule base's item (or exclusion sending things to ``category``) a
+        classification's item name names, by its Korean name; None when it names none."""
+        key = (category.pk, item_name or "")
+        return self.items_by_name.get(key) or self.exclusions_by_name.get(key)
+
     def steps_of(self, category: Category) -> list[DisposalStep]:
         return [s for s in self.steps if s.category_id == category.pk]
 
     def exclusions_of(self, category: Category) -> list[Exclusion]:
         return [e for e in self.exclusions if e.category_id == category.pk]
+
+
+def entry_condition_reroutes(entry: Item | Exclusion) -> list[dict[str, Any]]:
+    """An item's ``conditions`` that a state settles (``tag`` or ``absent``), as reroutes: the
+    hint that says the paint tin is empty sends it to the bin of that condition."""
+    return [
+        {
+            key: condition[key]
+            for key in ("tag", "absent", "goes_to", "when_ko", "when_en")
+            if key in condition
+        }
+        for condition in entry.conditions or []
+        if isinstance(condition, dict) and ("tag" in condition or "absent" in condition)
+    ]
 
 
 _lock = threading.Lock()

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from .matching import compact, match_hint
-from .models import Category, Item, Scan, ScanOutcome
+from .models import Category, DisposalStep, Item, Scan, ScanOutcome
 from .rulebase_cache import RuleBase, current_rulebase
 
 
@@ -91,9 +91,11 @@ def match_rules(
     """The disposal rules for a classification, as a JSON snapshot stored on the scan.
 
     Only steps that apply (common steps, plus conditional steps whose tag is present, less
-    the common steps such a step replaces) are included, in the rule base's order, with
-    every exclusion of the category. Read from the in-memory rule base (scans.rulebase_cache):
-    one revision check, no table reads.
+    the common steps such a step replaces, and of those only the ones for this item:
+    ``applicable_steps``) are included, in the rule base's order, with every exclusion of the
+    category. An item whose bin depends on a condition nothing settled lists its
+    ``conditions`` (each with its bin), for the answer to state them all. Read from the
+    in-memory rule base (scans.rulebase_cache): one revision check, no table reads.
     """
     rulebase = rulebase or current_rulebase()
     category, matched_by = resolve_category(classification, rulebase)
@@ -103,13 +105,16 @@ def match_rules(
     # A state can send the item to another bin (broken glass is not the bottle bin): the
     # rule base's reroutes, for any provider. The offline matcher applies them itself, and says
     # so in its details; a category reached that way is not re-routed again.
-    category, rerouted = rulebase.reroute(category, classification.get("minor_category"), tags)
-    tag_names = {t.code: t.name_ko for t in rulebase.tags}
+    minor = classification.get("minor_category")
+    category, rerouted = rulebase.reroute(category, minor, tags)
+    tag_names = {t.code: (t.name_ko, t.name_en) for t in rulebase.tags}
     if not rerouted:
         earlier = (classification.get("details") or {}).get("rerouted") or []
         rerouted = [hop for hop in earlier if isinstance(hop, dict)]
         if rerouted and rerouted[-1].get("to") != category.code:
             rerouted = []
+    item = item_of_classification(category, minor, rulebase)
+    entry = rulebase.entry_of(category, item) if item else None
     return {
         "category_code": category.code,
         "kind": category.kind,
@@ -120,20 +125,24 @@ def match_rules(
         "summary_ko": category.summary_ko,
         "summary_en": category.summary_en,
         "matched_by": matched_by,
+        # the rule base's item the steps were chosen for ("" when it names none: then only
+        # the steps meant for every item of the category)
+        "item_ko": item,
         "rerouted": [
             {
                 **hop,
                 "from_ko": rulebase.by_code[hop["from"]].middle_ko,
-                "tag_ko": tag_names.get(hop["tag"], hop["tag"]),
+                "from_en": rulebase.by_code[hop["from"]].middle_en,
+                "tag_ko": tag_names.get(hop["tag"], (hop["tag"],) * 2)[0],
+                "tag_en": tag_names.get(hop["tag"], (hop["tag"],) * 2)[1],
             }
             for hop in rerouted
             if hop.get("from") in rulebase.by_code
         ],
+        "conditions": open_conditions(classification, entry, category, rerouted, tags, rulebase),
         "steps": [
             {"ko": s.text_ko, "en": s.text_en, "tag": s.tag.code if s.tag else None}
-            for s in rulebase.steps_of(category)
-            if (s.tag is None or s.tag.code in tags)
-            and (s.unless_tag is None or s.unless_tag.code not in tags)
+            for s in applicable_steps(rulebase.steps_of(category), item, tags)
         ],
         "exclusions": [
             {
@@ -152,6 +161,93 @@ def match_rules(
             if t.code in tags and t.fix_ko
         ],
     }
+
+
+def item_of_classification(category: Category, name: str | None, rulebase: RuleBase) -> str:
+    """The Korean name of the rule base's item (or exclusion) of ``category`` that a
+    classification's item names: by its Korean name, else by any of its names or aliases
+    (a vision model's own words); "" when it names none."""
+    if not name:
+        return ""
+    entry = rulebase.entry_of(category, name)
+    if entry is not None:
+        return entry.name_ko
+    item = _item_of(category, name, rulebase)
+    if item is not None:
+        return item.name_ko
+    wanted = compact(name)
+    for exclusion in rulebase.exclusions:
+        if exclusion.goes_to_id == category.pk or exclusion.category_id == category.pk:
+            names = [exclusion.name_ko, exclusion.name_en, *(exclusion.aliases or [])]
+            if any(compact(str(n)) == wanted for n in names):
+                return exclusion.name_ko
+    return ""
+
+
+def step_applies_to(step: DisposalStep, item: str) -> bool:
+    """Whether a step is for this item: a step limited to some items (``items``) is for those
+    only, and never for an item the rule base does not know (""); ``except_items`` are left
+    out."""
+    if step.items:
+        return item in step.items
+    return item not in (step.except_items or [])
+
+
+def applicable_steps(steps: list[DisposalStep], item: str, tags: set[str]) -> list[DisposalStep]:
+    """The steps that apply to ``item`` with ``tags``, in order: common steps and those of a
+    present tag, for this item (``step_applies_to``). A common step that a tag's step replaces
+    (``unless_tag``) gives way only when that replacement, the step right after it, applies."""
+    kept = []
+    for index, step in enumerate(steps):
+        if step.tag is not None and step.tag.code not in tags:
+            continue
+        if not step_applies_to(step, item):
+            continue
+        if step.unless_tag is not None and step.unless_tag.code in tags:
+            after = steps[index + 1] if index + 1 < len(steps) else None
+            if (
+                after is not None
+                and after.tag_id == step.unless_tag_id
+                and step_applies_to(after, item)
+            ):
+                continue
+        kept.append(step)
+    return kept
+
+
+def open_conditions(
+    classification: dict[str, Any],
+    entry: Any,
+    category: Category,
+    rerouted: list[dict[str, Any]],
+    tags: set[str],
+    rulebase: RuleBase,
+) -> list[dict[str, Any]]:
+    """The item's conditions (``conditions:`` in the rule base: a paint tin with or without
+    paint left) when nothing settled which one holds, each with its bin, for the answer to
+    state them all; [] when the item has none, or when they are settled: the owner chose, a
+    state re-routed the item, or a present tag names the bin it is in."""
+    conditions = [c for c in (entry.conditions if entry else None) or [] if isinstance(c, dict)]
+    if not conditions or classification.get("chosen_by") == "user" or rerouted:
+        return []
+    if any(c.get("tag") in tags and c.get("goes_to") == category.code for c in conditions):
+        return []
+    out = []
+    for condition in conditions:
+        goes_to = rulebase.by_code.get(condition.get("goes_to") or "")
+        if goes_to is None:
+            continue
+        out.append(
+            {
+                "when_ko": condition.get("when_ko") or "",
+                "when_en": condition.get("when_en") or "",
+                "goes_to": goes_to.code,
+                "goes_to_ko": goes_to.middle_ko,
+                "goes_to_en": goes_to.middle_en,
+                "current": goes_to.code == category.code,
+            }
+        )
+    return out if any(c["current"] for c in out) else []
 
 
 def rule_step_result(

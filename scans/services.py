@@ -863,7 +863,9 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
             return cached, provider.name, None, True
     try:
         release_db_connection()  # the call may take seconds; reconnect for the writes after it
-        result = provider.classify(VisionRequest(image=image, hint=scan.hint))
+        result = provider.classify(
+            VisionRequest(image=image, hint=scan.hint, language=scan.language)
+        )
         classification = result.to_dict()
         usage = classification.pop("usage", None)
         # Only a classification is cached: an unclassified result (the model not sure, below

@@ -25,6 +25,8 @@ from .filters import ScanFilter
 from .forms import HintForm, ScanUploadForm
 from .models import Category, Item, Scan, ScanOutcome, ScanStatus, ScanStep
 from .providers import vision_sees_photos
+from .providers.base import rules_language
+from .providers.offline import rule_answer
 from .selectors import scans_visible_to
 from .serializers import ScanSerializer, question_message
 
@@ -155,10 +157,11 @@ def certainty(classification: dict) -> dict:
 def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
     """What the result card shows, in the page's language.
 
-    In Korean, and in English for a scan made in English (its guidance is written in English):
-    the guidance as written (steps, what to fix, the short answer). In English for a scan made
-    in Korean: the category and the rule base's English steps and fixes; the written answer,
-    in Korean, is kept as "original guidance".
+    In the scan's own language (the one its guidance is written in): the guidance as written
+    (steps, what to fix, the short answer). In the other one (a Korean scan read in English, an
+    English one in Korean): the rules' own answer in the page's language (the rule base's
+    steps and fixes, the item's bin, its conditions); the written answer is kept as
+    "original guidance".
     """
     if scan.status != ScanStatus.COMPLETED:
         return None
@@ -196,14 +199,23 @@ def result_card(scan: Scan, *, language: str, staff: bool) -> dict | None:
             }
             for ex in rules.get("exclusions") or []
         ]
-    if english and not scan.language.startswith("en"):
-        card["steps"] = [s["en"] for s in rules.get("steps") or [] if s.get("en")]
-        card["fixes"] = [f["en"] for f in rules.get("fixes") or [] if f.get("en")]
-        card["answer"] = card.get("summary") or _(
-            "We could not tell what this is. Describe the item in the hint, for example "
-            "“clear PET bottle, label on”, and scan again."
-        )
+    page_language = rules_language(language)
+    if page_language != rules_language(scan.language):
+        # written in the other language (a Korean scan read in English, or the other way):
+        # the rules' own answer in the page's language, the written one kept as the original
+        if card["classified"]:
+            shown = rule_answer(classification, rules, page_language)
+            card["steps"] = shown["disposal_steps"]
+            card["fixes"] = shown["insufficiencies"]
+            card["answer"] = shown["user_answer"]
+        else:
+            card["steps"], card["fixes"] = [], []
+            card["answer"] = _(
+                "We could not tell what this is. Describe the item in the hint, for example "
+                "“clear PET bottle, label on”, and scan again."
+            )
         card["original_answer"] = answer.get("user_answer", "")
+        card["original_language"] = rules_language(scan.language)
     else:
         card["steps"] = answer.get("disposal_steps") or []
         card["fixes"] = answer.get("insufficiencies") or []

@@ -501,14 +501,15 @@ def test_a_state_said_to_be_absent_re_routes_too(rulebase, hint, category):
     found = match_hint(hint)
     assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
     if category == "metal":
-        assert found.rerouted[0] | {"note_ko": ""} == {
+        hop = found.rerouted[0]
+        assert {key: hop[key] for key in ("from", "tag", "absent", "to")} == {
             "from": "hazardous",
             "tag": "contents_left",
             "absent": True,
             "to": "metal",
-            "note_ko": "",
-            "note_en": found.rerouted[0]["note_en"],
         }
+        # the paint tin's condition settled it, and says which: "…빈 통이면"
+        assert hop["when_ko"].endswith("빈 통이면") and hop["when_en"]
 
 
 def test_the_rule_step_re_routes_any_provider_s_classification(rulebase):

@@ -182,3 +182,83 @@ def test_the_same_words_name_one_bin_unless_a_brand_is_shared_on_purpose():
 
     clashes = {word: bins for word, bins in bins_of.items() if len(bins) > 1 and word not in brands}
     assert not clashes
+
+
+# --- steps for some items only, and items whose bin depends on a condition -------------------
+def _category(data, code):
+    return next(c for c in data["categories"] if c["code"] == code)
+
+
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [
+        ({"items": ["알루미늄 캔", "유니콘"]}, "items names unknown item '유니콘'"),
+        ({"except_items": ["소주병"]}, "except_items names unknown item '소주병'"),  # glass's
+        ({"items": []}, "items must list items"),
+        ({"items": ["gas"], "except_items": ["cans"]}, "has both items and except_items"),
+    ],
+)
+def test_a_step_limited_to_items_must_name_items_of_its_category(scope, message):
+    data = read_rulebase()
+    metal = _category(data, "metal")
+    metal["steps"][0] = {key: metal["steps"][0][key] for key in ("ko", "en")} | scope
+    with pytest.raises(RuleBaseError, match=message):
+        validate_rulebase(data)
+
+
+def test_an_item_group_names_items_of_its_category():
+    data = read_rulebase()
+    _category(data, "metal")["item_groups"]["gas"].append("생수병")
+    with pytest.raises(RuleBaseError, match="item group 'gas' names unknown item '생수병'"):
+        validate_rulebase(data)
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message"),
+    [
+        ([{"goes_to": "plastic", "when_ko": "x", "when_en": "x"}], "two or more bins"),
+        (
+            [
+                {"goes_to": "plastic", "when_ko": "x", "when_en": "x"},
+                {"goes_to": "plastic", "when_ko": "y", "when_en": "y"},
+            ],
+            "at least two different bins",
+        ),
+        (
+            [
+                {"goes_to": "paper_pack", "when_ko": "x", "when_en": "x"},
+                {"goes_to": "general", "when_ko": "y", "when_en": "y"},
+            ],
+            "no condition names its own bin 'plastic'",
+        ),
+        (
+            [
+                {"goes_to": "plastic", "when_ko": "x", "when_en": "x"},
+                {"goes_to": "nowhere", "when_ko": "y", "when_en": "y"},
+            ],
+            "condition goes to unknown 'nowhere'",
+        ),
+        (
+            [
+                {"goes_to": "plastic", "when_ko": "x"},
+                {"goes_to": "general", "when_ko": "y", "when_en": "y", "tag": "no_such_tag"},
+            ],
+            "needs when_en.*condition on unknown tag 'no_such_tag'",
+        ),
+    ],
+)
+def test_an_items_conditions_name_two_bins_one_of_them_its_own(conditions, message):
+    data = read_rulebase()
+    cup = next(i for i in _category(data, "plastic")["items"] if i["ko"] == "테이크아웃 컵")
+    cup["conditions"] = conditions
+    with pytest.raises(RuleBaseError, match=message):
+        validate_rulebase(data)
+
+
+def test_item_scopes_and_conditions_are_stored(rulebase):
+    butane = DisposalStep.objects.get(category__code="metal", text_ko__startswith="부탄가스")
+    assert butane.items == ["부탄가스", "스프레이 캔", "다 쓴 스프레이 캔"]
+    scrap = DisposalStep.objects.get(category__code="metal", text_ko__startswith="냄비·공구")
+    assert "알루미늄 캔" in scrap.except_items and not scrap.items
+    cup = Item.objects.get(name_ko="테이크아웃 컵")
+    assert {c["goes_to"] for c in cup.conditions} == {"plastic", "paper_pack"}

@@ -350,6 +350,22 @@ def test_the_result_card_in_english_uses_the_rule_base_in_english(rulebase, user
     assert "Original guidance (Korean)" in page and "무색페트병(으)로 배출해요." in page
 
 
+def test_an_english_scan_read_in_korean_shows_the_rules_in_korean(rulebase, user):
+    scan = completed_scan(user, language="en")
+    scan.answer = {
+        "disposal_steps": ["Peel off the plastic label."],
+        "insufficiencies": ["Peel off the plastic label."],
+        "user_answer": "Clear PET bottle: put it out with clear PET bottles.",
+    }
+    scan.save(update_fields=["answer"])
+
+    page = logged_in(user).get(f"/scans/{scan.id}/").content.decode()
+
+    assert "비닐 라벨을 떼어 주세요." in page  # what to fix, in Korean
+    assert "무색페트병으로 배출해요." in page  # the headline the rules give, in Korean
+    assert "원래 안내문 (영어)" in page and "put it out with clear PET bottles" in page
+
+
 def test_staff_see_provider_tokens_and_cost(rulebase, user, staff_user):
     scan = completed_scan(
         user,

@@ -43,12 +43,19 @@ class Usage:
     prompt_version: str = ""
 
 
+def rules_language(language: str) -> str:
+    """The rule base's texts are Korean and English: other languages get the English ones."""
+    return "ko" if (language or "ko").split("-")[0] == "ko" else "en"
+
+
 @dataclass(frozen=True)
 class VisionRequest:
     """The prepared photo (re-encoded JPEG, metadata stripped) and the user's hint."""
 
     image: bytes
     hint: str = ""
+    # the scan's language: what a provider says in words (the offline note) is written in it
+    language: str = "ko"
 
 
 @dataclass

@@ -6,13 +6,49 @@ the answer from the matched rules, and every result says so (``provider: "offlin
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..matching import match_hint
 from ..models import Category, Exclusion
 from ..rulebase_cache import current_rulebase
-from .base import Answer, AnswerRequest, Classification, VisionRequest
+from .base import Answer, AnswerRequest, Classification, VisionRequest, rules_language
+from .grounding import bin_names, consistent_answer
 
 OFFLINE = "offline"
 EXAMPLE_HINT = "투명 페트병, 라벨 있음"
+EXAMPLE_HINTS = {"ko": EXAMPLE_HINT, "en": "clear PET bottle, label on"}
+
+# What the offline provider says in each language of the rule base (``rules_language``).
+TEXTS = {
+    "ko": {
+        "note": "오프라인 모드: 사진은 보지 않고 힌트 글자로만 분류했어요.",
+        "offline": "오프라인 모드에서는 사진을 볼 수 없어요.",
+        "ambiguous": "여러 품목이 섞여 있거나 애매해요. 한 번에 한 가지 물건만, 이름을 적어 다시 "
+        "스캔해 주세요.",
+        "vague": "어떤 물건인지 더 알려 주세요. 재질이나 물건 이름을 적어 다시 스캔해 주세요.",
+        "instruction_only": "힌트에는 버릴 물건을 적어 주세요. 물건 이름을 적어 다시 스캔해 주세요.",
+        "unknown": "무엇인지 알 수 없어요. 물건 이름을 힌트에 적어 다시 스캔해 주세요.",
+        "one_of": " 혹시 {items} 중 하나인가요?",
+        "describe": "물건 설명이 필요해요 (예: '{example}').",
+        "fixes_first": " 배출 전에 {count}가지를 먼저 챙겨 주세요.",
+        "fix_first": " 배출 전에 1가지를 먼저 챙겨 주세요.",
+        "steps_for": " 아래 방법은 {bin} 기준이에요.",
+    },
+    "en": {
+        "note": "Offline mode: classified from the hint's words only; the photo was not looked at.",
+        "offline": "In offline mode the photo is not looked at.",
+        "ambiguous": "Several items are mixed, or it is unclear which one. Scan one item at a "
+        "time and write its name in the hint.",
+        "vague": "Tell us more about the item: write its material or its name and scan again.",
+        "instruction_only": "Write the item you are throwing away in the hint, then scan again.",
+        "unknown": "We can't tell what this is. Write the item's name in the hint and scan again.",
+        "one_of": " Is it one of these: {items}?",
+        "describe": "Describe the item (for example '{example}').",
+        "fixes_first": " First fix the {count} things below.",
+        "fix_first": " First fix the one thing below.",
+        "steps_for": " The steps below are for {bin}.",
+    },
+}
 
 
 def _final_consonant(word: str) -> int | None:
@@ -38,6 +74,44 @@ def direction(word: str) -> str:
     return word + ("(으)로" if final is None else "으로" if final not in (0, 8) else "로")
 
 
+def bin_en(middle_en: str) -> str:
+    """A bin's English name inside a sentence: "Metals and cans" → "metals and cans" (an
+    initialism such as PET keeps its capitals)."""
+    name = " ".join(middle_en.split())
+    if len(name) > 1 and name[1].isupper():
+        return name
+    return name[:1].lower() + name[1:]
+
+
+def item_en(name: str) -> str:
+    """An item's English name starting a sentence: "clear PET bottle" → "Clear PET bottle"."""
+    return name[:1].upper() + name[1:]
+
+
+def goes_to_sentence(item: str, rules: dict[str, Any], language: str) -> str:
+    """ "<item> goes to <bin>": the headline's plain form, in natural Korean or English."""
+    if language == "en":
+        return f"{item_en(item)}: put it out with {bin_en(rules['middle_en'])}."
+    return f"{topic(item)} {direction(rules['middle_ko'])} 배출해요."
+
+
+def conditions_sentence(rules: dict[str, Any], language: str) -> str:
+    """An item whose bin depends on a condition nothing settled: every condition with its
+    bin, as one "if …, then …" sentence, and which one the steps below follow."""
+    conditions = rules.get("conditions") or []
+    if not conditions:
+        return ""
+    texts = TEXTS[language]
+    if language == "en":
+        parts = [f"{c['when_en']}, put it out with {bin_en(c['goes_to_en'])}" for c in conditions]
+        said = "; ".join(parts)
+        sentence = said[:1].upper() + said[1:] + "."
+        return sentence + texts["steps_for"].format(bin=bin_en(rules["middle_en"]))
+    parts = [f"{c['when_ko']} {direction(c['goes_to_ko'])}" for c in conditions]
+    sentence = ", ".join(parts) + " 배출해요."
+    return sentence + texts["steps_for"].format(bin=rules["middle_ko"])
+
+
 class OfflineVisionProvider:
     name = OFFLINE
     sees_photos = False  # it reads the hint; the photo is stored and shown, never looked at
@@ -45,7 +119,7 @@ class OfflineVisionProvider:
     def classify(self, request: VisionRequest) -> Classification:
         hint = request.hint.strip()
         found = match_hint(hint)
-        note = "오프라인 모드: 사진은 보지 않고 힌트 글자로만 분류했어요."
+        note = TEXTS[rules_language(request.language)]["note"]
         if found.outcome != "classified":
             return Classification(
                 outcome="unclassified",
@@ -74,65 +148,130 @@ class OfflineVisionProvider:
 
 
 class OfflineAnswerProvider:
+    """Composes the answer from the matched rules in the scan's language (Korean, or English
+    for every other language: ``rules_language``), and checks it the way every answer is
+    checked (``grounding.consistent_answer``): one bin throughout."""
+
     name = OFFLINE
 
     def compose(self, request: AnswerRequest) -> Answer:
-        rules = request.rules
-        classification = request.classification
-        if rules is None:
-            details = classification.get("details") or {}
-            reason = details.get("reason")
-            if reason == "ambiguous":
-                ask = "여러 품목이 섞여 있거나 애매해요. 한 번에 한 가지 물건만, 이름을 적어 다시 스캔해 주세요."
-            elif reason == "vague":
-                ask = "어떤 물건인지 더 알려 주세요. 재질이나 물건 이름을 적어 다시 스캔해 주세요."
-            elif reason == "instruction_only":
-                ask = "힌트에는 버릴 물건을 적어 주세요. 물건 이름을 적어 다시 스캔해 주세요."
-            else:
-                ask = "무엇인지 알 수 없어요. 물건 이름을 힌트에 적어 다시 스캔해 주세요."
-            choices = [
-                c.get("item") for c in classification.get("candidates") or [] if c.get("item")
-            ]
-            if choices:
-                ask += f" 혹시 {', '.join(choices[:4])} 중 하나인가요?"
-            # what the hint says about its state needs doing whatever the bin turns out to be
-            tags = set(classification.get("situation_tags") or [])
-            fixes = [t.fix_ko for t in current_rulebase().tags if t.code in tags and t.fix_ko]
-            return Answer(
-                disposal_steps=[],
-                insufficiencies=[f"물건 설명이 필요해요 (예: '{EXAMPLE_HINT}').", *fixes],
-                user_answer=f"오프라인 모드에서는 사진을 볼 수 없어요. {ask}",
-                provider=self.name,
-            )
-        steps = [step["ko"] for step in rules["steps"]]
-        fixes = [fix["ko"] for fix in rules["fixes"]]
-        item = classification.get("minor_category") or rules["middle_ko"]
-        details = classification.get("details") or {}
-        note = None
-        rerouted = rules.get("rerouted") or []
-        if rerouted:
-            # a state sent it to another bin: say which, and why
-            hop = rerouted[0]
-            note = hop.get("note_ko") or (
-                f"{hop.get('tag_ko') or hop['tag']} 상태라 {hop.get('from_ko') or hop['from']}이(가) "
-                f"아니라 {direction(rules['middle_ko'])} 배출해요."
-            )
-        elif details.get("source") == "exclusion":
-            # the hint named something people often put in the wrong bin: its note says why
-            note = (
-                Exclusion.objects.filter(name_ko=item, goes_to__code=rules["category_code"])
-                .exclude(note_ko="")
-                .values_list("note_ko", flat=True)
-                .first()
-            )
-        answer = note or f"{topic(item)} {direction(rules['middle_ko'])} 배출해요."
-        if fixes:
-            answer += f" 배출 전에 {len(fixes)}가지를 먼저 챙겨 주세요."
-        elif steps:
-            answer += f" {steps[0]}"
+        language = rules_language(request.language)
+        if request.rules is None:
+            return self._ask(request.classification, language)
+        answer = rule_answer(request.classification, request.rules, language)
+        rulebase = current_rulebase()
+        checked = consistent_answer(answer, request.rules, language, bin_names(rulebase.categories))
         return Answer(
-            disposal_steps=steps,
-            insufficiencies=fixes,
-            user_answer=answer,
+            disposal_steps=checked.disposal_steps,
+            insufficiencies=checked.insufficiencies,
+            user_answer=checked.user_answer,
+            provider=self.name,
+            checks=checked.checks,
+        )
+
+    def _ask(self, classification: dict[str, Any], language: str) -> Answer:
+        """Not sure what it is: ask for a description, naming the candidates, and say what the
+        hint's states need whatever the bin turns out to be."""
+        texts = TEXTS[language]
+        reason = (classification.get("details") or {}).get("reason")
+        ask = texts[reason if reason in ("ambiguous", "vague", "instruction_only") else "unknown"]
+        name = "item_en" if language == "en" else "item"
+        choices = [
+            c.get(name) or c.get("item")
+            for c in classification.get("candidates") or []
+            if isinstance(c, dict) and c.get("item")
+        ]
+        if choices:
+            ask += texts["one_of"].format(items=", ".join(choices[:4]))
+        tags = set(classification.get("situation_tags") or [])
+        fixes = [
+            t.fix_en if language == "en" else t.fix_ko
+            for t in current_rulebase().tags
+            if t.code in tags and t.fix_ko
+        ]
+        return Answer(
+            disposal_steps=[],
+            insufficiencies=[
+                texts["describe"].format(example=EXAMPLE_HINTS[language]),
+                *[fix for fix in fixes if fix],
+            ],
+            user_answer=f"{texts['offline']} {ask}",
             provider=self.name,
         )
+
+
+def rule_answer(
+    classification: dict[str, Any], rules: dict[str, Any], language: str
+) -> dict[str, Any]:
+    """The answer the rules give, in ``language`` ("ko" or "en"): the steps and what to fix as
+    the rule base words them, and a headline that says where the item goes and, first, why
+    when that is not where people think (a state re-routed it, or it is a classic wrong-bin
+    item), or every condition with its bin when the bin depends on one nothing settled."""
+    texts = TEXTS[language]
+    steps = [step.get(language) or step["ko"] for step in rules["steps"]]
+    fixes = [fix.get(language) or fix["ko"] for fix in rules["fixes"]]
+    item = _item_name(classification, rules, language)
+    headline = conditions_sentence(rules, language) or _why(classification, rules, language)
+    headline = headline or goes_to_sentence(item, rules, language)
+    if fixes:
+        headline += texts["fix_first" if len(fixes) == 1 else "fixes_first"].format(
+            count=len(fixes)
+        )
+    elif steps and not rules.get("conditions"):
+        headline += f" {steps[0]}"
+    return {"disposal_steps": steps, "insufficiencies": fixes, "user_answer": headline}
+
+
+def _item_name(classification: dict[str, Any], rules: dict[str, Any], language: str) -> str:
+    item = classification.get("minor_category") or ""
+    if language == "ko":
+        return item or rules["middle_ko"]
+    if item:
+        rulebase = current_rulebase()
+        for entry in [*rulebase.items, *rulebase.exclusions]:
+            if entry.name_ko == item and entry.name_en:
+                return entry.name_en
+        if not any("\uac00" <= char <= "\ud7a3" for char in item):
+            return item  # a vision model's own English words
+    return rules["middle_en"]
+
+
+def _why(classification: dict[str, Any], rules: dict[str, Any], language: str) -> str:
+    """Why it goes where it goes, when that is not where people think; "" otherwise."""
+    rerouted = rules.get("rerouted") or []
+    if rerouted:
+        # a state (or a settled condition of the item) sent it to another bin: say which
+        hop = rerouted[0]
+        note = hop.get(f"note_{language}") or ""
+        if note:
+            return note
+        when = hop.get(f"when_{language}") or ""
+        if language == "en":
+            if when:
+                return f"{item_en(when)}, put it out with {bin_en(rules['middle_en'])}."
+            state = (hop.get("tag_en") or hop["tag"]).lower()
+            came_from = bin_en(hop.get("from_en") or hop["from"])
+            return (
+                f"Because it is {state}, it goes with {bin_en(rules['middle_en'])}, "
+                f"not {came_from}."
+            )
+        if when:
+            return f"{when} {direction(rules['middle_ko'])} 배출해요."
+        return (
+            f"{hop.get('tag_ko') or hop['tag']} 상태라 {hop.get('from_ko') or hop['from']}이(가) "
+            f"아니라 {direction(rules['middle_ko'])} 배출해요."
+        )
+    if (classification.get("details") or {}).get("source") == "exclusion":
+        # the hint named something people often put in the wrong bin: its note says why
+        field = "note_en" if language == "en" else "note_ko"
+        return (
+            Exclusion.objects.filter(
+                name_ko=classification.get("minor_category") or "",
+                goes_to__code=rules["category_code"],
+            )
+            .exclude(**{field: ""})
+            .values_list(field, flat=True)
+            .first()
+            or ""
+        )
+    return ""

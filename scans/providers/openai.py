@@ -56,6 +56,7 @@ from .base import (
     TransientProviderError,
     Usage,
     VisionRequest,
+    rules_language,
 )
 from .grounding import GROUNDING_VERSION, bin_names, check_answer
 from .offline import EXAMPLE_HINT
@@ -695,11 +696,6 @@ class OpenAIVisionProvider(_OpenAIProvider):
 
 
 # --- answer ---------------------------------------------------------------------------------
-def rules_language(language: str) -> str:
-    """The rule base's texts are Korean and English: other languages get the English ones."""
-    return "ko" if language.split("-")[0] == "ko" else "en"
-
-
 def language_name(language: str) -> str:
     try:
         return get_language_info(language)["name"]
@@ -727,6 +723,10 @@ def _rules_for_prompt(rules: dict[str, Any], language: str) -> dict[str, Any]:
         "exclusions": [
             {"item": ex.get(lang), "goes_to": goes_to(ex), "note": ex.get(f"note_{lang}") or ""}
             for ex in rules.get("exclusions") or []
+        ],
+        "conditions": [
+            {"when": c.get(f"when_{lang}") or "", "goes_to": c.get(f"goes_to_{lang}") or ""}
+            for c in rules.get("conditions") or []
         ],
     }
 
