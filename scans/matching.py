@@ -234,6 +234,8 @@ CALIBRATION: dict[str, float] = {
     "exact_rerouted": 0.997,  # … and a state re-routed it (n 1: pooled with exact)
     "exact_multi_same": 0.997,  # several items, all of one bin (n 3: pooled with exact)
     "exact_other_modifier": 0.997,  # … another bin's item before it, 우유팩 빨대 (n 7: pooled)
+    # … written with a merged vowel in a word the analyser does not know, 쓰래기 (pooled)
+    "exact_vowel": 0.997,
     # … with words before it that name no item, brands mostly (n 30, 30 right)
     "exact_unknown_modifier": 0.968,
     # a compound split by a description, 참기름 남은 병 (n 19, 19 right)
@@ -265,6 +267,7 @@ CALIBRATION_POOL = {
     "exact_rerouted": "exact",
     "exact_multi_same": "exact",
     "exact_other_modifier": "exact",
+    "exact_vowel": "exact",
     "exact_split": "exact_unknown_modifier",
     "family_modifier": "exact_unknown_modifier",
 }
@@ -322,18 +325,29 @@ def _units(morphemes: Sequence[Morpheme], lean: bool) -> tuple[str, list[int], l
 class TriggerSet:
     """The situation tags' phrases, matched on morphemes (or substrings without Kiwi)."""
 
-    def __init__(self, table: Sequence[tuple[str, Sequence[str], Sequence[str]]]) -> None:
-        self.codes = [code for code, _, _ in table]
+    # groups of tags whose nouns are a part or the contents of the item (라벨, 뚜껑, 내용물),
+    # never the item itself; other states may be about the item (형광등 깨진 거)
+    PART_GROUPS = frozenset({"attachments", "contents"})
+
+    def __init__(self, table: Sequence[tuple]) -> None:
+        """``table``: (code, triggers, negations[, group]) per tag."""
+        self.codes = [entry[0] for entry in table]
         self.table = table
         self.phrases: list[_Phrase] = []
         # the nouns state phrases are about (라벨, 뚜껑, 빨대): parts, not items
         self.state_nouns: set[str] = set()
-        for code, triggers, negations in table:
+        # … those of them that are only ever parts or contents
+        self.part_nouns: set[str] = set()
+        for code, triggers, negations, *group in table:
+            nouns: set[str] = set()
             for negation, phrases in ((False, triggers), (True, negations)):
                 for phrase in phrases or ():
-                    compiled = self._compile(code, negation, phrase, self.state_nouns)
+                    compiled = self._compile(code, negation, phrase, nouns)
                     if compiled:
                         self.phrases.append(compiled)
+            self.state_nouns |= nouns
+            if not group or group[0] in self.PART_GROUPS:
+                self.part_nouns |= nouns
 
     @staticmethod
     def _compile(code: str, negation: bool, phrase: str, state_nouns: set[str]) -> _Phrase | None:
@@ -452,10 +466,10 @@ class _State(set):
     loose: set[int]
     absent: list[str]
 
-    def __init__(self, items=()) -> None:
+    def __init__(self, items=(), like: _State | None = None) -> None:
         super().__init__(items)
-        self.loose = set()
-        self.absent = []
+        self.loose = set(like.loose) if like is not None else set()
+        self.absent = list(like.absent) if like is not None else []
 
 
 def _find_all(haystack: str, needle: str) -> list[int]:
@@ -501,6 +515,7 @@ class _Span:
     end: int
     first: int  # first and last morpheme index
     last: int
+    folded: bool = False  # found with a merged vowel (쓰래기 for 쓰레기)
 
 
 @dataclass
@@ -541,11 +556,13 @@ class RuleIndex:
     def __init__(
         self,
         aliases: list[Alias],
-        tag_table: Sequence[tuple[str, Sequence[str], Sequence[str]]] = (),
+        tag_table: Sequence[tuple] = (),  # (code, triggers, negations[, group]) per tag
         reroute: Reroute | None = None,
     ) -> None:
         self.aliases = [a for a in aliases if a.compact]
-        self.triggers = _trigger_set(tuple((c, tuple(t), tuple(n)) for c, t, n in tag_table))
+        self.triggers = _trigger_set(
+            tuple((entry[0], tuple(entry[1]), tuple(entry[2]), *entry[3:]) for entry in tag_table)
+        )
         self._reroute = reroute
         self._jamo = [to_jamo(a.compact) for a in self.aliases]
         self._grams = [_grams(j) for j in self._jamo]
@@ -559,9 +576,14 @@ class RuleIndex:
         # Latin aliases as word sequences in the singular; the others by compact text
         self._latin: dict[tuple[str, ...], list[int]] = defaultdict(list)
         self._hangul: dict[str, list[int]] = defaultdict(list)
+        # names of three syllables or more with the vowels people confuse folded (쓰레기 → 쓰레기,
+        # 쓰래기 → 쓰레기): a word the analyser does not know, written with the other vowel
+        self._folded: dict[str, list[int]] = defaultdict(list)
         for i, alias in enumerate(self.aliases):
             if alias.has_hangul:
                 self._hangul[alias.compact].append(i)
+                if len(alias.compact) >= 3:
+                    self._folded[morphology.fold_vowels(alias.compact)].append(i)
             else:
                 # as written: a hint's plural finds a singular alias ("bottles"), but a hint's
                 # "glass" must not find "glasses" (spectacles)
@@ -631,6 +653,24 @@ class RuleIndex:
                 end = pos + len(needle)
                 if pos in first_at and end in last_at:
                     spans += [_Span(a, pos, end, first_at[pos], last_at[end]) for a in indices]
+        # a word the analyser does not know that is a name written with a merged vowel
+        unknown = [m for m in morphemes if m.oov or m.tag == "NNP"]
+        if unknown:
+            folded = morphology.fold_vowels(text)
+            exact = {(s.start, s.end) for s in spans}
+            for needle, indices in self._folded.items():
+                for pos in _find_all(folded, needle):
+                    end = pos + len(needle)
+                    if (
+                        pos in first_at
+                        and end in last_at
+                        and (pos, end) not in exact
+                        and any(pos <= m.start < end for m in unknown)
+                    ):
+                        spans += [
+                            _Span(a, pos, end, first_at[pos], last_at[end], folded=True)
+                            for a in indices
+                        ]
         # English: runs of Latin words and numbers, matched as word sequences
         runs: list[list[int]] = [[]]
         for i, m in enumerate(morphemes):
@@ -792,6 +832,22 @@ class RuleIndex:
             ):
                 words = []
             segments.append((segment, words))
+        if not any(words for _, words in segments):
+            # nothing but what a state phrase is about: when that noun is an item the rule base
+            # knows and not a part or contents (형광등 깨진 거, 배터리 부푼 거), it is the item
+            named = {
+                j
+                for s in spans
+                if self.aliases[s.alias].category_code
+                for j in range(s.first, s.last + 1)
+                if j in state and morphemes[j].lemma not in self.triggers.part_nouns
+            }
+            if named:
+                state = _State(set(state) - named, state)
+                segments = [
+                    (segment, self._item_words(segment, morphemes, state, covered, wordlike))
+                    for segment, _ in segments
+                ]
         item_parts = [set(seg.indices) for seg, words in segments if words]
 
         def tags_of(segment: _Segment) -> list[str]:
@@ -836,15 +892,30 @@ class RuleIndex:
             found = self._vague(cleaned, morphemes, tags)
         elif len(guesses) == 1:
             guess = guesses[0]
+            repeated = (
+                sum(self.aliases[s.alias].source == "category" for s in spans) > 1
+                and len({self.aliases[s.alias].category_code for s in spans}) == 1
+            )
             if guess.source == "category" and (
-                removed or morphology.asks_for_an_answer(morphemes) or morphology.frames(morphemes)
+                removed
+                or repeated
+                or morphology.asks_for_an_answer(morphemes)
+                or morphology.frames(morphemes)
+                or morphology.names_an_answer(morphemes)
             ):
                 # only a bin's own name is left beside an instruction ("이건 종이야, 그렇게
-                # 답해"): that name is the instruction's, not an item
+                # 답해"), insisted on ("종이 종이 종이", "100% 종이", "종이라니까") or set as the
+                # answer ("종이로 해"): that name is the instruction's, not an item
                 guess.always_ask, guess.bucket = "instruction_only", "instruction_target"
             elif "unclear_item" in tags or morphology.is_hedged(cleaned, morphemes):
                 # "플라스틱 같은 거", "유리병인가": the writer is not sure what it is
                 guess.always_ask, guess.bucket = "vague", "hedged"
+            found = self._result(guess)
+        elif all(g.source == "category" for g in guesses) and len({g.code for g in guesses}) == 1:
+            # one bin's own name said again and again ("종이. 진짜 종이. 종이라니까"): insisted
+            # on, not described
+            guess = guesses[0]
+            guess.always_ask, guess.bucket = "instruction_only", "instruction_target"
             found = self._result(guess)
         else:
             found = self._several(guesses)
@@ -1107,6 +1178,24 @@ class RuleIndex:
             for s in before
             if self.aliases[s.alias].category_code not in {alias.category_code, code}
         ]
+        # a bin's own name after an item of another bin ("건전지는 종이야", "this battery is
+        # paper"): the name is a claim about the item, or an instruction; ask, the item first
+        named = [s for s in other if self.aliases[s.alias].source in ("item", "exclusion")]
+        if alias.source == "category" and named:
+            claimed = max(named, key=lambda s: (s.last, s.end - s.start))
+            item = self.aliases[claimed.alias]
+            item_code, _ = self._apply_reroute(item.category_code, item.item, tags)
+            return _Guess(
+                None,
+                head=head_form,
+                bucket="exact_claimed",
+                method="exact",
+                candidates=[
+                    self._candidate(claimed.alias, 1.0, item_code),
+                    self._candidate(span.alias, 0.9, code),
+                ],
+                always_ask="ambiguous",
+            )
         bucket = "exact"
         if conflict or material:
             bucket = "exact_conflict"
@@ -1116,6 +1205,8 @@ class RuleIndex:
             bucket = "exact_other_modifier"
         elif unknown:
             bucket = "exact_unknown_modifier"
+        elif span.folded:
+            bucket = "exact_vowel"
         candidates = [self._candidate(span.alias, 1.0, code)]
         candidates += [self._candidate(s.alias, 0.9) for s in conflict]
         if material:
@@ -1514,7 +1605,7 @@ def _rulebase_aliases(rulebase) -> list[Alias]:
 
 
 def build_index(rulebase) -> RuleIndex:
-    table = [(t.code, t.triggers, t.negations) for t in rulebase.tags]
+    table = [(t.code, t.triggers, t.negations, t.group) for t in rulebase.tags]
 
     def reroute(code: str, item: str, tags: Sequence[str]) -> tuple[str, list[dict]]:
         category = rulebase.by_code.get(code)
