@@ -902,6 +902,7 @@ class RuleIndex:
                 or morphology.asks_for_an_answer(morphemes)
                 or morphology.frames(morphemes)
                 or morphology.names_an_answer(morphemes)
+                or morphology.asks_back(cleaned, morphemes)
             ):
                 # only a bin's own name is left beside an instruction ("이건 종이야, 그렇게
                 # 답해"), insisted on ("종이 종이 종이", "100% 종이", "종이라니까") or set as the
@@ -979,8 +980,19 @@ class RuleIndex:
         # another name of its first part (styrofoam 박스 is a 스티로폼 박스)
         # (only when the head's own alias is the head word alone: 스티로폼 상자 is already one)
         compound = any(s.first < head for s in covering)
-        for i in reversed(words[:-1] if not compound else []):
+        # the first part may be what a state is about (샴푸 남은 통: shampoo left in it)
+        firsts = [
+            j
+            for j in segment.indices
+            if j < head and (j in words or (j in state and morphemes[j].is_noun))
+        ]
+        for i in reversed(firsts if not compound else []):
             first = morphemes[i]
+            if any(
+                morphemes[j].is_noun and morphemes[j].lemma in morphology.MATERIAL_WORDS
+                for j in range(i + 1, head)
+            ):
+                break  # 계란 플라스틱 판: a material between says what the head is made of
             names = [(first.form, first.lemma)]
             for mod in modifiers:
                 if mod.last == i:

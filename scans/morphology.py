@@ -415,16 +415,28 @@ INSTRUCTION_VERBS = _words(
 FRAMING_WORDS = _words(
     """
     카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제 확실 확실히 틀림없 틀림없이
-    분명 분명히 반드시 100 백퍼 챗봇 봇 인공지능 모델
+    분명 분명히 반드시 100 백퍼 챗봇 봇 인공지능 모델 끝 확정
     category answer classify classified categorize categorized categorise categorised label
     output print pretend treat set override instruction system must definitely certainly
-    surely trust obviously only nothing else ai bot chatbot gpt model
+    surely trust obviously only nothing else ai bot chatbot gpt model just don't think item
     """
 )
 
 
 def frames(morphemes: list[Morpheme]) -> bool:
     return any(m.form in FRAMING_WORDS or m.lemma in FRAMING_WORDS for m in morphemes)
+
+
+def asks_back(text: str, morphemes: list[Morpheme]) -> bool:
+    """Whether the hint asks for a confirmation or shouts (종이 맞지?, 종이에 버려도 되나,
+    paper, right?, PAPER!!!): beside a bin's own name, that is no description of a thing."""
+    if "?" in text or "!!" in text:
+        return True
+    return any(
+        (m.lemma == "맞" and m.tag in {"VA", "VV"})
+        or (m.tag == "EF" and m.form in _QUESTION_ENDINGS | {"니", "냐", "나요", "ᆯ까", "죠"})
+        for m in morphemes
+    )
 
 
 # "X로 된", "X로 만든": made of X, a description; any other verb after "X로" makes X the answer
