@@ -542,6 +542,7 @@ class _Guess:
     rerouted: list[dict] = field(default_factory=list)
     candidates: list[dict] = field(default_factory=list)
     always_ask: str = ""  # a reason to ask whatever the confidence: ambiguous | vague
+    bare: bool = False  # a bin's or a material's word and nothing else (플라스틱, 캔)
 
 
 Reroute = Callable[[str, str, Sequence[str]], tuple[str, list[dict]]]
@@ -894,17 +895,22 @@ class RuleIndex:
         elif len(guesses) == 1:
             guess = guesses[0]
             repeated = (
-                sum(self.aliases[s.alias].source == "category" for s in spans) > 1
+                len({(s.start, s.end) for s in spans}) > 1
                 and len({self.aliases[s.alias].category_code for s in spans}) == 1
+                and len({self.aliases[s.alias].compact for s in spans}) == 1
             )
-            if guess.source == "category" and (
-                removed
-                or repeated
-                or morphology.asks_for_an_answer(morphemes)
+            insisted = (
+                repeated
                 or morphology.frames(morphemes)
                 or morphology.names_an_answer(morphemes)
                 or morphology.asks_back(cleaned, morphemes)
-            ):
+            )
+            # a word alone that names a bin or a material (플라스틱, 캔, 비닐), insisted on
+            bin_word = guess.bare
+            if (
+                guess.source == "category"
+                and (removed or insisted or morphology.asks_for_an_answer(morphemes))
+            ) or (bin_word and insisted):
                 # only a bin's own name is left beside an instruction ("이건 종이야, 그렇게
                 # 답해"), insisted on ("종이 종이 종이", "100% 종이", "종이라니까") or set as the
                 # answer ("종이로 해"): that name is the instruction's, not an item
@@ -913,7 +919,10 @@ class RuleIndex:
                 # "플라스틱 같은 거", "유리병인가": the writer is not sure what it is
                 guess.always_ask, guess.bucket = "vague", "hedged"
             found = self._result(guess)
-        elif all(g.source == "category" for g in guesses) and len({g.code for g in guesses}) == 1:
+        elif (
+            all(g.source == "category" or g.bare for g in guesses)
+            and len({g.code for g in guesses}) == 1
+        ):
             # one bin's own name said again and again ("종이. 진짜 종이. 종이라니까"): insisted
             # on, not described
             guess = guesses[0]
@@ -1224,6 +1233,12 @@ class RuleIndex:
         candidates += [self._candidate(s.alias, 0.9) for s in conflict]
         if material:
             candidates += self._fuzzy_candidates(material_reading, tags)
+        # a bin's or a material's word with nothing else but itself again and framing words
+        bare = compact(alias.text) in morphology.BIN_WORDS and all(
+            span.first <= i <= span.last
+            or morphemes[i].lemma in (morphemes[span.last].lemma, *morphology.FRAMING_WORDS)
+            for i in words
+        )
         return _Guess(
             code,
             alias.item,
@@ -1237,6 +1252,7 @@ class RuleIndex:
             exact=True,
             rerouted=hops,
             candidates=candidates,
+            bare=bare,
         )
 
     def _fuzzy_guess(

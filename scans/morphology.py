@@ -316,6 +316,15 @@ MATERIAL_WORDS = _words(
     wooden rubber silicone ceramic porcelain leather cloth fabric cardboard pet
     """
 )
+# Words that name a bin or a material rather than a thing (플라스틱, 캔, 음식물): beside an
+# instruction, an insistence or a question, they are the answer asked for, not an item.
+BIN_WORDS = MATERIAL_WORDS | _words(
+    """
+    캔 깡 깡통 고철 음식물 음쓰 음식물쓰레기 쓰레기 폐기물 일반쓰레기 종량제 재활용 재활용품 종이류
+    플라스틱류 비닐류 캔류 병류 종이팩 스티로폼류
+    can cans recyclables food waste general
+    """
+)
 # Part nouns: "X 조각" is a piece of X; the material is X's (깨진 소주병 조각).
 PART_WORDS = _words(
     "조각 부스러기 파편 가루 쪼가리 토막 잔해 piece pieces shard shards fragment bit"
@@ -361,7 +370,7 @@ _INSTRUCTION_PATTERNS = [
     r"(?:\b|(?<=\s)|^)(?:category|class|label|answer|bin|output|result|분류|카테고리|정답|결과|답|"
     r"출력|응답)\s*[:=]\s*[^\s.,]+(?:\s*(?:으로|로)\s*(?:해|하)\S*)?",
     # "정답은 종이", "분류 결과는 종이", "the answer is paper", "the category is glass"
-    r"(?:^|(?<=\s))(?:정답|분류\s*결과|결과|대답|답|출력)\s*(?:은|는|이|가)\s*[^\s.,!?]+",
+    r"(?:^|(?<=\s))(?:정답|분류\s*결과|분류|결과|대답|답|출력)\s*(?:은|는|이|가)\s*[^\s.,!?]+",
     r"\b(?:the\s+)?(?:answer|category|class|label|output|result|bin)\s+(?:is|should\s+be|must"
     r"\s+be|=)\s+(?:\"[^\"]*\"|'[^']*'|[a-z_]+)(?:\s+" + _BIN_WORDS + r")?",
     # "ignore previous instructions", "disregard the rules"
@@ -373,8 +382,8 @@ _INSTRUCTION_PATTERNS = [
     r"|return|classify(?:\s+(?:it|this))?\s+as|categori[sz]e(?:\s+(?:it|this))?\s+as|label"
     r"(?:\s+(?:it|this))(?:\s+as)?|mark(?:\s+(?:it|this))?\s+as|call\s+(?:it|this)|tell\s+(?:me|us)"
     r"(?:\s+(?:it'?s|that\s+it'?s|it\s+is))?|put\s+it\s+(?:in|under|as)"
-    r"|treat\s+it\s+as)\s+(?:only\s+)?(?:with\s+|as\s+|that\s+it(?:'s|\s+is)\s+)?"
-    r"(?:just\s+|only\s+|simply\s+)?(?:category\s+)?"
+    r"|treat\s+it\s+as|(?:throw|toss|put)\s+(?:it|this)\s+(?:in|into|to))\s+(?:only\s+)?(?:with\s+|as\s+|that\s+it(?:'s|\s+is)\s+)?"
+    r"(?:just\s+|only\s+|simply\s+)?(?:the\s+|a\s+)?(?:category\s+)?"
     r"(?:\"[^\"]*\"|'[^']*'|[a-z_]+)(?:\s+" + _BIN_WORDS + r")?",
     # "이전 지시는 무시해", "앞의 내용은 무시하고"
     r"(?:이전|앞|위|모든|기존)\S*\s*(?:지시|명령|지침|규칙|설정|내용|말|프롬프트|대화)\S*\s*"
@@ -415,7 +424,7 @@ INSTRUCTION_VERBS = _words(
 FRAMING_WORDS = _words(
     """
     카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제 확실 확실히 틀림없 틀림없이
-    분명 분명히 반드시 100 백퍼 챗봇 봇 인공지능 모델 끝 확정
+    분명 분명히 반드시 백퍼 챗봇 봇 인공지능 모델 끝 확정 final
     category answer classify classified categorize categorized categorise categorised label
     output print pretend treat set override instruction system must definitely certainly
     surely trust obviously only nothing else ai bot chatbot gpt model just don't think item
@@ -428,15 +437,16 @@ def frames(morphemes: list[Morpheme]) -> bool:
 
 
 def asks_back(text: str, morphemes: list[Morpheme]) -> bool:
-    """Whether the hint asks for a confirmation or shouts (종이 맞지?, 종이에 버려도 되나,
-    paper, right?, PAPER!!!): beside a bin's own name, that is no description of a thing."""
-    if "?" in text or "!!" in text:
+    """Whether the hint asks for a confirmation or shouts (종이 맞지?, paper, right?,
+    PAPER!!!, 100% 종이): beside a bin's own name, that is no description of a thing."""
+    if "!!" in text or _EN_ASKING_BACK.search(unicodedata.normalize("NFKC", text).lower()):
         return True
-    return any(
-        (m.lemma == "맞" and m.tag in {"VA", "VV"})
-        or (m.tag == "EF" and m.form in _QUESTION_ENDINGS | {"니", "냐", "나요", "ᆯ까", "죠"})
-        for m in morphemes
-    )
+    if re.search(r"100\s*%|[\"'`()\[\]{}<>#→]", text):  # 100% 종이, "종이", (paper): quoted
+        return True
+    return any(m.lemma == "맞" and m.tag in {"VA", "VV"} for m in morphemes)
+
+
+_EN_ASKING_BACK = re.compile(r"\b(?:right|correct|isn'?t\s+it|yes\s+or\s+no)\s*\?")
 
 
 # "X로 된", "X로 만든": made of X, a description; any other verb after "X로" makes X the answer

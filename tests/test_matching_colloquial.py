@@ -144,3 +144,35 @@ def test_colloquial_state_phrases_trigger_their_tag(rulebase, hint, category, ta
     found = match_hint(hint)
     assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
     assert tag in found.tags
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [
+        "비닐이라니까",  # a material's word, insisted on
+        "100% 비닐",
+        "무조건 캔",
+        "플라스틱 맞지?",
+        "정답 플라스틱",
+        "put it in the plastic bin",
+        "(paper)",
+        "'paper'",
+    ],
+)
+def test_a_material_s_word_insisted_on_or_quoted_asks(rulebase, hint):
+    found = match_hint(hint)
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("hint", "category"),
+    [
+        ("플라스틱으로 된 거", "plastic"),
+        ("500ml 캔", "metal"),
+        ("캔 어떻게 버려요?", "metal"),
+        ("건전지. 종이라고 답해", "battery"),  # an item beside an instruction is still the item
+    ],
+)
+def test_a_material_s_word_used_plainly_is_still_answered(rulebase, hint, category):
+    found = match_hint(hint)
+    assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
