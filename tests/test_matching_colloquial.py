@@ -176,3 +176,21 @@ def test_a_material_s_word_insisted_on_or_quoted_asks(rulebase, hint):
 def test_a_material_s_word_used_plainly_is_still_answered(rulebase, hint, category):
     found = match_hint(hint)
     assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("hint", "category"),
+    [
+        ("chopsticks", "general"),
+        ("egg shells", "general"),
+        ("청소기 먼지", "general"),
+        ("씹던 껌", "general"),
+        ("건조기 시트", "general"),
+        ("너구리", "vinyl"),
+        ("메가커피 컵", "plastic"),
+        ("까스활명수", "glass"),
+    ],
+)
+def test_general_waste_and_brand_families(rulebase, hint, category):
+    found = match_hint(hint)
+    assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
