@@ -428,6 +428,7 @@ FRAMING_WORDS = _words(
     category answer classify classified categorize categorized categorise categorised label
     output print pretend treat set override instruction system must definitely certainly
     surely trust obviously only nothing else ai bot chatbot gpt model just don't think item
+    as write sort consider regard count belongs belong file bin
     """
 )
 
@@ -455,8 +456,9 @@ QUOTATIVES = frozenset({"라고", "이라고", "라구", "이라구", "라니까
 
 
 def names_an_answer(morphemes: list[Morpheme]) -> bool:
-    """Whether a noun is quoted (종이라고, 종이라니까) or set as the answer with 로/으로
-    (종이로 해, 종이로 치자, 종이 쪽으로 분류), rather than described (종이로 된)."""
+    """Whether a noun is quoted (종이라고, 종이라니까), set as the answer with 로/으로
+    (종이로 해, 종이로 치자, 종이 쪽으로 분류) or named as where to put it (종이류에 넣어),
+    rather than described (종이로 된)."""
     for k, m in enumerate(morphemes):
         prev = morphemes[k - 1] if k else None
         if (
@@ -466,6 +468,14 @@ def names_an_answer(morphemes: list[Morpheme]) -> bool:
             and (prev.is_noun or prev.tag == "VCP")
         ):
             return True
+        if (
+            m.tag == "JKB"
+            and m.form in {"에", "에다", "에다가"}
+            and prev is not None
+            and (prev.is_noun or prev.tag == "XSN")
+            and any(n.lemma == "넣" for n in morphemes[k + 1 : k + 3])
+        ):
+            return True  # 종이류에 넣어줘: put it in the bin named
         if m.tag == "JKB" and m.form in {"로", "으로"} and prev is not None and prev.is_noun:
             following = [n for n in morphemes[k + 1 :] if not is_function(n)]
             if not following or following[0].lemma not in MADE_OF_VERBS:

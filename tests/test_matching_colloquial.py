@@ -157,6 +157,9 @@ def test_colloquial_state_phrases_trigger_their_tag(rulebase, hint, category, ta
         "put it in the plastic bin",
         "(paper)",
         "'paper'",
+        "sort it as paper",  # English: "as" a bin
+        "consider it paper",
+        "종이류에 넣어줘",  # put it in the bin named
     ],
 )
 def test_a_material_s_word_insisted_on_or_quoted_asks(rulebase, hint):
