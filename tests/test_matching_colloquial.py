@@ -113,7 +113,7 @@ def test_a_material_between_the_parts_of_a_compound_is_not_skipped(rulebase):
     ("hint", "category"),
     [
         ("다라이", "plastic"),
-        ("빨간 고무 다라이", "plastic"),
+        ("빨간 다라이", "plastic"),
         ("양동이", "plastic"),
         ("맥주 깡", "metal"),
         ("리모컨 약", "battery"),  # 약 of a remote control is its battery
@@ -192,6 +192,10 @@ def test_a_material_s_word_used_plainly_is_still_answered(rulebase, hint, catego
         ("너구리", "vinyl"),
         ("메가커피 컵", "plastic"),
         ("까스활명수", "glass"),
+        ("모기향", "general"),
+        ("신발 깔창", "general"),
+        ("부러진 칼", "general"),
+        ("알약 껍데기", "general"),
     ],
 )
 def test_general_waste_and_brand_families(rulebase, hint, category):
