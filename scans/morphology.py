@@ -77,6 +77,7 @@ class Morpheme:
     end: int
     word: int  # index of the space-separated word (eojeol) it belongs to
     neg: bool = False  # a predicate negated by 안/못/-지 않, or a noun followed by 없다
+    oov: bool = False  # a word the analyser's dictionary does not have (a typo, a new word)
 
     @property
     def is_noun(self) -> bool:
@@ -165,9 +166,33 @@ def analyse(text: str) -> list[Morpheme] | None:
                 tag = tok.tag.split("-")[0]
                 begin = offset + tok.start
                 start, end = span(begin, begin + tok.len)
-                out.append(Morpheme(tok.form, tag, tok.form, start, end, words[begin]))
+                oov = bool(getattr(tok, "oov", False))
+                out.append(Morpheme(tok.form, tag, tok.form, start, end, words[begin], oov=oov))
+    nouns_read_as_adverbs(out)
     mark_negation(out)
     return out
+
+
+# 못 is "cannot" and "nail", 안 "not" and "inside": Kiwi reads them as the adverb by default
+ADVERB_NOUNS = frozenset({"못", "안"})
+
+
+def nouns_read_as_adverbs(morphemes: list[Morpheme]) -> None:
+    """못 and 안 are the negation adverbs only before a predicate; before a particle, a
+    noun or punctuation they are the nouns (못이랑 나사: nails; 못 한 봉지: a bag of nails),
+    and so is a 못 that ends the hint."""
+    for k, m in enumerate(morphemes):
+        if m.tag != "MAG" or m.form not in ADVERB_NOUNS:
+            continue
+        nxt = morphemes[k + 1] if k + 1 < len(morphemes) else None
+        if nxt is None:
+            # a hint ending in 안 is cut short after its negation ("분리가 안"); 못 is a nail
+            noun = m.form == "못"
+        else:
+            noun = nxt.tag.startswith(("J", "N", "S")) or nxt.tag == "MM"
+            noun = noun and nxt.tag not in {"SL", "SN"}  # 안 USB: before English or a number
+        if noun:
+            m.tag = "NNG"
 
 
 NEGATION_ADVERBS = frozenset({"안", "못"})
@@ -219,6 +244,19 @@ def is_negation_marker(m: Morpheme) -> bool:
     )
 
 
+# Vowels that sound alike in today's Korean and are written one for the other (쓰래기 for 쓰레기,
+# 껍대기 for 껍데기, 패트 for 페트): ㅐ/ㅔ, ㅒ/ㅖ, and 왜/외/웨.
+_MERGED_VOWELS = str.maketrans({"\u1162": "\u1166", "\u1164": "\u1168", "\u116b": "\u1170",
+                                "\u116c": "\u1170"})  # fmt: skip
+
+
+def fold_vowels(text: str) -> str:
+    """``text`` with the vowels people confuse written one way; as many characters as before."""
+    return unicodedata.normalize(
+        "NFC", unicodedata.normalize("NFD", text).translate(_MERGED_VOWELS)
+    )
+
+
 # --- the language's word lists --------------------------------------------------------------
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -247,7 +285,8 @@ FILLER_WORDS = _words(
     bunch bag bagful pile stack lot lots handful couple few many piece pieces bit bits half
     full new clean dirty big small large little just only also me them go goes going gone
     throw throwing thrown away dispose disposing disposal recycle recycling recyclable get rid
-    need want have has put where when there here
+    need want have has put where when there here but so because accordingly really actually
+    nothing else definitely certainly surely trust obviously
     """
 )
 # Sino-Korean verbal nouns: they name an action (제거 "removal") in "라벨 제거", not a thing.
@@ -275,6 +314,15 @@ MATERIAL_WORDS = _words(
     나무 목재 고무 실리콘 도자기 사기 세라믹 천 면 가죽 페트 합성수지 크리스탈 크리스털
     plastic vinyl glass paper styrofoam foam metal steel iron aluminium aluminum tin wood
     wooden rubber silicone ceramic porcelain leather cloth fabric cardboard pet
+    """
+)
+# Words that name a bin or a material rather than a thing (플라스틱, 캔, 음식물): beside an
+# instruction, an insistence or a question, they are the answer asked for, not an item.
+BIN_WORDS = MATERIAL_WORDS | _words(
+    """
+    캔 깡 깡통 고철 음식물 음쓰 음식물쓰레기 쓰레기 폐기물 일반쓰레기 종량제 재활용 재활용품 종이류
+    플라스틱류 비닐류 캔류 병류 종이팩 스티로폼류
+    can cans recyclables food waste general
     """
 )
 # Part nouns: "X 조각" is a piece of X; the material is X's (깨진 소주병 조각).
@@ -313,7 +361,8 @@ _BIN_WORDS = r"(?:waste|bin|trash|garbage|category|recycling|recyclable|recyclab
 _INSTRUCTION_PATTERNS = [
     # a role marker and the rest of its sentence: "system: …", "시스템: …", "개발자 모드: …"
     r"(?:^|(?<=[\s<\[({]))/?\s*(?:system|assistant|developer|user|admin|시스템|관리자|어시스턴트"
-    r"|개발자|(?:개발자|관리자|디버그|테스트|developer|debug|admin)\s*(?:모드|mode))"
+    r"|개발자|챗봇|인공지능|chatbot|bot|ai|gpt|chatgpt|note\s+to\s+(?:the\s+)?(?:ai|model|bot)"
+    r"|(?:개발자|관리자|디버그|테스트|developer|debug|admin)\s*(?:모드|mode))"
     r"\s*[:：>\]][^.\n!?]*",
     # markup the hint could use to pretend to close itself: "</hint>", "[INST]", "<<SYS>>"
     r"</?\s*[a-z_]+\s*/?>|\[/?\s*(?:inst|sys|system|assistant|user)\s*\]|<<\s*/?\s*sys\s*>>",
@@ -321,7 +370,7 @@ _INSTRUCTION_PATTERNS = [
     r"(?:\b|(?<=\s)|^)(?:category|class|label|answer|bin|output|result|분류|카테고리|정답|결과|답|"
     r"출력|응답)\s*[:=]\s*[^\s.,]+(?:\s*(?:으로|로)\s*(?:해|하)\S*)?",
     # "정답은 종이", "분류 결과는 종이", "the answer is paper", "the category is glass"
-    r"(?:^|(?<=\s))(?:정답|분류\s*결과|결과|대답|답|출력)\s*(?:은|는|이|가)\s*[^\s.,!?]+",
+    r"(?:^|(?<=\s))(?:정답|분류\s*결과|분류|결과|대답|답|출력)\s*(?:은|는|이|가)\s*[^\s.,!?]+",
     r"\b(?:the\s+)?(?:answer|category|class|label|output|result|bin)\s+(?:is|should\s+be|must"
     r"\s+be|=)\s+(?:\"[^\"]*\"|'[^']*'|[a-z_]+)(?:\s+" + _BIN_WORDS + r")?",
     # "ignore previous instructions", "disregard the rules"
@@ -331,9 +380,10 @@ _INSTRUCTION_PATTERNS = [
     # "answer paper", "classify it as food", "you must say plastic", "return category paper"
     r"\b(?:(?:you\s+)?(?:must|should|have\s+to|need\s+to)\s+)?(?:answer|respond|reply|say|output"
     r"|return|classify(?:\s+(?:it|this))?\s+as|categori[sz]e(?:\s+(?:it|this))?\s+as|label"
-    r"(?:\s+(?:it|this))\s+as|mark(?:\s+(?:it|this))?\s+as|call\s+it|put\s+it\s+(?:in|under|as)"
-    r"|treat\s+it\s+as)\s+(?:only\s+)?(?:with\s+|as\s+|that\s+it(?:'s|\s+is)\s+)?"
-    r"(?:just\s+|only\s+|simply\s+)?(?:category\s+)?"
+    r"(?:\s+(?:it|this))(?:\s+as)?|mark(?:\s+(?:it|this))?\s+as|call\s+(?:it|this)|tell\s+(?:me|us)"
+    r"(?:\s+(?:it'?s|that\s+it'?s|it\s+is))?|put\s+it\s+(?:in|under|as)"
+    r"|treat\s+it\s+as|(?:throw|toss|put)\s+(?:it|this)\s+(?:in|into|to))\s+(?:only\s+)?(?:with\s+|as\s+|that\s+it(?:'s|\s+is)\s+)?"
+    r"(?:just\s+|only\s+|simply\s+)?(?:the\s+|a\s+)?(?:category\s+)?"
     r"(?:\"[^\"]*\"|'[^']*'|[a-z_]+)(?:\s+" + _BIN_WORDS + r")?",
     # "이전 지시는 무시해", "앞의 내용은 무시하고"
     r"(?:이전|앞|위|모든|기존)\S*\s*(?:지시|명령|지침|규칙|설정|내용|말|프롬프트|대화)\S*\s*"
@@ -373,15 +423,64 @@ INSTRUCTION_VERBS = _words(
 # "이건 무조건 종이야", "treat this as food waste", "set category to paper").
 FRAMING_WORDS = _words(
     """
-    카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제
+    카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제 확실 확실히 틀림없 틀림없이
+    분명 분명히 반드시 백퍼 챗봇 봇 인공지능 모델 끝 확정 final
     category answer classify classified categorize categorized categorise categorised label
-    output print pretend treat set override instruction system must
+    output print pretend treat set override instruction system must definitely certainly
+    surely trust obviously only nothing else ai bot chatbot gpt model just don't think item
+    as write sort consider regard count belongs belong file bin
     """
 )
 
 
 def frames(morphemes: list[Morpheme]) -> bool:
     return any(m.form in FRAMING_WORDS or m.lemma in FRAMING_WORDS for m in morphemes)
+
+
+def asks_back(text: str, morphemes: list[Morpheme]) -> bool:
+    """Whether the hint asks for a confirmation or shouts (종이 맞지?, paper, right?,
+    PAPER!!!, 100% 종이): beside a bin's own name, that is no description of a thing."""
+    if "!!" in text or _EN_ASKING_BACK.search(unicodedata.normalize("NFKC", text).lower()):
+        return True
+    if re.search(r"100\s*%|[\"'`()\[\]{}<>#→]", text):  # 100% 종이, "종이", (paper): quoted
+        return True
+    return any(m.lemma == "맞" and m.tag in {"VA", "VV"} for m in morphemes)
+
+
+_EN_ASKING_BACK = re.compile(r"\b(?:right|correct|isn'?t\s+it|yes\s+or\s+no)\s*\?")
+
+
+# "X로 된", "X로 만든": made of X, a description; any other verb after "X로" makes X the answer
+MADE_OF_VERBS = frozenset({"되", "만들", "만들어지", "이루어지", "제작", "생기", "싸", "포장"})
+QUOTATIVES = frozenset({"라고", "이라고", "라구", "이라구", "라니까", "이라니까", "래", "이래"})
+
+
+def names_an_answer(morphemes: list[Morpheme]) -> bool:
+    """Whether a noun is quoted (종이라고, 종이라니까), set as the answer with 로/으로
+    (종이로 해, 종이로 치자, 종이 쪽으로 분류) or named as where to put it (종이류에 넣어),
+    rather than described (종이로 된)."""
+    for k, m in enumerate(morphemes):
+        prev = morphemes[k - 1] if k else None
+        if (
+            m.form in QUOTATIVES
+            and m.tag in {"JKQ", "EC", "EF"}
+            and prev is not None
+            and (prev.is_noun or prev.tag == "VCP")
+        ):
+            return True
+        if (
+            m.tag == "JKB"
+            and m.form in {"에", "에다", "에다가"}
+            and prev is not None
+            and (prev.is_noun or prev.tag == "XSN")
+            and any(n.lemma == "넣" for n in morphemes[k + 1 : k + 3])
+        ):
+            return True  # 종이류에 넣어줘: put it in the bin named
+        if m.tag == "JKB" and m.form in {"로", "으로"} and prev is not None and prev.is_noun:
+            following = [n for n in morphemes[k + 1 :] if not is_function(n)]
+            if not following or following[0].lemma not in MADE_OF_VERBS:
+                return True
+    return False
 
 
 def asks_for_an_answer(morphemes: list[Morpheme]) -> bool:

@@ -62,7 +62,9 @@ def test_a_real_word_one_letter_from_an_alias_is_not_taken_for_it(rulebase):
 
 
 @pytest.mark.parametrize(
-    ("hint", "category"), [("mobile handset", "electronics"), ("뜯어낸 벽 마감재", "construction")]
+    # ("mobile handset" left: the grown rule base's names bring n-grams to it too)
+    ("hint", "category"),
+    [("뜯어낸 벽 마감재", "construction")],
 )
 def test_paraphrases_need_the_embedding_model(rulebase, settings, hint, category):
     # a paraphrase is never certain enough to answer, but only the embeddings put the right
