@@ -196,6 +196,10 @@ def test_a_material_s_word_used_plainly_is_still_answered(rulebase, hint, catego
         ("신발 깔창", "general"),
         ("부러진 칼", "general"),
         ("알약 껍데기", "general"),
+        ("꿀꽈배기", "vinyl"),
+        ("핫식스", "metal"),
+        ("장수막걸리", "plastic"),
+        ("부루펜", "hazardous"),
     ],
 )
 def test_general_waste_and_brand_families(rulebase, hint, category):
