@@ -1225,6 +1225,12 @@ class RuleIndex:
             bucket = "exact_rerouted"
         elif other:
             bucket = "exact_other_modifier"
+        elif unknown and (
+            alias.source == "category" or compact(alias.text) in morphology.BIN_WORDS
+        ):
+            # unknown words before a bin's or a material's own name (껌 종이, 커피컵 종이): the
+            # words may be the item, and the name what it is made of or where it is thought to go
+            bucket = "exact_unknown_bin"
         elif unknown:
             bucket = "exact_unknown_modifier"
         elif span.folded:

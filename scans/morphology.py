@@ -424,7 +424,8 @@ INSTRUCTION_VERBS = _words(
 FRAMING_WORDS = _words(
     """
     카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제 확실 확실히 틀림없 틀림없이
-    분명 분명히 반드시 백퍼 챗봇 봇 인공지능 모델 끝 확정 final
+    분명 분명히 반드시 백퍼 챗봇 봇 인공지능 모델 끝 확정 final 전부 모든 모두 항상 언제나 뭐든
+    뭐든지 무엇이든 always everything all anything whatever
     category answer classify classified categorize categorized categorise categorised label
     output print pretend treat set override instruction system must definitely certainly
     surely trust obviously only nothing else ai bot chatbot gpt model just don't think item

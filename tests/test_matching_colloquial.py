@@ -205,3 +205,14 @@ def test_a_material_s_word_used_plainly_is_still_answered(rulebase, hint, catego
 def test_general_waste_and_brand_families(rulebase, hint, category):
     found = match_hint(hint)
     assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
+
+
+@pytest.mark.parametrize("hint", ["일회용 커피컵 종이", "전부 종이", "항상 종이"])
+def test_unknown_words_or_a_quantifier_before_a_bin_s_own_name_ask(rulebase, hint):
+    found = match_hint(hint)  # the unknown words may be the item; "all of it" instructs
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+def test_an_unknown_brand_is_not_read_as_a_slang_word_inside_it(rulebase):
+    found = match_hint("쿨피스")  # a carton drink; 피스 is builders' slang for screws
+    assert found.category_code != "metal", found.to_dict()
