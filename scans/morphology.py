@@ -312,8 +312,11 @@ MATERIAL_WORDS = _words(
     """
     플라스틱 프라스틱 비닐 유리 종이 스티로폼 스티로폴 금속 철 쇠 스텐 스테인리스 알루미늄 양은
     나무 목재 고무 실리콘 도자기 사기 세라믹 천 면 가죽 페트 합성수지 크리스탈 크리스털
+    대나무 라탄 등나무 왕골 짚 원목 합판 코르크 법랑 에나멜 무쇠 주물 구리 놋 놋쇠 황동 티타늄
+    아크릴 나일론 폴리에스터 멜라민 대리석 옹기 토기 인조가죽 펠트 부직포 린넨 울
     plastic vinyl glass paper styrofoam foam metal steel iron aluminium aluminum tin wood
-    wooden rubber silicone ceramic porcelain leather cloth fabric cardboard pet
+    wooden rubber silicone ceramic porcelain leather cloth fabric cardboard pet bamboo rattan
+    wicker cork copper brass enamel acrylic nylon polyester melamine marble felt wool linen
     """
 )
 # Words that name a bin or a material rather than a thing (플라스틱, 캔, 음식물): beside an
