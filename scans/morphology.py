@@ -328,6 +328,8 @@ BIN_WORDS = MATERIAL_WORDS | _words(
     can cans recyclables food waste general
     """
 )
+# … of which these name a thing too (a can is a can, whatever is written before it)
+CONTAINER_WORDS = _words("캔 깡 깡통 고철 can cans")
 # Part nouns: "X 조각" is a piece of X; the material is X's (깨진 소주병 조각).
 PART_WORDS = _words(
     "조각 부스러기 파편 가루 쪼가리 토막 잔해 piece pieces shard shards fragment bit"
@@ -418,6 +420,7 @@ INSTRUCTION_VERBS = _words(
     """
     답하 대답하 답 대답 말하 출력 출력하 응답 응답하 선택 선택하 고르 골라 설정 설정하 지정
     answer say classify output respond reply choose pick select label categorize categorise
+    판정 판정하 찍
     """
 )
 
@@ -448,9 +451,17 @@ def asks_back(text: str, morphemes: list[Morpheme]) -> bool:
         return True
     if re.search(r"100\s*%|[\"'`()\[\]{}<>#→]", text):  # 100% 종이, "종이", (paper): quoted
         return True
+    if text.rstrip().endswith("?") and not any(m.lemma in _DISPOSAL_QUESTION for m in morphemes):
+        return True  # 종이?, paper?: is it paper? (not "캔 어떻게 버려요?")
+        return True
     return any(m.lemma == "맞" and m.tag in {"VA", "VV"} for m in morphemes)
 
 
+# words of a question about how or where to put it out, not about what it is
+_DISPOSAL_QUESTION = frozenset(
+    {"어떻", "어떡하", "어디", "언제", "버리", "배출", "처리", "분리", "수거", "how", "where",
+     "when", "throw", "dispose", "recycle", "put"}
+)  # fmt: skip
 _EN_ASKING_BACK = re.compile(r"\b(?:right|correct|isn'?t\s+it|yes\s+or\s+no)\s*\?")
 
 
@@ -499,6 +510,10 @@ _EN_HEDGES = re.compile(
     r"\b(?:maybe|probably|perhaps|not\s+sure|i\s+think|looks?\s+like|something\s+like|"
     r"kind\s+of|sort\s+of|some\s+kind\s+of|i\s+guess|possibly|might\s+be)\b"
 )
+# a guess or hearsay after the copula: 종이일걸, 종이겠지, 종이라던데, 종이래
+_GUESSING_ENDINGS = frozenset(
+    {"ᆯ걸", "ᆯ걸요", "겠", "라던데", "라더라", "래", "래요", "라는데", "라던가"}
+)
 _QUESTION_ENDINGS = frozenset({"ᆫ가", "ᆫ가요", "ᆯ까", "ᆯ까요", "ᆫ지", "나", "나요", "가", "지"})
 
 
@@ -519,10 +534,10 @@ def is_hedged(text: str, morphemes: list[Morpheme]) -> bool:
         if (
             m.tag == "VCP"
             and nxt is not None
-            and nxt.tag in {"EF", "EC"}
-            and (nxt.form in _QUESTION_ENDINGS)
+            and nxt.tag in {"EF", "EC", "EP"}
+            and (nxt.form in _QUESTION_ENDINGS | _GUESSING_ENDINGS)
         ):
-            return True  # 플라스틱인가, 유리일까
+            return True  # 플라스틱인가, 유리일까, 종이일걸, 종이겠지, 종이라던데
     return False
 
 

@@ -216,3 +216,14 @@ def test_unknown_words_or_a_quantifier_before_a_bin_s_own_name_ask(rulebase, hin
 def test_an_unknown_brand_is_not_read_as_a_slang_word_inside_it(rulebase):
     found = match_hint("쿨피스")  # a carton drink; 피스 is builders' slang for screws
     assert found.category_code != "metal", found.to_dict()
+
+
+@pytest.mark.parametrize("hint", ["종이일걸", "종이겠지", "종이라던데", "종이?", "종이 찍어"])
+def test_a_bin_s_name_guessed_heard_or_asked_about_asks(rulebase, hint):
+    found = match_hint(hint)
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+def test_a_container_word_after_an_unknown_word_is_still_the_container(rulebase):
+    found = match_hint("beer 캔")  # a can is a can, whatever is written before it
+    assert (found.outcome, found.category_code) == ("classified", "metal"), found.to_dict()
