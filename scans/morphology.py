@@ -510,10 +510,9 @@ _EN_HEDGES = re.compile(
     r"\b(?:maybe|probably|perhaps|not\s+sure|i\s+think|looks?\s+like|something\s+like|"
     r"kind\s+of|sort\s+of|some\s+kind\s+of|i\s+guess|possibly|might\s+be)\b"
 )
-# a guess or hearsay after the copula: 종이일걸, 종이겠지, 종이라던데, 종이래
-_GUESSING_ENDINGS = frozenset(
-    {"ᆯ걸", "ᆯ걸요", "겠", "라던데", "라더라", "래", "래요", "라는데", "라던가"}
-)
+# a guess or hearsay after the copula: 종이일걸, 종이겠지, 종이라던데 (not 래: 두부모래 reads as
+# 두 + 부모 + 이 + 래)
+_GUESSING_ENDINGS = frozenset({"ᆯ걸", "ᆯ걸요", "겠", "라던데", "라더라", "라는데", "라던가"})
 _QUESTION_ENDINGS = frozenset({"ᆫ가", "ᆫ가요", "ᆯ까", "ᆯ까요", "ᆫ지", "나", "나요", "가", "지"})
 
 

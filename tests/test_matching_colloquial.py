@@ -224,6 +224,11 @@ def test_a_bin_s_name_guessed_heard_or_asked_about_asks(rulebase, hint):
     assert found.outcome == "unclassified", found.to_dict()
 
 
+def test_a_word_that_only_looks_like_hearsay_is_still_read(rulebase):
+    found = match_hint("두부모래")  # Kiwi: 두 + 부모 + 이 + 래, no "they say it is"
+    assert (found.outcome, found.category_code) == ("classified", "general"), found.to_dict()
+
+
 def test_a_container_word_after_an_unknown_word_is_still_the_container(rulebase):
     found = match_hint("beer 캔")  # a can is a can, whatever is written before it
     assert (found.outcome, found.category_code) == ("classified", "metal"), found.to_dict()
