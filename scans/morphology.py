@@ -312,8 +312,11 @@ MATERIAL_WORDS = _words(
     """
     플라스틱 프라스틱 비닐 유리 종이 스티로폼 스티로폴 금속 철 쇠 스텐 스테인리스 알루미늄 양은
     나무 목재 고무 실리콘 도자기 사기 세라믹 천 면 가죽 페트 합성수지 크리스탈 크리스털
+    대나무 라탄 등나무 왕골 짚 원목 합판 코르크 법랑 에나멜 무쇠 주물 구리 놋 놋쇠 황동 티타늄
+    아크릴 나일론 폴리에스터 멜라민 대리석 옹기 토기 인조가죽 펠트 부직포 린넨 울
     plastic vinyl glass paper styrofoam foam metal steel iron aluminium aluminum tin wood
-    wooden rubber silicone ceramic porcelain leather cloth fabric cardboard pet
+    wooden rubber silicone ceramic porcelain leather cloth fabric cardboard pet bamboo rattan
+    wicker cork copper brass enamel acrylic nylon polyester melamine marble felt wool linen
     """
 )
 # Words that name a bin or a material rather than a thing (플라스틱, 캔, 음식물): beside an
@@ -325,6 +328,8 @@ BIN_WORDS = MATERIAL_WORDS | _words(
     can cans recyclables food waste general
     """
 )
+# … of which these name a thing too (a can is a can, whatever is written before it)
+CONTAINER_WORDS = _words("캔 깡 깡통 고철 can cans")
 # Part nouns: "X 조각" is a piece of X; the material is X's (깨진 소주병 조각).
 PART_WORDS = _words(
     "조각 부스러기 파편 가루 쪼가리 토막 잔해 piece pieces shard shards fragment bit"
@@ -415,6 +420,7 @@ INSTRUCTION_VERBS = _words(
     """
     답하 대답하 답 대답 말하 출력 출력하 응답 응답하 선택 선택하 고르 골라 설정 설정하 지정
     answer say classify output respond reply choose pick select label categorize categorise
+    판정 판정하 찍
     """
 )
 
@@ -424,7 +430,8 @@ INSTRUCTION_VERBS = _words(
 FRAMING_WORDS = _words(
     """
     카테고리 정답 무조건 무시 설정 시스템 지시 명령 프롬프트 강제 확실 확실히 틀림없 틀림없이
-    분명 분명히 반드시 백퍼 챗봇 봇 인공지능 모델 끝 확정 final
+    분명 분명히 반드시 백퍼 챗봇 봇 인공지능 모델 끝 확정 final 전부 모든 모두 항상 언제나 뭐든
+    뭐든지 무엇이든 always everything all anything whatever
     category answer classify classified categorize categorized categorise categorised label
     output print pretend treat set override instruction system must definitely certainly
     surely trust obviously only nothing else ai bot chatbot gpt model just don't think item
@@ -444,9 +451,17 @@ def asks_back(text: str, morphemes: list[Morpheme]) -> bool:
         return True
     if re.search(r"100\s*%|[\"'`()\[\]{}<>#→]", text):  # 100% 종이, "종이", (paper): quoted
         return True
+    if text.rstrip().endswith("?") and not any(m.lemma in _DISPOSAL_QUESTION for m in morphemes):
+        return True  # 종이?, paper?: is it paper? (not "캔 어떻게 버려요?")
+        return True
     return any(m.lemma == "맞" and m.tag in {"VA", "VV"} for m in morphemes)
 
 
+# words of a question about how or where to put it out, not about what it is
+_DISPOSAL_QUESTION = frozenset(
+    {"어떻", "어떡하", "어디", "언제", "버리", "배출", "처리", "분리", "수거", "how", "where",
+     "when", "throw", "dispose", "recycle", "put"}
+)  # fmt: skip
 _EN_ASKING_BACK = re.compile(r"\b(?:right|correct|isn'?t\s+it|yes\s+or\s+no)\s*\?")
 
 
@@ -495,6 +510,9 @@ _EN_HEDGES = re.compile(
     r"\b(?:maybe|probably|perhaps|not\s+sure|i\s+think|looks?\s+like|something\s+like|"
     r"kind\s+of|sort\s+of|some\s+kind\s+of|i\s+guess|possibly|might\s+be)\b"
 )
+# a guess or hearsay after the copula: 종이일걸, 종이겠지, 종이라던데 (not 래: 두부모래 reads as
+# 두 + 부모 + 이 + 래)
+_GUESSING_ENDINGS = frozenset({"ᆯ걸", "ᆯ걸요", "겠", "라던데", "라더라", "라는데", "라던가"})
 _QUESTION_ENDINGS = frozenset({"ᆫ가", "ᆫ가요", "ᆯ까", "ᆯ까요", "ᆫ지", "나", "나요", "가", "지"})
 
 
@@ -515,10 +533,10 @@ def is_hedged(text: str, morphemes: list[Morpheme]) -> bool:
         if (
             m.tag == "VCP"
             and nxt is not None
-            and nxt.tag in {"EF", "EC"}
-            and (nxt.form in _QUESTION_ENDINGS)
+            and nxt.tag in {"EF", "EC", "EP"}
+            and (nxt.form in _QUESTION_ENDINGS | _GUESSING_ENDINGS)
         ):
-            return True  # 플라스틱인가, 유리일까
+            return True  # 플라스틱인가, 유리일까, 종이일걸, 종이겠지, 종이라던데
     return False
 
 

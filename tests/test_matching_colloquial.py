@@ -196,8 +196,39 @@ def test_a_material_s_word_used_plainly_is_still_answered(rulebase, hint, catego
         ("신발 깔창", "general"),
         ("부러진 칼", "general"),
         ("알약 껍데기", "general"),
+        ("꿀꽈배기", "vinyl"),
+        ("핫식스", "metal"),
+        ("장수막걸리", "plastic"),
+        ("부루펜", "hazardous"),
     ],
 )
 def test_general_waste_and_brand_families(rulebase, hint, category):
     found = match_hint(hint)
     assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
+
+
+@pytest.mark.parametrize("hint", ["일회용 커피컵 종이", "전부 종이", "항상 종이"])
+def test_unknown_words_or_a_quantifier_before_a_bin_s_own_name_ask(rulebase, hint):
+    found = match_hint(hint)  # the unknown words may be the item; "all of it" instructs
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+def test_an_unknown_brand_is_not_read_as_a_slang_word_inside_it(rulebase):
+    found = match_hint("쿨피스")  # a carton drink; 피스 is builders' slang for screws
+    assert found.category_code != "metal", found.to_dict()
+
+
+@pytest.mark.parametrize("hint", ["종이일걸", "종이겠지", "종이라던데", "종이?", "종이 찍어"])
+def test_a_bin_s_name_guessed_heard_or_asked_about_asks(rulebase, hint):
+    found = match_hint(hint)
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+def test_a_word_that_only_looks_like_hearsay_is_still_read(rulebase):
+    found = match_hint("두부모래")  # Kiwi: 두 + 부모 + 이 + 래, no "they say it is"
+    assert (found.outcome, found.category_code) == ("classified", "general"), found.to_dict()
+
+
+def test_a_container_word_after_an_unknown_word_is_still_the_container(rulebase):
+    found = match_hint("beer 캔")  # a can is a can, whatever is written before it
+    assert (found.outcome, found.category_code) == ("classified", "metal"), found.to_dict()
