@@ -83,7 +83,7 @@ flower: $(STAMP)
 	$(BIN)/celery -A eco2 flower --port=$${FLOWER_PORT:-5555}
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
 # The deployment files (docker/, .dockerignore) checked without a Docker engine.
 .PHONY: check-deploy
