@@ -105,6 +105,17 @@ def pytest_sessionstart(session):
         pytest.exit(message + " — skipped locally; start them or run in CI", returncode=0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The real-services pass runs what services can change; text-only tests (the matcher on
+    hints and the rule base) ran in the embedded pass and would only repeat it, ~4 min of CI."""
+    if not SERVICES_MODE:
+        return
+    skip = pytest.mark.skip(reason="text only (hints and the rule base): the embedded pass runs it")
+    for item in items:
+        if item.get_closest_marker("text_only"):
+            item.add_marker(skip)
+
+
 def pytest_report_header(config):
     mode = "real services" if SERVICES_MODE else "embedded defaults"
     return [

@@ -19,7 +19,8 @@ from scans.providers.offline import OfflineAnswerProvider, rule_answer
 from scans.rulebase_cache import current_rulebase
 from scans.selectors import match_rules
 
-pytestmark = pytest.mark.django_db
+# the matcher reading text against the rule base: the real-services pass adds nothing to it
+pytestmark = [pytest.mark.django_db, pytest.mark.text_only]
 
 
 def relevant_tags(category, entry, rulebase) -> set[str]:
