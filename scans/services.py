@@ -792,14 +792,19 @@ VISION_WAIT_POLL = 0.25
 CACHE_LABEL_CHARS = 255  # a cache entry's provider label (the key holds the whole namespace)
 
 
-def _cached_classification(key: str) -> dict | None:
-    entry = VisionCacheEntry.objects.filter(key=key).first()
+def _cache_hit(
+    model: type[VisionCacheEntry | AnswerCacheEntry], key: str, field: str
+) -> dict | None:
+    """The ``field`` of the entry under ``key`` (None on a miss), its hit counted."""
+    entry = model.objects.filter(key=key).first()
     if entry is None:
         return None
-    VisionCacheEntry.objects.filter(pk=entry.pk).update(
-        hits=F("hits") + 1, last_hit_at=timezone.now()
-    )
-    return entry.classification
+    model.objects.filter(pk=entry.pk).update(hits=F("hits") + 1, last_hit_at=timezone.now())
+    return getattr(entry, field)
+
+
+def _cached_classification(key: str) -> dict | None:
+    return _cache_hit(VisionCacheEntry, key, "classification")
 
 
 def _claim_vision_call(key: str, scan_id) -> bool:
@@ -888,13 +893,7 @@ def _classify(scan: Scan, image: bytes) -> tuple[dict, str, dict | None, bool]:
 
 
 def _cached_answer(key: str) -> dict | None:
-    entry = AnswerCacheEntry.objects.filter(key=key).first()
-    if entry is None:
-        return None
-    AnswerCacheEntry.objects.filter(pk=entry.pk).update(
-        hits=F("hits") + 1, last_hit_at=timezone.now()
-    )
-    return entry.answer
+    return _cache_hit(AnswerCacheEntry, key, "answer")
 
 
 def compose_answer(request: AnswerRequest, *, scan_id=None) -> tuple[dict, dict | None, bool]:
