@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from celery import chain, shared_task
 
-from eco2.celery import SCAN_PIPELINE_QUEUE
+from eco2.queues import SCAN_PIPELINE_QUEUE
 
 
 @shared_task(name="bench.noop_tasks.noop_vision", queue=SCAN_PIPELINE_QUEUE)

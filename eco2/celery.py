@@ -14,25 +14,19 @@ from amqp.exceptions import ConnectionError as AMQPConnectionError
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from eco2.queues import (
+    DEAD_LETTER_ARGUMENTS,
+    DEFAULT_QUEUE,
+    NOTIFICATION_QUEUE,
+    SCAN_AI_TASKS,
+    SCAN_IMAGE_QUEUE,
+    SCAN_PIPELINE_QUEUE,
+)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eco2.settings")
 
 app = Celery("eco2")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-
-SCAN_PIPELINE_QUEUE = "scan.ai.pipeline"
-# CPU-bound photo preparation runs on its own queue, for a prefork worker; the AI steps are
-# network-bound and suit a threads pool with high concurrency (see docs/benchmarks.md).
-SCAN_IMAGE_QUEUE = "scan.image"
-SCAN_DEAD_LETTER_QUEUE = "scan.ai.dlq"
-SCAN_DEAD_LETTER_EXCHANGE = "scan.ai.dlx"
-NOTIFICATION_QUEUE = "notification"
-DEFAULT_QUEUE = "default"
-SCAN_AI_TASKS = ("scans.tasks.vision_scan", "scans.tasks.rule_match", "scans.tasks.answer_gen")
-SCAN_PIPELINE_TASKS = ("scans.tasks.prepare_image", *SCAN_AI_TASKS)
-DEAD_LETTER_ARGUMENTS = {
-    "x-dead-letter-exchange": SCAN_DEAD_LETTER_EXCHANGE,
-    "x-dead-letter-routing-key": SCAN_DEAD_LETTER_QUEUE,
-}
 
 app.conf.update(
     # JSON only: a pickle message on the broker must never reach a worker as code.
@@ -47,8 +41,6 @@ app.conf.update(
             SCAN_PIPELINE_QUEUE,
             Exchange(SCAN_PIPELINE_QUEUE, type="direct"),
             routing_key=SCAN_PIPELINE_QUEUE,
-            # Rejected or expired pipeline messages go to scan.ai.dlq (RabbitMQ; other
-            # brokers ignore queue arguments and rely on the failure handler alone).
             queue_arguments=DEAD_LETTER_ARGUMENTS,
         ),
         Queue(
@@ -240,29 +232,6 @@ def _close_old_db_connections_after_tasks(**kwargs) -> None:
     signals.task_postrun.connect(_close_old_db_connections, dispatch_uid="eco2.close_old_db")
 
 
-@signals.worker_init.connect
-def _load_the_korean_analyser_before_the_pool_starts(sender=None, **kwargs) -> None:
-    """A worker that runs the offline matcher loads Kiwi (scans.morphology) once, up front.
-
-    Loaded here, in the main process before the pool forks, prefork children share its ~310 MB
-    copy-on-write instead of each loading it (~1.5 s) on its first scan; a threads pool shares
-    it anyway. Only a worker that consumes the AI queue with the offline vision provider loads
-    it (any provider that reads only the hint, ``sees_photos = False``); it reads no database
-    (no connection may cross a fork). A failure only logs: the matcher falls back to substrings.
-    """
-    from scans.providers import vision_sees_photos
-
-    if vision_sees_photos():  # a provider that looks at the photo never runs the matcher
-        return
-    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
-    consumed = getattr(queues, "consume_from", None)
-    if consumed and SCAN_PIPELINE_QUEUE not in consumed:
-        return
-    from scans.morphology import warm_analyser
-
-    warm_analyser()
-
-
 @signals.worker_process_init.connect
 def _persistent_db_connection_in_prefork_children(**kwargs) -> None:
     """A prefork child keeps its database connection between tasks (WORKER_CONN_MAX_AGE).
@@ -282,13 +251,6 @@ def _persistent_db_connection_in_prefork_children(**kwargs) -> None:
         pooled = connection.settings_dict.get("OPTIONS", {}).get("pool")
         if max_age and not pooled and connection.settings_dict.get("CONN_MAX_AGE") == 0:
             connection.settings_dict["CONN_MAX_AGE"] = max_age
-
-
-@signals.worker_ready.connect
-def _declare_dead_letter_queue(**kwargs) -> None:
-    from scans.broker import declare_dead_letter_queue
-
-    declare_dead_letter_queue()
 
 
 import eco2.metrics  # noqa: E402, F401  (Prometheus task metrics: Celery signal handlers)

@@ -1,11 +1,14 @@
-"""Prometheus metrics: Celery task counters and latency, scrape-time app gauges, ``/metrics``.
+"""Prometheus metrics: Celery task counters and latency, the scrape-time collector that apps add
+their gauges to (``register_scrape_part``), ``/metrics`` and the per-host exporter.
 
 What is exported
     ``celery_task_total{task_name,status}``      counter; status ∈ succeeded, failed, retried,
                                                  revoked, rejected (Celery signals)
     ``celery_task_latency_seconds{task_name}``   histogram of the run time of every execution
                                                  (task_prerun → task_postrun), 0.01 s … 120 s
-    ``eco2_queue_depth{queue}``                  messages ready per queue (scrape time)
+    ``eco2_queue_depth{queue}``                  messages ready per queue (scrape time,
+                                                 eco2/queue_depths.py)
+    registered by the scans app (scans/metrics.py):
     ``eco2_scans{status}``                       scans per status (scrape time, DB)
     ``eco2_scans_refused_total{reason}``         uploads refused before anything was stored;
                                                  reason backlog: SCAN_BACKLOG_LIMIT (503)
@@ -62,6 +65,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import signals
@@ -70,9 +74,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from eco2.queue_depths import queue_depths
 from eco2.worker_watch import WorkerWatchCollector, pid_alive  # and its worker_ready handler
 
 logger = logging.getLogger(__name__)
@@ -95,14 +100,6 @@ TASK_LATENCY = Histogram(
     "Run time of a Celery task execution (task_prerun to task_postrun).",
     ["task_name"],
     buckets=LATENCY_BUCKETS,
-    registry=None,
-)
-
-SCANS_REFUSED = Counter(
-    "eco2_scans_refused_total",
-    "Scans refused before anything was stored, by reason (backlog: SCAN_BACKLOG_LIMIT; rate: "
-    "SCAN_CREATE_RATE).",
-    ["reason"],
     registry=None,
 )
 
@@ -159,19 +156,6 @@ def _task_name(task=None, request=None) -> str:
 def _count(task_name: str, status: str) -> None:
     enable_multiprocess_values()
     TASKS.labels(task_name=task_name, status=status).inc()
-
-
-def count_refused_scans(reason: str, scans: int = 1) -> None:
-    """Count scans a web process refused (written to the multiprocess files like the rest).
-
-    The refusal is the answer the person gets; a metrics file that cannot be written (a full
-    disk, a directory removed under a running process) must not turn it into a 500.
-    """
-    try:
-        enable_multiprocess_values()
-        SCANS_REFUSED.labels(reason=reason).inc(scans)
-    except OSError as exc:
-        logger.warning("eco2_scans_refused_total not counted: %s", exc)
 
 
 @signals.worker_init.connect(dispatch_uid="eco2.metrics.worker_init")
@@ -246,56 +230,8 @@ def _on_task_unknown(name=None, **kwargs) -> None:
 
 
 # --- scrape-time collector ------------------------------------------------------------------
-def queue_names() -> list[str]:
-    from eco2.celery import SCAN_DEAD_LETTER_QUEUE, app
-
-    return [*(queue.name for queue in app.conf.task_queues), SCAN_DEAD_LETTER_QUEUE]
-
-
-def _filesystem_depths(names: list[str], deadline: float) -> dict[str, int]:
-    """Count the ``<time>_<uuid>.<queue>.msg`` files of kombu's filesystem transport."""
-    folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
-    counts = dict.fromkeys(names, 0)
-    with os.scandir(folder) as entries:
-        for index, entry in enumerate(entries):
-            if index % 1000 == 999 and time.monotonic() > deadline:
-                raise TimeoutError(f"counting {folder} took too long")
-            queue = entry.name.partition(".")[2].removesuffix(".msg")
-            if queue in counts:
-                counts[queue] += 1
-    return counts
-
-
-def queue_depths(timeout: float) -> dict[str, int]:
-    """Messages ready per queue. The filesystem broker has no dead-letter queue, so scan.ai.dlq
-    is missing there; on RabbitMQ a queue that was never declared is missing too."""
-    from eco2.celery import SCAN_DEAD_LETTER_QUEUE
-    from eco2.health import broker_connection
-
-    names = queue_names()
-    url = settings.CELERY_BROKER_URL
-    if url.startswith("filesystem"):
-        counts = _filesystem_depths(names, time.monotonic() + timeout)
-        counts.pop(SCAN_DEAD_LETTER_QUEUE, None)
-        return counts
-    counts = {}
-    with broker_connection(url, timeout) as conn:
-        conn.ensure_connection(max_retries=0)
-        for name in names:
-            channel = conn.channel()
-            try:
-                _, count, _ = channel.queue_declare(queue=name, passive=True)
-                counts[name] = count
-            except conn.channel_errors:  # not declared (yet): the broker closed the channel
-                pass
-            finally:
-                with suppress(Exception):
-                    channel.close()
-    return counts
-
-
 @contextmanager
-def _db_time_box(seconds: float) -> Iterator[None]:
+def db_time_box(seconds: float) -> Iterator[None]:
     """A statement timeout on PostgreSQL; SQLite is local and its queries here are small."""
     from django.db import connection, transaction
 
@@ -308,8 +244,26 @@ def _db_time_box(seconds: float) -> Iterator[None]:
         yield
 
 
+@dataclass
+class Scrape:
+    """One scrape as its parts see it: the time box, and what the parts before read."""
+
+    timeout: float
+    queue_depths: dict[str, int] = field(default_factory=dict)  # the queues part's reading
+
+
+ScrapePart = Callable[[Scrape], list[Metric]]
+_SCRAPE_PARTS: dict[str, ScrapePart] = {}
+
+
+def register_scrape_part(name: str, build: ScrapePart) -> None:
+    """An app adds families to ``/metrics``, read at scrape time and time-boxed like the rest
+    (the scans app registers its own in ScansConfig.ready(): scans/metrics.py)."""
+    _SCRAPE_PARTS[name] = build
+
+
 class AppCollector:
-    """Queue depths, scans per status, provider usage and dead letters, read at scrape time.
+    """Queue depths, then the parts the apps registered, read at scrape time.
 
     Each part is time-boxed; a part that fails is left out (and logged), the rest is served.
     """
@@ -326,17 +280,12 @@ class AppCollector:
             "1 when that part of the scrape-time collector answered, else 0.",
             labels=["part"],
         )
-        dlq_depth: list[int] = []
-        parts: list[tuple[str, Callable[[], list[Metric]]]] = [
-            ("queues", lambda: self._queues(dlq_depth)),
-            ("scans", self._scans),
-            ("provider_usage", self._usage),
-            ("dead_letters", lambda: self._dead_letters(dlq_depth)),
-        ]
+        scrape = Scrape(timeout=self.timeout)
+        parts: list[tuple[str, ScrapePart]] = [("queues", _queues), *_SCRAPE_PARTS.items()]
         for part, build in parts:
             started = time.monotonic()
             try:
-                families = build()
+                families = build(scrape)
             except Exception:
                 logger.exception(
                     "metrics collector part %s failed; its families are left out", part
@@ -352,78 +301,15 @@ class AppCollector:
             yield from families
         yield up
 
-    def _queues(self, dlq_depth: list[int]) -> list[Metric]:
-        from eco2.celery import SCAN_DEAD_LETTER_QUEUE
 
-        depths = queue_depths(self.timeout)
-        if SCAN_DEAD_LETTER_QUEUE in depths:
-            dlq_depth.append(depths[SCAN_DEAD_LETTER_QUEUE])
-        family = GaugeMetricFamily(
-            "eco2_queue_depth", "Messages ready in a broker queue.", labels=["queue"]
-        )
-        for name, count in depths.items():
-            family.add_metric([name], count)
-        return [family]
-
-    def _scans(self) -> list[Metric]:
-        from django.db.models import Count
-
-        from scans.models import Scan, ScanStatus
-
-        with _db_time_box(self.timeout):
-            rows = Scan.objects.order_by().values_list("status").annotate(n=Count("pk"))
-            counts = {**dict.fromkeys(ScanStatus.values, 0), **dict(rows)}
-        family = GaugeMetricFamily("eco2_scans", "Scans per status.", labels=["status"])
-        for status, count in counts.items():
-            family.add_metric([status], count)
-        return [family]
-
-    def _usage(self) -> list[Metric]:
-        from django.db.models import Sum
-
-        from scans.models import Scan
-
-        with _db_time_box(self.timeout):
-            sums = Scan.objects.aggregate(
-                input=Sum("input_tokens"),
-                cached_input=Sum("cached_input_tokens"),
-                output=Sum("output_tokens"),
-                cost=Sum("cost_usd"),
-            )
-        tokens = CounterMetricFamily(
-            "eco2_provider_tokens",
-            "Provider tokens billed for all scans, by kind.",
-            labels=["kind"],
-        )
-        for kind in ("input", "cached_input", "output"):
-            tokens.add_metric([kind], sums[kind] or 0)
-        cost = CounterMetricFamily(
-            "eco2_provider_cost_usd", "Provider cost of all scans in USD.", value=sums["cost"] or 0
-        )
-        return [tokens, cost]
-
-    def _dead_letters(self, dlq_depth: list[int]) -> list[Metric]:
-        from django.db.models import Count, Q
-
-        from scans.models import DeadLetter
-
-        with _db_time_box(self.timeout):
-            counts = DeadLetter.objects.aggregate(
-                pending=Count("pk", filter=Q(redriven_at__isnull=True, resolved_at__isnull=True)),
-                redriven=Count("pk", filter=Q(redriven_at__isnull=False, resolved_at__isnull=True)),
-                resolved=Count("pk", filter=Q(resolved_at__isnull=False)),
-            )
-        family = GaugeMetricFamily(
-            "eco2_dead_letters",
-            "Dead letters: pending / redriven (scan re-enqueued) / resolved (scan completed, or "
-            "dismissed) in the DB, broker_dlq (messages in scan.ai.dlq).",
-            labels=["state"],
-        )
-        for state in ("pending", "redriven", "resolved"):
-            family.add_metric([state], counts[state])
-        if dlq_depth:
-            family.add_metric(["broker_dlq"], dlq_depth[0])
-        return [family]
+def _queues(scrape: Scrape) -> list[Metric]:
+    scrape.queue_depths = queue_depths(scrape.timeout)
+    family = GaugeMetricFamily(
+        "eco2_queue_depth", "Messages ready in a broker queue.", labels=["queue"]
+    )
+    for name, count in scrape.queue_depths.items():
+        family.add_metric([name], count)
+    return [family]
 
 
 def multiprocess_registry(path: str | os.PathLike | None = None) -> CollectorRegistry:

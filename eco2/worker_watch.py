@@ -87,7 +87,7 @@ class ProgressWatch:
     def _queued(self) -> int | None:
         from django.conf import settings
 
-        from eco2.metrics import queue_depths
+        from eco2.queue_depths import queue_depths
 
         try:
             depths = queue_depths(settings.HEALTH_CHECK_TIMEOUT)

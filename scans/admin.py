@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django_celery_results.models import TaskResult
 
-from eco2.celery import SCAN_PIPELINE_TASKS
+from eco2.queues import SCAN_PIPELINE_TASKS
 
 from . import services
 from .models import (

@@ -7,4 +7,7 @@ class ScansConfig(AppConfig):
 
     def ready(self) -> None:
         # connect the Celery signal handlers, and the rule base's revision signals
-        from . import ledger, rulebase_cache, task_history  # noqa: F401
+        from . import ledger, rulebase_cache, task_history, worker_start  # noqa: F401
+        from .metrics import register_scrape_parts
+
+        register_scrape_parts()

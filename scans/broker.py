@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from kombu import Exchange, Producer, Queue
 
-from eco2.celery import SCAN_DEAD_LETTER_EXCHANGE, SCAN_DEAD_LETTER_QUEUE, app
+from eco2.celery import app
+from eco2.queues import SCAN_DEAD_LETTER_EXCHANGE, SCAN_DEAD_LETTER_QUEUE
 
 logger = logging.getLogger(__name__)
 

@@ -23,9 +23,8 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from eco2.metrics import count_refused_scans
-
 from .errors import CodedError, error_message
+from .metrics import count_refused_scans
 from .models import Scan
 from .progress import redis_client
 

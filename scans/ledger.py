@@ -16,8 +16,9 @@ from celery import signals
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from eco2.celery import SCAN_PIPELINE_TASKS, app
+from eco2.celery import app
 from eco2.db import release_db_connection
+from eco2.queues import SCAN_PIPELINE_TASKS
 
 from .errors import coded_text
 from .models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt

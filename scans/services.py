@@ -31,11 +31,11 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from eco2.after_response import run_after_response
 from eco2.db import insert_unless_exists, release_db_connection
-from eco2.metrics import count_refused_scans
 
 from .creation_rate import ensure_within_rate
 from .errors import CodedError, error_message
 from .images import UnusablePhoto, check_photo, prepare_image
+from .metrics import count_refused_scans
 from .models import (
     TERMINAL_STATUSES,
     AnswerCacheEntry,

@@ -21,8 +21,9 @@ from celery.exceptions import TaskRevokedError
 from django.db import DatabaseError
 from django_celery_results.models import TaskResult
 
-from eco2.celery import SCAN_AI_TASKS, SCAN_PIPELINE_TASKS, app
+from eco2.celery import app
 from eco2.db import insert_unless_exists
+from eco2.queues import SCAN_AI_TASKS, SCAN_PIPELINE_TASKS
 
 from . import services
 from .ledger import close_attempt

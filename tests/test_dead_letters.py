@@ -15,7 +15,8 @@ from django.core.management import call_command
 from django.test import Client
 from kombu import Producer
 
-from eco2.celery import SCAN_DEAD_LETTER_EXCHANGE, SCAN_DEAD_LETTER_QUEUE, app
+from eco2.celery import app
+from eco2.queues import SCAN_DEAD_LETTER_EXCHANGE, SCAN_DEAD_LETTER_QUEUE
 from scans import services
 from scans.broker import (
     DEAD_LETTER_QUEUE,

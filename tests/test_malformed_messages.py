@@ -16,7 +16,8 @@ import pytest
 from django.db.models import Q
 from kombu import Producer
 
-from eco2.celery import SCAN_PIPELINE_QUEUE, app
+from eco2.celery import app
+from eco2.queues import SCAN_PIPELINE_QUEUE
 from scans import services
 from scans.models import DeadLetter, ScanStatus
 

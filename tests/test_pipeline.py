@@ -265,7 +265,7 @@ def test_a_scan_a_test_leaves_in_flight_ends_with_that_test(worker_manager, rule
     """The suite's own guard (tests/conftest.py): before a transactional test's tables are
     emptied, its worker finishes the test's scans or is killed with its queues purged, so no
     step of one test runs into the next one's database."""
-    from eco2.metrics import queue_depths
+    from eco2.queue_depths import queue_depths
 
     worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="30")
     client = APIClient()

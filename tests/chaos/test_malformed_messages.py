@@ -4,7 +4,8 @@ each one ends on scan.ai.dlq and in the DeadLetter table, and the worker keeps r
 
 import pytest
 
-from eco2.celery import SCAN_IMAGE_QUEUE, SCAN_PIPELINE_QUEUE, app
+from eco2.celery import app
+from eco2.queues import SCAN_IMAGE_QUEUE, SCAN_PIPELINE_QUEUE
 from scans.broker import DEAD_LETTER_QUEUE
 
 from ..test_malformed_messages import CASE_HEADER, letters_of, malformed_messages, publish_raw
