@@ -6,7 +6,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "eco2.settings")
 # Static files (WhiteNoise) and photos are file responses with a synchronous iterator; under
 # ASGI Django reads them in a thread, which is fine for files this small. Only live progress
-# (scans.views.scan_events) streams, and it is asynchronous.
+# (scans.api.events.scan_events) streams, and it is asynchronous.
 warnings.filterwarnings(
     "ignore",
     message="StreamingHttpResponse must consume synchronous iterators",

@@ -107,7 +107,7 @@ MIDDLEWARE = [
     # decides the mode of the whole chain: with them here every middleware runs in one
     # thread; below an async-capable one, each of those would hop between the event loop and
     # a thread twice per request (bench/api_latency.py measured the hops).
-    "scans.api.UploadSizeLimitMiddleware",
+    "scans.middleware.UploadSizeLimitMiddleware",
 ]
 
 ROOT_URLCONF = "eco2.urls"
@@ -264,6 +264,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # the project's coded errors answer with their status and {"detail", "code"}
+    "EXCEPTION_HANDLER": "scans.api.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -279,6 +281,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # a scan's status and a batch's status are different choice sets: each gets its own name
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "scans.models.ScanStatus",  # the name clients have generated code from
+        "BatchStatusEnum": "scans.models.BatchStatus",
+    },
     # the default hook, and the live-progress stream (a plain async view spectacular cannot see)
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -14,6 +14,7 @@ from eco2.metrics import Scrape, db_time_box, enable_multiprocess_values, regist
 from eco2.queues import SCAN_DEAD_LETTER_QUEUE
 
 from .models import DeadLetter, Scan, ScanStatus
+from .selectors import usage_totals
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,7 @@ def _scans(scrape: Scrape) -> list[Metric]:
 
 def _usage(scrape: Scrape) -> list[Metric]:
     with db_time_box(scrape.timeout):
-        sums = Scan.objects.aggregate(
-            input=Sum("input_tokens"),
-            cached_input=Sum("cached_input_tokens"),
-            output=Sum("output_tokens"),
-            cost=Sum("cost_usd"),
-        )
+        sums = usage_totals(Scan.objects.all())
     tokens = CounterMetricFamily(
         "eco2_provider_tokens",
         "Provider tokens billed for all scans, by kind.",

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Sum
+from django.db.models import Count
 from django.utils import timezone
 
 from .broker import dead_letter_depth
 from .models import DeadLetter, Scan, ScanStatus
+from .selectors import usage_totals
 
 
 def daily_digest(day: date | None = None) -> tuple[str, str]:
@@ -27,12 +28,7 @@ def daily_digest(day: date | None = None) -> tuple[str, str]:
         .order_by("-n")
         .values_list("category__middle_ko", "n")
     )
-    totals = scans.aggregate(
-        input=Sum("input_tokens"),
-        cached=Sum("cached_input_tokens"),
-        output=Sum("output_tokens"),
-        cost=Sum("cost_usd"),
-    )
+    totals = usage_totals(scans)
     failures = list(
         scans.filter(status=ScanStatus.FAILED)
         .values_list("error_code")
@@ -54,7 +50,7 @@ def daily_digest(day: date | None = None) -> tuple[str, str]:
         *([f"  {code}: {n}" for code, n in failures] or ["  none"]),
         *[f"  · {s.id} at {s.step}: {s.error_message}" for s in examples],
         "",
-        f"Tokens: input {totals['input'] or 0} (cached {totals['cached'] or 0}), output {totals['output'] or 0}",
+        f"Tokens: input {totals['input'] or 0} (cached {totals['cached_input'] or 0}), output {totals['output'] or 0}",
         f"Cost: ${(totals['cost'] or Decimal(0)):.4f}",
     ]
     subject = f"[Eco²] Daily digest {day}: {scans.count()} scans, {by_status.get(ScanStatus.FAILED, 0)} failed"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, Sum
 
 from .matching import compact, match_hint
-from .models import Category, DisposalStep, Item, Scan, ScanOutcome
+from .models import Category, DisposalStep, Item, Scan, ScanBatch, ScanOutcome
 from .rulebase_cache import RuleBase, current_rulebase
 
 
@@ -17,6 +18,43 @@ def scans_visible_to(user) -> QuerySet[Scan]:
         return Scan.objects.none()
     scans = Scan.objects.select_related("owner", "category")
     return scans if user.is_staff else scans.filter(owner=user)
+
+
+def visible_scan(user, scan_id: object) -> Scan | None:
+    """The scan with this id if ``user`` may see it; None for a malformed id, a scan of someone
+    else or no scan at all (callers answer 404 alike, so ids of others do not leak)."""
+    try:
+        pk = uuid.UUID(str(scan_id))
+    except ValueError:
+        return None
+    return scans_visible_to(user).filter(pk=pk).first()
+
+
+def batches_visible_to(user) -> QuerySet[ScanBatch]:
+    """A user sees their own batches; staff see all."""
+    if not user.is_authenticated:
+        return ScanBatch.objects.none()
+    return ScanBatch.objects.all() if user.is_staff else ScanBatch.objects.filter(owner=user)
+
+
+def visible_batch(user, batch_id: object) -> ScanBatch | None:
+    """The batch with this id if ``user`` may see it (None otherwise, as ``visible_scan``)."""
+    try:
+        pk = uuid.UUID(str(batch_id))
+    except ValueError:
+        return None
+    return batches_visible_to(user).filter(pk=pk).first()
+
+
+def usage_totals(scans: QuerySet[Scan]) -> dict[str, Any]:
+    """Provider tokens (input, cached_input, output) and cost (USD) summed over ``scans``;
+    None where no scan has a value."""
+    return scans.aggregate(
+        input=Sum("input_tokens"),
+        cached_input=Sum("cached_input_tokens"),
+        output=Sum("output_tokens"),
+        cost=Sum("cost_usd"),
+    )
 
 
 def get_taxonomy() -> list[dict[str, Any]]:

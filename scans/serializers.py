@@ -62,6 +62,16 @@ def scan_error(scan: Scan, *, include_detail: bool = False) -> dict[str, Any] | 
     return error
 
 
+class ScanErrorSerializer(serializers.Serializer):
+    """Why a scan failed (``scan_error``)."""
+
+    code = serializers.CharField()
+    message = serializers.CharField(help_text="In the request's language, from the code.")
+    retryable = serializers.BooleanField(help_text="Whether trying the same scan again can help.")
+    step = serializers.CharField(help_text="The step that failed.")
+    detail = serializers.CharField(required=False, help_text="Staff only: the technical detail.")
+
+
 def validate_hint_text(value: str) -> None:
     """A hint is text a person typed: bytes that were not UTF-8 arrive as U+FFFD (the
     multipart parser replaces them) and control characters have no place in it."""
@@ -257,7 +267,7 @@ class ScanSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return scan_result(scan, include_usage=bool(request and request.user.is_staff))
 
-    @extend_schema_field(serializers.JSONField(allow_null=True))
+    @extend_schema_field(ScanErrorSerializer(allow_null=True))
     def get_error(self, scan: Scan) -> dict[str, Any] | None:
         request = self.context.get("request")
         return scan_error(scan, include_detail=bool(request and request.user.is_staff))
@@ -290,71 +300,3 @@ class TaxonomySerializer(serializers.Serializer):
     major_ko = serializers.CharField()
     major_en = serializers.CharField()
     categories = serializers.ListField(child=serializers.DictField())
-
-
-class BatchCreateSerializer(serializers.Serializer):
-    images = serializers.ListField(
-        child=serializers.FileField(validators=[validate_scan_image]),
-        min_length=1,
-        max_length=settings.SCAN_BATCH_MAX_IMAGES,
-        help_text="Several photos, one item each (repeat the `images` field).",
-    )
-    hint = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        max_length=settings.SCAN_HINT_MAX_LENGTH,
-        validators=[validate_hint_text],
-    )
-
-
-def batch_summary(summary: dict | None, *, include_detail: bool = False) -> dict | None:
-    """The stored batch summary with each failure's message rendered from its code in the
-    active language (the summary is written by a worker, in no reader's language)."""
-    if not summary:
-        return summary
-    failures = []
-    for failure in summary.get("failures") or []:
-        stored = failure.get("message", "")
-        rendered = {**failure, "message": error_message(failure.get("code", ""))}
-        if include_detail:
-            rendered["detail"] = stored
-        failures.append(rendered)
-    return {**summary, "failures": failures}
-
-
-def batch_detail(batch, *, include_detail: bool = False) -> dict[str, Any]:
-    """A batch as its owner sees it: per-item state and the batch's own progress.
-    ``include_detail``: staff also get the technical detail of each failure."""
-    items = [
-        {
-            "task_id": str(scan.id),
-            "status": scan.status,
-            "step": scan.step,
-            "progress": scan.progress,
-            "category_code": scan.category.code if scan.category else None,
-            "error": scan_error(scan, include_detail=include_detail),
-        }
-        for scan in batch.scans.select_related("category").order_by("created_at", "id")
-    ]
-    ended = {ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.NEEDS_INPUT}
-    done = sum(item["status"] in ended for item in items)
-    return {
-        "batch_id": str(batch.id),
-        "status": batch.status,
-        # a failed item, or one that asks which one it is, has ended as much as a completed one
-        "progress": round(
-            sum(100 if item["status"] in ended else item["progress"] for item in items)
-            / max(1, len(items))
-        ),
-        "finished": done,
-        "total": len(items),
-        "items": items,
-        "summary": batch_summary(batch.summary, include_detail=include_detail),
-        # as every other timestamp of the API: in the site's time zone (Asia/Seoul)
-        "created_at": _timestamp(batch.created_at),
-        "completed_at": _timestamp(batch.completed_at),
-    }
-
-
-def _timestamp(value) -> str | None:
-    return None if value is None else serializers.DateTimeField().to_representation(value)

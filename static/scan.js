@@ -19,11 +19,11 @@
 // data-hint-url), and on 202 the page follows the resumed scan live, without a reload.
 (function () {
   "use strict";
-  var STAGES = ["vision", "rule", "answer"];
   var ENDED = ["completed", "failed", "needs_input"];
   var labelsElement = document.getElementById("scan-labels");
   if (!labelsElement) return;
   var LABELS = JSON.parse(labelsElement.textContent);
+  var STAGES = LABELS.stages;  // the pipeline stages, as the page was rendered (scans/stages.py)
   var root = null;
   var finished = false;
 

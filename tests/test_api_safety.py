@@ -692,7 +692,8 @@ def test_a_full_backlog_refuses_uploads_with_503_and_stores_nothing(
     assert refused.status_code == 503
     assert refused["Retry-After"] == "30"
     assert refused.json() == {
-        "detail": "Eco² has more scans waiting than it can take right now. Try again in 30 s."
+        "detail": "Eco² has more scans waiting than it can take right now. Try again in 30 s.",
+        "code": "pipeline_busy",
     }
     assert Scan.objects.count() == 2 and stored_files() == files, "nothing of it was stored"
     korean = api_client.post(SCANS_URL, {"image": photo()}, format="multipart")

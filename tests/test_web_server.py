@@ -85,7 +85,7 @@ def test_the_sync_only_middlewares_are_innermost():
     make every async-capable middleware outside them hop between loop and thread twice."""
     assert settings.MIDDLEWARE[-2:] == [
         "eco2.after_response.AfterResponseMiddleware",
-        "scans.api.UploadSizeLimitMiddleware",
+        "scans.middleware.UploadSizeLimitMiddleware",
     ]
 
 
