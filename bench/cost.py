@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from tests.fakes import model as fake_model  # noqa: E402
 
 HINTS = (
     "투명 페트병, 라벨 있음",
@@ -128,8 +129,8 @@ def main() -> int:
     common.load_rules()
     from django.conf import settings
 
-    model = common.FakeModel(common.rule_categories(), delay=0.0)
-    fake = common.start_fake_openai(model)
+    model = fake_model.FakeModel(fake_model.rule_categories(), delay=0.0)
+    fake = fake_model.start_fake_openai(model)
     worker_env = {**env, **common.openai_env(fake.base_url)}
     image = common.image_worker(concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir)
     ai = common.ai_worker(
@@ -149,8 +150,8 @@ def main() -> int:
         owner = common.bench_user("cost")
         submit(owner, args.scans, photos)
         finished = common.wait_until_terminal(owner, args.scans, args.timeout)
-        vision_calls = len(fake.requests_for_schema(common.VISION_SCHEMA))
-        answer_calls = len(fake.requests_for_schema(common.ANSWER_SCHEMA))
+        vision_calls = len(fake.requests_for_schema(fake_model.VISION_SCHEMA))
+        answer_calls = len(fake.requests_for_schema(fake_model.ANSWER_SCHEMA))
     finally:
         common.stop_workers(image, ai)
         fake.stop()

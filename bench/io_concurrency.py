@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from tests.fakes import model as fake_model  # noqa: E402
 
 POOLS = ("prefork", "threads", "gevent")
 HINT = "투명 페트병, 라벨 있음"
@@ -281,8 +282,8 @@ def main() -> int:
     common.prepare_database(env)
     common.setup_django(env)
     common.load_rules()
-    model = common.FakeModel(common.rule_categories(), delay=args.delay)
-    fake = common.start_fake_openai(model)
+    model = fake_model.FakeModel(fake_model.rule_categories(), delay=args.delay)
+    fake = fake_model.start_fake_openai(model)
     # the client's timeout stays well above the delay: a slow call is not a failed one
     worker_env = {**env, **common.openai_env(fake.base_url, timeout=max(30.0, 4 * args.delay))}
     image = common.image_worker(concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir)

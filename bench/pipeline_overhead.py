@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from tests.fakes import model as fake_model  # noqa: E402
 
 HINT = "투명 페트병, 라벨 있음"
 
@@ -155,8 +156,8 @@ def main() -> int:
     common.load_rules()
     model = fake = None  # the fake OpenAI server runs for --providers http only
     if args.providers == "http":
-        model = common.FakeModel(common.rule_categories(), delay=0.0)
-        fake = common.start_fake_openai(model)
+        model = fake_model.FakeModel(fake_model.rule_categories(), delay=0.0)
+        fake = fake_model.start_fake_openai(model)
         worker_env = {**env, **common.openai_env(fake.base_url)}
     else:
         worker_env = {

@@ -28,7 +28,7 @@ MODEL = "bench-zero-latency"
 
 @cache
 def _categories() -> list[dict[str, Any]]:
-    from bench.common import rule_categories
+    from tests.fakes.model import rule_categories
 
     return rule_categories()
 

@@ -18,9 +18,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 from rest_framework.test import APIClient
 
-from bench.common import descendants
 from scans.models import TERMINAL_STATUSES, Scan
 from scans.rulebase import load_rulebase, read_rulebase
+from tests.support.processes import descendants
 
 from .environment import TEST_VAR_DIR
 from .factories import UserFactory

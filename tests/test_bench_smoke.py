@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import FakeModel, start_fake_openai
 from scans.rulebase import read_rulebase
+from tests.fakes.model import FakeModel, start_fake_openai
 
 ROOT = Path(__file__).resolve().parent.parent
 

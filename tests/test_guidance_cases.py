@@ -5,7 +5,8 @@ import copy
 
 import pytest
 
-from bench.guidance_eval import (
+from scans.rulebase import read_rulebase
+from tests.support.guidance_cases import (
     DEFAULT_CASES,
     CaseFileError,
     expected_split,
@@ -13,7 +14,6 @@ from bench.guidance_eval import (
     smoke_subset,
     validate_cases,
 )
-from scans.rulebase import read_rulebase
 
 CATEGORIES = ["paper", "glass"]
 TAGS = ["label_attached", "cap_attached", "crushed"]

@@ -24,9 +24,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from bench.common import descendants
 from notifications.models import Notification, NotificationPreference
 from scans.models import ScanStatus, ScanStep, TaskAttempt
+from tests.support.processes import descendants
 
 from .conftest import BASE_DIR, IN_CI, make_photo_bytes, subprocess_env, wait_for_scan
 from .fakes.openai_server import ok, slow

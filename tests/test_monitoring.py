@@ -311,7 +311,7 @@ def wait_until(check, timeout: float, what: str):
 
 
 def signal_pool(worker, signum) -> None:
-    from bench.common import descendants
+    from tests.support.processes import descendants
 
     for pid in descendants(worker.process.pid):
         os.kill(pid, signum)
