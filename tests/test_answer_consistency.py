@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from scans.providers.base import AnswerRequest
-from scans.providers.grounding import bin_names, directed_bins
+from scans.providers.bins import bin_names, directed_bins
 from scans.providers.offline import OfflineAnswerProvider, rule_answer
 from scans.rulebase_cache import current_rulebase
 from scans.selectors import match_rules

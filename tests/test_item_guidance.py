@@ -15,7 +15,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from scans.providers.base import AnswerRequest, VisionRequest
-from scans.providers.grounding import bin_names, check_answer
+from scans.providers.bins import bin_names
+from scans.providers.grounding import check_answer
 from scans.providers.offline import OfflineAnswerProvider, OfflineVisionProvider
 from scans.rulebase_cache import current_rulebase
 from scans.selectors import match_rules

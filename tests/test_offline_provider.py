@@ -3,7 +3,8 @@
 import pytest
 
 from scans.providers.base import AnswerRequest, VisionRequest
-from scans.providers.offline import OfflineAnswerProvider, OfflineVisionProvider, direction, topic
+from scans.providers.offline import OfflineAnswerProvider, OfflineVisionProvider
+from scans.providers.wording import direction, topic
 from scans.selectors import match_rules
 
 pytestmark = pytest.mark.django_db
