@@ -31,7 +31,7 @@ Multiprocess mode (prefork)
     multiprocess mode: every process writes its samples to mmap files in
     ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` sums the files with ``MultiProcessCollector``
     into a fresh ``CollectorRegistry`` per scrape. The variable must be in ``os.environ`` before
-    prometheus_client is imported; eco2/settings.py sets it (default ``$ECO2_VAR_DIR/prometheus``).
+    prometheus_client is imported; eco2/settings/pipeline.py sets it (default ``$ECO2_VAR_DIR/prometheus``).
     Celery's CLI imports Flower, and Flower imports prometheus_client, before the app and its
     settings are loaded, so the worker switches prometheus_client to multiprocess values itself
     at ``worker_init`` (before the pool forks).
