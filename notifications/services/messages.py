@@ -1,4 +1,4 @@
-"""The texts of the e-mails (subject and plain-text body, Korean then English)."""
+"""The texts of the e-mails: subject and plain-text body, Korean then English."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deciding and recording a notification (one row per dedupe key), sent after the caller's commit."""
+"""Deciding and recording a notification, one row per dedupe key, sent after commit."""
 
 from __future__ import annotations
 

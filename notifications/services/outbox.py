@@ -1,5 +1,4 @@
-"""The notification row as the outbox: publishing its send task after commit, the resend sweep,
-and sending failed ones again."""
+"""The notification row as outbox: its send task published after commit, the resend sweep."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sending one notification exactly once: the claim, the SMTP send, and giving up."""
+"""Sending one notification exactly once: the claim, the SMTP send, giving up."""
 
 from __future__ import annotations
 

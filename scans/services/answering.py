@@ -1,5 +1,4 @@
-"""Answering a scan that asked (status needs_input): the owner's choice of category or a new
-hint resumes it."""
+"""Answering a scan that asked (needs_input): the owner's choice or a new hint resumes it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The pipeline's shared terms: each step's progress, the active statuses, a step's outcomes,
-the registered names of the step tasks, and the error a step stops with."""
+"""The pipeline's shared terms: step progress, active statuses, outcomes, step task names."""
 
 from __future__ import annotations
 

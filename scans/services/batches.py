@@ -1,4 +1,4 @@
-"""A batch's summary: written once every member has ended, by whichever ends last (or the sweeper)."""
+"""A batch's summary, written once every member has ended (by the last to end, or the sweeper)."""
 
 from __future__ import annotations
 

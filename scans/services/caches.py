@@ -1,5 +1,4 @@
-"""The vision and answer caches: a result per key, and a lease so that concurrent misses of one
-key pay once."""
+"""The vision and answer caches: a result per key, a lease so concurrent misses pay once."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Dead letters: recording a step's last failure, redriving the scans of pending letters, and
-tidying scan.ai.dlq."""
+"""Dead letters: recording a step's last failure, redriving their scans, tidying scan.ai.dlq."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Publishing a scan's pipeline: the chain of its remaining steps, a batch's chord, the relay
-of what is still owed, and putting a scan back to queued."""
+"""Publishing pipelines: a scan's chain, a batch's chord, the relay of what is owed, requeue."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A failed step: its code and description, whether it is the scan's, and failing or cancelling
-the scan."""
+"""A failed step: its code and description, whether it is the scan's; failing, cancelling."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Taking a scan or a batch in: the backlog guard, the owner's rate, the row, then its dispatch
-after commit."""
+"""Taking a scan or a batch in: backlog guard, owner's rate, the row, dispatch after commit."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A scan's bookkeeping: the conditional writes that keep one terminal state, and its progress
-mirror."""
+"""A scan's bookkeeping: the conditional writes that keep one terminal state; progress mirror."""
 
 from __future__ import annotations
 

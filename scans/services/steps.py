@@ -1,5 +1,4 @@
-"""The four pipeline steps (prepare, vision, rule, answer), each idempotent: a redelivery finds
-its result stored and does nothing twice."""
+"""The four pipeline steps (prepare, vision, rule, answer), each idempotent."""
 
 from __future__ import annotations
 
