@@ -2,6 +2,9 @@
 
 ``send_email`` is safe to run twice for the same id: ``services.deliver`` claims the row
 before sending, so a duplicate publish or a redelivery sends nothing more.
+
+The Python functions end in ``_task``; the registered names (``notifications.tasks.…``) stay,
+because beat rows and in-flight messages use them. The services publish by name.
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ class SendEmailTask(Task):
     # The killed send is left 'sending' and recovered by the sweep after SENDING_LEASE.
     time_limit=60,
 )
-def send_email(self, notification_id: int) -> str:
+def send_email_task(self, notification_id: int) -> str:
     return services.deliver(notification_id)
 
 
 @shared_task(name="notifications.tasks.resend_pending_notifications")
-def resend_pending_notifications() -> int:
+def resend_pending_notifications_task() -> int:
     return services.resend_pending()

@@ -6,8 +6,9 @@ class ScansConfig(AppConfig):
     verbose_name = "Scans"
 
     def ready(self) -> None:
-        # connect the Celery signal handlers, and the rule base's revision signals
-        from . import ledger, rulebase_cache, task_history, worker_start  # noqa: F401
+        # Connect the Celery signal handlers and the rule base's revision signals; register the
+        # tasks (the services publish them by name) and the app's /metrics families.
+        from . import ledger, rulebase_cache, task_history, tasks, worker_start  # noqa: F401
         from .metrics import register_scrape_parts
 
         register_scrape_parts()

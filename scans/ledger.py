@@ -13,15 +13,17 @@ from datetime import datetime
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from eco2.celery import app
 from eco2.db import release_db_connection
 from eco2.queues import SCAN_PIPELINE_TASKS
 
+from . import services
 from .errors import coded_text
-from .models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
+from .models import AttemptOutcome, TaskAttempt
+from .services import record_dead_letter
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +155,6 @@ def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwa
     close_attempt(task_id, AttemptOutcome.WORKER_LOST if lost else AttemptOutcome.FAILED, exception)
     if not _is_pipeline(sender):
         return
-    from . import services  # services imports the tasks module, which imports this one
-
     scan_id = _scan_id(args)
     if services.failure_spares_scan(scan_id, sender.step, exception):
         logger.warning(
@@ -221,30 +221,3 @@ def _record_undeliverable(message, code: str, reason: str) -> None:
         logger.exception("could not record the rejected message %r", message)
     finally:
         release_db_connection()
-
-
-def record_dead_letter(
-    scan_id, task_id: str, task_name: str, step: str, code: str, reason: str
-) -> None:
-    """One DeadLetter row per task id, also when the failure is reported twice. A letter of a
-    scan that has completed meanwhile (another copy of the step finished it) is resolved."""
-    status = (
-        Scan.objects.filter(pk=scan_id).values_list("status", flat=True).first()
-        if scan_id
-        else None
-    )
-    completed = status == ScanStatus.COMPLETED
-    try:
-        with transaction.atomic():
-            DeadLetter.objects.create(
-                scan_id=scan_id if status else None,
-                task_id=task_id,
-                task_name=task_name,
-                step=step,
-                reason_code=code,
-                reason=reason,
-                resolved_at=timezone.now() if completed else None,
-                resolved_by="scan completed" if completed else "",
-            )
-    except IntegrityError:
-        logger.info("dead letter for task %s already recorded", task_id)

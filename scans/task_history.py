@@ -151,9 +151,7 @@ def revoke_tasks(task_ids: list[str], *, terminate: bool) -> Revocation:
 
 
 def _step_of(task_name: str) -> str:
-    from .tasks import STEP_TASKS  # the tasks import the services, which this module imports
-
-    return next((step for step, task in STEP_TASKS.items() if task.name == task_name), "")
+    return next((step for step, name in services.STEP_TASK_NAMES.items() if name == task_name), "")
 
 
 def _scan_id_of(task_args: Iterable[str | None]) -> str | None:

@@ -2,6 +2,10 @@
 
 Every step is idempotent (a redelivered message finds its result stored and does nothing
 twice) and returns what it did ("succeeded" or "skipped") for the attempt ledger.
+
+The Python functions end in ``_task``; their registered names (``scans.tasks.vision_scan`` …)
+stay as they are, because beat rows and in-flight messages use them. The services publish by
+those names (scans.services.base.STEP_TASK_NAMES) and never import this module.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from datetime import timedelta
 from celery import Task, shared_task, states
 from django.conf import settings
 from django.utils import timezone
+
+from notifications.models import NotificationKind
+from notifications.services import notify_staff
 
 from . import reports, services
 from .errors import CodedError
@@ -121,41 +128,41 @@ class AnswerStep(ScanStepTask):
     soft_time_limit=30,
     time_limit=60,
 )
-def prepare_image(self, scan_id: str) -> dict:
+def prepare_image_task(self, scan_id: str) -> dict:
     return self.run_step(services.run_prepare_step, scan_id)
 
 
 @shared_task(
     base=VisionStep, bind=True, name="scans.tasks.vision_scan", soft_time_limit=60, time_limit=90
 )
-def vision_scan(self, scan_id: str) -> dict:
+def vision_scan_task(self, scan_id: str) -> dict:
     return self.run_step(services.run_vision_step, scan_id)
 
 
 @shared_task(
     base=RuleStep, bind=True, name="scans.tasks.rule_match", soft_time_limit=30, time_limit=60
 )
-def rule_match(self, scan_id: str) -> dict:
+def rule_match_task(self, scan_id: str) -> dict:
     return self.run_step(services.run_rule_step, scan_id)
 
 
 @shared_task(
     base=AnswerStep, bind=True, name="scans.tasks.answer_gen", soft_time_limit=60, time_limit=90
 )
-def answer_gen(self, scan_id: str) -> dict:
+def answer_gen_task(self, scan_id: str) -> dict:
     return self.run_step(services.run_answer_step, scan_id)
 
 
 STEP_TASKS = {
-    ScanStep.PREPARE: prepare_image,
-    ScanStep.VISION: vision_scan,
-    ScanStep.RULE: rule_match,
-    ScanStep.ANSWER: answer_gen,
+    ScanStep.PREPARE: prepare_image_task,
+    ScanStep.VISION: vision_scan_task,
+    ScanStep.RULE: rule_match_task,
+    ScanStep.ANSWER: answer_gen_task,
 }
 
 
 @shared_task(name="scans.tasks.sweep_stalled_scans")
-def sweep_stalled_scans() -> dict:
+def sweep_stalled_scans_task() -> dict:
     requeued, failed = services.sweep_stalled_scans()
     batches = services.finish_ended_batches()
     return {"requeued": requeued, "failed": failed, "batches_finished": batches}
@@ -178,33 +185,27 @@ class RecordedWhenBusy(Task):
 
 
 @shared_task(base=RecordedWhenBusy, name="scans.tasks.relay_pending_dispatches")
-def relay_pending_dispatches() -> int:
+def relay_pending_dispatches_task() -> int:
     return services.relay_pending_dispatches()
 
 
 @shared_task(base=RecordedWhenBusy, name="scans.tasks.publish_events")
-def publish_events() -> int:
+def publish_events_task() -> int:
     """The outbox relay for ScanCompleted / ScanFailed events (beat)."""
     return publish_pending_events(min_age=RELAY_GRACE)
 
 
 @shared_task(name="scans.tasks.send_daily_digest")
-def send_daily_digest() -> int:
-    from notifications.models import NotificationKind
-    from notifications.services import notify_staff
-
+def send_daily_digest_task() -> int:
     day = timezone.localdate() - timedelta(days=1)  # yesterday, midnight to midnight (KST)
     subject, body = reports.daily_digest(day)
     return notify_staff(NotificationKind.DAILY_DIGEST, subject, body, dedupe_key=f"digest:{day}")
 
 
 @shared_task(name="scans.tasks.check_dead_letters")
-def check_dead_letters() -> int:
+def check_dead_letters_task() -> int:
     """Warn staff when dead letters wait; at most once an hour (the dedupe key). Messages on
     scan.ai.dlq whose scan completed or runs again are taken off first: they wait for nobody."""
-    from notifications.models import NotificationKind
-    from notifications.services import notify_staff
-
     try:
         services.tidy_dead_letter_queue()
     except Exception:  # the broker being away must not hide the DB count
@@ -224,17 +225,17 @@ def check_dead_letters() -> int:
 
 
 @shared_task(name="scans.tasks.aggregate_results")
-def aggregate_results(batch_id: str) -> dict | None:
+def aggregate_results_task(batch_id: str) -> dict | None:
     """The chord callback of a batch: every member pipeline has ended."""
     return services.summarize_batch(batch_id)
 
 
 @shared_task(name="scans.tasks.aggregate_results_after_error")
-def aggregate_results_after_error(batch_id: str) -> dict | None:
+def aggregate_results_after_error_task(batch_id: str) -> dict | None:
     """The chord's errback: a member failed, which is an outcome, not a reason to hang."""
     return services.summarize_batch(batch_id)
 
 
 @shared_task(name="scans.tasks.regenerate_thumbnail")
-def regenerate_thumbnail(scan_id: str) -> bool:
+def regenerate_thumbnail_task(scan_id: str) -> bool:
     return services.regenerate_thumbnail(scan_id)

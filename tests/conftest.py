@@ -193,11 +193,11 @@ def make_photo_bytes(
 @pytest.fixture
 def backlog_limit(settings, monkeypatch):
     """Set SCAN_BACKLOG_LIMIT; every upload then counts the waiting scans afresh (no 1 s reuse)."""
-    from scans import services
+    from scans.services import intake
 
     def set_limit(limit: int) -> None:
         settings.SCAN_BACKLOG_LIMIT = limit
-        monkeypatch.setattr(services, "BACKLOG_READ_EVERY", 0.0)
+        monkeypatch.setattr(intake, "BACKLOG_READ_EVERY", 0.0)
 
     return set_limit
 

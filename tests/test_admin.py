@@ -143,8 +143,8 @@ def test_staff_without_the_retry_permission_do_not_get_the_action(user, photo):
 
 
 def test_attempt_ledger_and_dead_letters_are_listed(admin_client_, user, photo):
-    from scans.ledger import record_dead_letter
     from scans.models import TaskAttempt
+    from scans.services import record_dead_letter
 
     scan = failed_scan(user, photo)
     TaskAttempt.objects.create(
@@ -182,7 +182,7 @@ def test_redrive_command_resumes_the_scans_of_dead_letters(user, photo):
 
     from django.core.management import call_command
 
-    from scans.ledger import record_dead_letter
+    from scans.services import record_dead_letter
 
     scan = failed_scan(user, photo)
     record_dead_letter(
@@ -249,7 +249,7 @@ def test_redrive_works_on_a_broker_that_has_no_dead_letter_queue_yet(user, photo
 
     from eco2.celery import app
     from scans.broker import DEAD_LETTER_QUEUE
-    from scans.ledger import record_dead_letter
+    from scans.services import record_dead_letter
 
     with app.connection_for_write() as conn:
         DEAD_LETTER_QUEUE(conn.default_channel).delete()

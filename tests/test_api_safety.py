@@ -27,6 +27,7 @@ from rest_framework.test import APIClient
 
 from scans import creation_rate, services
 from scans.models import IdempotencyKey, Scan, ScanBatch, ScanStatus
+from scans.services import intake
 
 from .conftest import BASE_DIR, make_photo_bytes
 from .photos import CONTENT_TYPES, declaring_size, photo_bytes, textured_photo_bytes
@@ -765,13 +766,13 @@ def test_the_backlog_is_counted_at_most_once_a_second_and_not_at_all_when_off(
     settings.SCAN_BACKLOG_LIMIT = 0
     assert backlog_counts() == []
     settings.SCAN_BACKLOG_LIMIT = 1000
-    services._backlog_read = (float("-inf"), 0)
+    intake._backlog_read = (float("-inf"), 0)
     [count] = backlog_counts()
     assert "LIMIT 1001" in count, "a backlog longer than the limit is not counted to its end"
 
     # while one request of the process counts, the others go on with the last figure
-    services._backlog_read = (float("-inf"), 0)
-    with services._backlog_reading:
+    intake._backlog_read = (float("-inf"), 0)
+    with intake._backlog_reading:
         assert backlog_counts() == []
 
 
@@ -868,7 +869,7 @@ def test_image_url_replays_too(api_client):
 def test_concurrent_replays_create_one_scan(user, monkeypatch):
     dispatched = []
     monkeypatch.setattr(
-        services, "dispatch_pipeline", lambda scan_id, **kw: dispatched.append(scan_id)
+        intake, "dispatch_pipeline", lambda scan_id, **kw: dispatched.append(scan_id)
     )
     photo_bytes = make_photo_bytes()
     threads_count = 8

@@ -458,7 +458,7 @@ def test_a_name_resolving_inside_fails_the_scan_with_image_url_refused(
     """Accepted at request time (a host name), refused at fetch time: the scan fails with the
     code through the pipeline's own failure handler, and the canary saw nothing."""
     from scans.ledger import fail_pipeline_task
-    from scans.tasks import vision_scan
+    from scans.tasks import vision_scan_task
 
     url = f"http://intranet.example.com:{canary.port}/photo.jpg"
     response = api_client.post(SCANS_URL, {"image_url": url}, format="json")
@@ -469,7 +469,7 @@ def test_a_name_resolving_inside_fails_the_scan_with_image_url_refused(
     with pytest.raises(services.ScanStepError) as error:
         services.ensure_prepared_image(scan)
     fail_pipeline_task(
-        sender=vision_scan, task_id="t-1", exception=error.value, args=(str(scan.id),)
+        sender=vision_scan_task, task_id="t-1", exception=error.value, args=(str(scan.id),)
     )
 
     scan.refresh_from_db()

@@ -23,6 +23,19 @@ def test_scan_tasks_route_to_the_pipeline_queue_and_notifications_to_theirs():
     assert router.route({}, "scans.tasks.prepare_image")["queue"].name == "scan.image"
 
 
+def test_the_services_publish_by_the_names_the_tasks_are_registered_under():
+    """The services build their signatures by name (they do not import the task module): each
+    name they publish is a registered task, and the step names are the step tasks'."""
+    from notifications.services.outbox import SEND_EMAIL
+    from scans.services import STEP_TASK_NAMES
+    from scans.services.dispatch import AGGREGATE_AFTER_ERROR, AGGREGATE_RESULTS
+    from scans.services.photos import REGENERATE_THUMBNAIL
+
+    assert {step: task.name for step, task in STEP_TASKS.items()} == STEP_TASK_NAMES
+    for name in (AGGREGATE_RESULTS, AGGREGATE_AFTER_ERROR, REGENERATE_THUMBNAIL, SEND_EMAIL):
+        assert name in app.tasks, name
+
+
 def test_delivery_settings_are_at_least_once():
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost

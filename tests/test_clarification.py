@@ -26,6 +26,7 @@ from scans.models import (
     ScanStep,
 )
 from scans.selectors import offered_choices
+from scans.services import dispatch, intake
 
 from .fakes.providers import UNSURE_HINT
 from .test_web import completed_scan, english, logged_in, parse_events, stream_events
@@ -146,7 +147,7 @@ def test_the_owners_choice_resumes_at_the_rule_step_and_completes(
 ):
     scan = asked_scan(user, photo)
     dispatched = []
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: dispatched.append(1))
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: dispatched.append(1))
     with django_capture_on_commit_callbacks(execute=True):
         services.choose_category(scan, category_code="glass", actor="test")
 
@@ -256,7 +257,8 @@ def test_two_answers_at_the_same_moment_resume_the_scan_once(
     rulebase, fake_vision, user, photo, monkeypatch
 ):
     """Two taps, two tabs: the conditional UPDATE needs_input → queued is the lock."""
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(intake, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: True)
     scan = asked_scan(user, photo)
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
@@ -327,7 +329,7 @@ def test_a_hint_keeps_the_first_recognitions_cost(rulebase, user, photo):
 def test_a_batch_counts_a_member_that_asks_as_ended_and_rewrites_its_summary_after_it(
     rulebase, fake_vision, user, photo, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: True)
     batch = services.create_batch(owner=user, images=[photo(), photo()], hint=f"{UNSURE_HINT} 병")
     first, second = batch.scans.order_by("created_at", "id")
     with django_capture_on_commit_callbacks(execute=True):
@@ -384,7 +386,7 @@ def choose_url(scan) -> str:
 def test_the_api_shows_the_question_and_takes_the_choice(
     rulebase, fake_vision, api_client, user, photo, monkeypatch
 ):
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: True)
     scan = asked_scan(user, photo)
 
     body = api_client.get(f"/api/v1/scans/{scan.id}", HTTP_ACCEPT_LANGUAGE="en").json()
@@ -443,7 +445,7 @@ def test_the_api_refuses_bad_answers_with_a_message(rulebase, fake_vision, api_c
 def test_only_the_owner_and_staff_may_answer(
     rulebase, fake_vision, user, other_user, staff_user, photo, monkeypatch
 ):
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: True)
     scan = asked_scan(user, photo)
     other, staff = APIClient(), APIClient()
     other.force_authenticate(other_user)
@@ -541,7 +543,7 @@ def test_the_scan_page_asks_with_one_tap_choices_and_a_hint_form(
 def test_without_javascript_a_tap_posts_the_choice_and_shows_the_scan_again(
     rulebase, fake_vision, user, other_user, photo, monkeypatch
 ):
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: True)
     scan = asked_scan(user, photo)
 
     assert (
@@ -561,7 +563,7 @@ def test_without_javascript_a_tap_posts_the_choice_and_shows_the_scan_again(
 
 
 def test_a_hint_from_the_page_reruns_the_scan(rulebase, fake_vision, user, photo, monkeypatch):
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda scan_id, **kw: True)
+    monkeypatch.setattr(dispatch, "dispatch_pipeline", lambda scan_id, **kw: True)
     scan = asked_scan(user, photo)
 
     empty = logged_in(user).post(f"/scans/{scan.id}/hint", {"hint": ""}, follow=True)

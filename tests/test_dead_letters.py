@@ -23,8 +23,8 @@ from scans.broker import (
     PARKED_DEAD_LETTER_QUEUE,
     dead_letter_depth,
 )
-from scans.ledger import record_dead_letter
 from scans.models import DeadLetter, Scan, ScanStatus
+from scans.services import dead_letters, record_dead_letter
 
 from .conftest import SERVICES_MODE, wait_for_scan
 from .factories import UserFactory
@@ -133,13 +133,12 @@ def test_dead_letters_recorded_in_the_db_are_redriven_when_the_queue_cannot_be_r
 ):
     from kombu.exceptions import OperationalError
 
-    from scans import broker
     from scans.management.commands import redrive_dlq
 
     def unreachable(*args, **kwargs):
         raise OperationalError("[Errno 111] Connection refused")
 
-    monkeypatch.setattr(broker, "sort_dead_letters", unreachable)
+    monkeypatch.setattr(dead_letters, "sort_dead_letters", unreachable)
     monkeypatch.setattr(redrive_dlq, "dead_letter_depth", unreachable)
     scan = failed_scan(user, photo, task_id="t-db")
 
@@ -164,7 +163,7 @@ def test_a_dead_letter_recorded_while_a_redrive_runs_is_left_for_the_next(
         record_dead_letter(str(second.id), "t-late", "scans.tasks.answer_gen", "answer", "x", "y")
         return retry_scans(scan_ids, actor=actor)
 
-    monkeypatch.setattr(services, "retry_scans", retry_while_a_worker_dead_letters_the_second)
+    monkeypatch.setattr(dead_letters, "retry_scans", retry_while_a_worker_dead_letters_the_second)
 
     out = redrive()
 
@@ -276,7 +275,7 @@ def test_a_retried_scan_that_completes_resolves_its_dead_letter_and_the_alert_st
     openai_worker, fake_openai, rulebase, user, photo, settings, empty_queues
 ):
     from notifications.models import Notification
-    from scans.tasks import check_dead_letters
+    from scans.tasks import check_dead_letters_task
 
     from .fakes.openai_server import ok, refusal
     from .test_monitoring import TOKEN, scrape, value
@@ -302,7 +301,7 @@ def test_a_retried_scan_that_completes_resolves_its_dead_letter_and_the_alert_st
     metrics = scrape()
     assert value(metrics, "eco2_dead_letters", state="pending") == 0
     assert value(metrics, "eco2_dead_letters", state="resolved") == 1
-    assert check_dead_letters() == 0, "no warning about a scan that completed"
+    assert check_dead_letters_task() == 0, "no warning about a scan that completed"
     assert not Notification.objects.filter(kind="dead_letter_alert").exists()
     assert dead_letter_depth() in (None, 0), "its copy on scan.ai.dlq is taken off"
 

@@ -21,7 +21,7 @@ from notifications.models import (
     NotificationPreference,
     NotificationStatus,
 )
-from notifications.tasks import send_email
+from notifications.tasks import send_email_task
 from scans.models import Category, Scan, ScanStatus, ScanStep
 
 from .factories import UserFactory
@@ -47,7 +47,7 @@ def published(monkeypatch):
     def record(args=None, kwargs=None, **options):
         calls.append(args[0])
 
-    monkeypatch.setattr(send_email, "apply_async", record)
+    monkeypatch.setattr(send_email_task, "apply_async", record)
     return calls
 
 
@@ -191,7 +191,7 @@ def test_a_broker_that_is_down_does_not_fail_the_caller(opted_in, completed_scan
     def down(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(send_email, "apply_async", down)
+    monkeypatch.setattr(send_email_task, "apply_async", down)
     assert services.enqueue(1) is False  # logged; the resend sweep publishes it later
 
 
@@ -281,19 +281,19 @@ def test_deliver_of_a_deleted_notification_is_skipped(db, locmem):
 def test_send_email_retries_with_backoff_on_the_notification_queue():
     from eco2.celery import app
 
-    assert send_email.name == "notifications.tasks.send_email"
-    assert set(send_email.autoretry_for) == {smtplib.SMTPException, ConnectionError, OSError}
-    assert send_email.retry_backoff is True
-    assert send_email.retry_backoff_max == 60
-    assert send_email.retry_jitter is False  # 1, 2, 4 … s: never an immediate retry
-    assert send_email.retry_kwargs == {"max_retries": 5}
-    assert app.amqp.router.route({}, send_email.name)["queue"].name == "notification"
+    assert send_email_task.name == "notifications.tasks.send_email"
+    assert set(send_email_task.autoretry_for) == {smtplib.SMTPException, ConnectionError, OSError}
+    assert send_email_task.retry_backoff is True
+    assert send_email_task.retry_backoff_max == 60
+    assert send_email_task.retry_jitter is False  # 1, 2, 4 … s: never an immediate retry
+    assert send_email_task.retry_kwargs == {"max_retries": 5}
+    assert app.amqp.router.route({}, send_email_task.name)["queue"].name == "notification"
 
 
 def test_used_up_retries_mark_the_notification_failed_with_the_reason(user):
     notification = make_notification(user, attempts=6, last_error="SMTPDataError: (451, …)")
     exc = smtplib.SMTPDataError(451, b"4.3.0 Try again later")
-    send_email.on_failure(exc, "task-id", (notification.pk,), {}, None)
+    send_email_task.on_failure(exc, "task-id", (notification.pk,), {}, None)
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.FAILED
     assert notification.last_error.startswith("gave up after 6 attempt(s): SMTPDataError")
@@ -302,7 +302,7 @@ def test_used_up_retries_mark_the_notification_failed_with_the_reason(user):
 
 def test_on_failure_leaves_a_sent_notification_alone(user):
     notification = make_notification(user, status=NotificationStatus.SENT, attempts=1)
-    send_email.on_failure(OSError("late"), "task-id", (notification.pk,), {}, None)
+    send_email_task.on_failure(OSError("late"), "task-id", (notification.pk,), {}, None)
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.SENT
 

@@ -23,7 +23,7 @@ from notifications.models import (
     NotificationPreference,
     NotificationStatus,
 )
-from notifications.tasks import send_email
+from notifications.tasks import send_email_task
 from scans.models import Scan, ScanStatus, ScanStep
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
@@ -154,8 +154,8 @@ def test_two_send_tasks_for_one_notification_send_one_mail(mail_worker, smtp, us
         body="digest",
         dedupe_key=f"test:twice:{user.pk}",
     )
-    first = send_email.delay(notification.pk)
-    second = send_email.delay(notification.pk)
+    first = send_email_task.delay(notification.pk)
+    second = send_email_task.delay(notification.pk)
     try:
         outcomes = sorted([first.get(timeout=30), second.get(timeout=30)])
     except Exception:

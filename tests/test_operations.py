@@ -18,6 +18,7 @@ from scans import services
 from scans.models import ScanBatch, ScanEvent, ScanStatus, TaskAttempt, TaskRerun
 from scans.outbox import EVENTS_EXCHANGE, publish_pending_events
 from scans.schedules import SCHEDULES, ensure_schedules
+from scans.services import intake
 from scans.task_history import decode_arguments
 
 from .conftest import make_photo_bytes, wait_for_scan
@@ -108,7 +109,7 @@ def test_a_relay_that_dies_mid_batch_publishes_again_at_least_once(
     user, photo, event_consumer, monkeypatch
 ):
     # no pipeline: only the events matter, and no worker may touch the tables at teardown
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda *args, **kwargs: False)
+    monkeypatch.setattr(intake, "dispatch_pipeline", lambda *args, **kwargs: False)
     for _ in range(3):
         services.fail_scan(
             services.create_scan(owner=user, image=photo()).id, code="x", message="y"
@@ -147,20 +148,20 @@ def test_the_relay_leaves_fresh_events_to_their_prompt_publish(
 ):
     from datetime import timedelta
 
-    from scans.tasks import publish_events
+    from scans.tasks import publish_events_task
 
     # no pipeline: a worker left running by another test would take the scan while this
     # test's teardown truncates the tables (a deadlock in PostgreSQL)
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda *args, **kwargs: False)
+    monkeypatch.setattr(intake, "dispatch_pipeline", lambda *args, **kwargs: False)
     scan = services.create_scan(owner=user, image=photo())
     services.fail_scan(scan.id, code="x", message="y")
     assert len(event_consumer()) == 1, "published once, right after the commit"
     assert ScanEvent.objects.get().published_at is not None
 
     ScanEvent.objects.update(published_at=None)  # as if the prompt publish had failed
-    assert publish_events() == 0, "younger than the grace: the prompt publish may still run"
+    assert publish_events_task() == 0, "younger than the grace: the prompt publish may still run"
     ScanEvent.objects.update(occurred_at=F("occurred_at") - timedelta(seconds=11))
-    assert publish_events() == 1
+    assert publish_events_task() == 1
     assert len(event_consumer()) == 1
 
 
@@ -261,7 +262,7 @@ def test_a_step_revoked_before_it_started_cancels_its_scan(
     """Revoked, the step was discarded by the worker and the rest of its chain never ran:
     the scan stayed queued, with nothing said, until the sweeper ran it again 15 min later."""
     publish = services.dispatch_pipeline
-    monkeypatch.setattr(services, "dispatch_pipeline", lambda *args, **kwargs: False)
+    monkeypatch.setattr(intake, "dispatch_pipeline", lambda *args, **kwargs: False)
     scan = services.create_scan(owner=user, image=photo(), hint="캔")
     # the worker has the revoke (it replied) before the step reaches it
     assert app.control.revoke(scan.celery_root_id, reply=True, timeout=10, limit=1)
@@ -504,11 +505,11 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
     and buried the scans' tasks. A run that published something is in the history."""
     from datetime import timedelta
 
-    from scans.tasks import publish_events, relay_pending_dispatches
+    from scans.tasks import publish_events_task, relay_pending_dispatches_task
 
     idle = [
-        _run_on_the_worker(celery_worker, relay_pending_dispatches),
-        _run_on_the_worker(celery_worker, publish_events),
+        _run_on_the_worker(celery_worker, relay_pending_dispatches_task),
+        _run_on_the_worker(celery_worker, publish_events_task),
     ]
     assert not TaskResult.objects.filter(task_id__in=idle).exists()
     assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
@@ -519,7 +520,7 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
         published_at=None, occurred_at=F("occurred_at") - timedelta(seconds=11)
     )  # as if the prompt publish had failed: the relay owes it
 
-    busy = _run_on_the_worker(celery_worker, publish_events)
+    busy = _run_on_the_worker(celery_worker, publish_events_task)
 
     row = TaskResult.objects.get(task_id=busy)
     assert (row.status, json.loads(row.result), row.task_name) == (
@@ -594,24 +595,24 @@ def test_digest_and_dead_letter_warning_reach_staff_once(
 ):
     from notifications.models import Notification
     from scans.broker import ACK, sort_dead_letters
-    from scans.ledger import record_dead_letter
-    from scans.tasks import check_dead_letters, send_daily_digest
+    from scans.services import record_dead_letter
+    from scans.tasks import check_dead_letters_task, send_daily_digest_task
 
     sort_dead_letters(lambda message: ACK)  # an earlier run's messages would warn already
     staff = UserFactory(is_staff=True, email="ops@example.com")
     UserFactory(is_staff=True, email="")  # staff without an address get nothing
 
-    assert check_dead_letters() == 0, "no dead letters, no warning"
+    assert check_dead_letters_task() == 0, "no dead letters, no warning"
     scan = services.create_scan(owner=user, image=photo())
     record_dead_letter(
         str(scan.id), "t-9", "scans.tasks.vision_scan", "vision", "worker_lost", "stopped"
     )
 
     with django_capture_on_commit_callbacks():
-        assert send_daily_digest() == 1
-        assert send_daily_digest() == 0, "one digest a day"
-        assert check_dead_letters() == 1
-        assert check_dead_letters() == 0, "one warning an hour"
+        assert send_daily_digest_task() == 1
+        assert send_daily_digest_task() == 0, "one digest a day"
+        assert check_dead_letters_task() == 1
+        assert check_dead_letters_task() == 0, "one warning an hour"
 
     kinds = sorted(Notification.objects.filter(recipient=staff).values_list("kind", flat=True))
     assert kinds == ["daily_digest", "dead_letter_alert"]

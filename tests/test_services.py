@@ -11,6 +11,7 @@ from django.utils import timezone
 from scans import services
 from scans.models import Scan, ScanStatus, ScanStep, VisionCacheEntry
 from scans.providers.base import Answer, Classification, ProviderError, Usage
+from scans.services import caches
 
 pytestmark = pytest.mark.django_db
 
@@ -153,21 +154,21 @@ def test_the_sweeper_requeues_stalled_scans_then_fails_them(user, photo, setting
 
 def test_the_sweeper_finishes_a_batch_whose_members_all_ended(user, photo):
     from scans.models import ScanBatch
-    from scans.tasks import sweep_stalled_scans
+    from scans.tasks import sweep_stalled_scans_task
 
     # the test's transaction never commits, so no member's end writes the summary: as if the
     # worker had died between the last member's end and the summary
     batch = services.create_batch(owner=user, images=[photo(), photo()])
     first, second = batch.scans.all()
     services.fail_scan(first.id, code="x", message="why")
-    assert sweep_stalled_scans()["batches_finished"] == 0, "a member is still queued"
+    assert sweep_stalled_scans_task()["batches_finished"] == 0, "a member is still queued"
 
     services.fail_scan(second.id, code="y", message="why not")
-    assert sweep_stalled_scans()["batches_finished"] == 1
+    assert sweep_stalled_scans_task()["batches_finished"] == 1
     batch = ScanBatch.objects.get(pk=batch.pk)
     assert (batch.status, batch.summary["count"], batch.summary["failed"]) == ("completed", 2, 2)
     assert batch.completed_at is not None
-    assert sweep_stalled_scans()["batches_finished"] == 0, "finished once"
+    assert sweep_stalled_scans_task()["batches_finished"] == 0, "finished once"
 
 
 def test_the_member_that_ends_last_writes_its_batch_summary(
@@ -367,7 +368,7 @@ def test_a_scan_of_a_photo_being_recognised_waits_for_that_result(
         )
         VisionCallLease.objects.filter(key=key).delete()
 
-    monkeypatch.setattr(services.time, "sleep", first_finishes)
+    monkeypatch.setattr(caches.time, "sleep", first_finishes)
     services.run_vision_step(second.id)
 
     second.refresh_from_db()
@@ -405,7 +406,7 @@ def test_a_redelivered_scan_does_not_wait_for_its_own_lease(
     VisionCallLease.objects.create(
         key=key, scan_id=scan.id, expires_at=timezone.now() + timedelta(seconds=60)
     )
-    monkeypatch.setattr(services.time, "sleep", lambda seconds: pytest.fail("waited for itself"))
+    monkeypatch.setattr(caches.time, "sleep", lambda seconds: pytest.fail("waited for itself"))
 
     services.run_vision_step(scan.id)
     assert paid_provider.calls == 1
@@ -523,12 +524,12 @@ def test_every_step_attempt_is_in_the_ledger_also_for_a_scan_deleted_meanwhile(u
 
     from scans.ledger import open_attempt
     from scans.models import TaskAttempt
-    from scans.tasks import vision_scan
+    from scans.tasks import vision_scan_task
 
     scan = services.create_scan(owner=user, image=photo(), hint="캔")
     gone = str(uuid.uuid4())
     request = SimpleNamespace(delivery_info={}, retries=0, hostname="w@host")
-    task = SimpleNamespace(name=vision_scan.name, step=ScanStep.VISION, request=request)
+    task = SimpleNamespace(name=vision_scan_task.name, step=ScanStep.VISION, request=request)
 
     open_attempt(task_id="t-live", task=task, args=[str(scan.id)])
     open_attempt(task_id="t-gone", task=task, args=[gone])
@@ -549,11 +550,11 @@ def test_a_step_that_failed_after_storing_its_result_leaves_the_scan_going(
 
     from scans.ledger import fail_pipeline_task
     from scans.models import DeadLetter
-    from scans.tasks import rule_match, vision_scan
+    from scans.tasks import rule_match_task, vision_scan_task
 
     services.run_vision_step(scan.id)
     fail_pipeline_task(
-        sender=vision_scan,
+        sender=vision_scan_task,
         task_id="t-vision",
         exception=OperationalError("[Errno 111] Connection refused"),
         args=(str(scan.id),),
@@ -574,7 +575,7 @@ def test_a_step_that_failed_after_storing_its_result_leaves_the_scan_going(
         owner=scan.owner, image=None, image_url="https://example.com/a.jpg"
     )
     fail_pipeline_task(
-        sender=rule_match, task_id="t-rule", exception=KeyError("boom"), args=(str(other.id),)
+        sender=rule_match_task, task_id="t-rule", exception=KeyError("boom"), args=(str(other.id),)
     )
     other.refresh_from_db()
     assert (other.status, other.error_code) == (ScanStatus.FAILED, "internal_error")
@@ -586,10 +587,10 @@ def test_a_broker_error_before_the_result_does_not_fail_the_scan(rulebase, scan)
     from amqp.exceptions import NotAllowed
 
     from scans.ledger import fail_pipeline_task
-    from scans.tasks import vision_scan
+    from scans.tasks import vision_scan_task
 
     fail_pipeline_task(
-        sender=vision_scan,
+        sender=vision_scan_task,
         task_id="t-vision",
         exception=NotAllowed("vhost / not found"),
         args=(str(scan.id),),

@@ -1,0 +1,109 @@
+"""A scan's bookkeeping: the conditional writes that keep one terminal state; progress mirror."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import partial
+
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.services import notify_scan_completed, notify_scan_needs_input
+
+from ..models import TERMINAL_STATUSES, DeadLetter, Scan, ScanEventType, ScanStatus, ScanStep
+from ..outbox import append_event
+from ..progress import mirror_progress
+from .base import ACTIVE_STATUSES, STEP_PROGRESS, ScanStepError
+from .batches import finish_batch_of
+
+logger = logging.getLogger(__name__)
+
+
+def _mirror(scan: Scan) -> None:
+    mirror_progress(
+        str(scan.id),
+        status=scan.status,
+        step=scan.step,
+        progress=scan.progress,
+        updated_at=(scan.updated_at or timezone.now()).isoformat(),
+    )
+
+
+def _save_if_active(scan: Scan, *, unless_stored: dict | None = None, **fields) -> bool:
+    """Write ``fields`` only while the scan is still active; False if it already ended.
+
+    The conditional UPDATE is what makes "exactly one terminal state" hold when a step, a
+    failure handler and the sweeper race each other. ``unless_stored`` adds the condition that
+    a step's result is still absent, so of two copies of one step running at once (a
+    redelivery beside a cancelled run after a broker connection loss) only one stores it.
+    """
+    fields["updated_at"] = timezone.now()
+    rows = Scan.objects.filter(pk=scan.pk, status__in=ACTIVE_STATUSES, **(unless_stored or {}))
+    updated = rows.update(**fields)
+    if not updated:
+        return False
+    for name, value in fields.items():
+        setattr(scan, name, value)
+    _mirror(scan)
+    return True
+
+
+def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
+    """Give the scan its final state (the end of a run: completed, failed or needs_input), its
+    event and (completed, needs_input) the owner's opted-in notification, in one transaction:
+    each exists exactly when the state does. False if the scan had already ended."""
+    with transaction.atomic():
+        if not _save_if_active(scan, **fields):
+            return False
+        append_event(scan, event_type)
+        if event_type == ScanEventType.NEEDS_INPUT:
+            notify_scan_needs_input(scan)  # "which one is it?": one mail per scan
+        if event_type == ScanEventType.COMPLETED:
+            notify_scan_completed(scan)  # one mail per (scan, kind), sent after commit
+            # only a scan that ran again can have dead letters: no query for all the others
+            if scan.retry_count or scan.requeue_count:
+                resolve_dead_letters(scan.pk)
+        # robust: an error there is logged; the scan's end stands and the sweeper finishes
+        # the batch
+        transaction.on_commit(partial(finish_batch_of, scan), robust=True)
+    return True
+
+
+def resolve_dead_letters(scan_id) -> int:
+    """The scan completed: its dead letters need nobody any more (the alert, the metric and
+    the admin stop counting them). Their copies on scan.ai.dlq go with the next dead-letter
+    check (tasks.check_dead_letters) or redrive."""
+    return DeadLetter.objects.filter(scan_id=scan_id, resolved_at=None).update(
+        resolved_at=timezone.now(), resolved_by="scan completed"
+    )
+
+
+def _load_active(scan_id: str, *related: str) -> Scan | None:
+    """The scan a step works on; None when it has ended (a redelivery: nothing to do).
+
+    A message naming no scan is not skipped in silence: it fails, so its message is
+    dead-lettered and recorded (a producer's bug, or a scan deleted while queued).
+    """
+    try:
+        uuid.UUID(str(scan_id))
+    except ValueError:
+        raise ScanStepError(f"{scan_id!r} is not a scan id.", code="malformed_message") from None
+    rows = Scan.objects.filter(pk=scan_id)
+    scan = (rows.select_related(*related) if related else rows).first()
+    if scan is None:
+        raise ScanStepError(
+            f"No scan {scan_id}: it was deleted, or the message did not come from Eco².",
+            code="unknown_scan",
+        )
+    if scan.status in TERMINAL_STATUSES:
+        logger.info("scan %s is already %s; step skipped", scan_id, scan.status)
+        return None
+    return scan
+
+
+def _begin(scan: Scan, step: ScanStep) -> bool:
+    fields = {"status": ScanStatus.PROCESSING, "step": step, "progress": STEP_PROGRESS[step][0]}
+    if scan.started_at is None:
+        fields["started_at"] = timezone.now()
+    return _save_if_active(scan, **fields)
