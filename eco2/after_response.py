@@ -8,7 +8,7 @@ last byte went out, under WSGI when the server closes the response, in Django's 
 before ``post()`` returns. Outside a request (workers, commands, shell) ``fn`` runs at once.
 
 Nothing is lost if the process dies before the response closes: a scan's row is its outbox
-and the relay publishes what is still owed (scans/services.py:relay_pending_dispatches).
+and the relay publishes what is still owed (scans/services/dispatch.py: relay_pending_dispatches).
 """
 
 from __future__ import annotations

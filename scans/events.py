@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from .errors import code_of_text, error_message
 from .models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStep, TaskAttempt
 from .progress import read_progress
+from .stages import PIPELINE_STAGES
 
 POLL_SECONDS = 0.5
 MAX_SECONDS = 300.0  # 5 minutes; then a "timeout" event: reconnect or poll status_url
@@ -34,7 +35,6 @@ KEEPALIVE_SECONDS = 15.0
 RECONNECT_MILLISECONDS = 2000
 FINAL_EVENT_ID = "final"
 
-PIPELINE_STEPS = (ScanStep.VISION, ScanStep.RULE, ScanStep.ANSWER)
 RETRY_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.WORKER_LOST)
 # the photo is prepared by a task of its own ("prepare"); the scan shows it as the vision stage
 STAGE_TASK_STEPS = {ScanStep.VISION: ("prepare", ScanStep.VISION)}
@@ -51,7 +51,7 @@ def format_event(event: str, data: dict[str, Any], event_id: str | None = None) 
 def step_retries(scan_id: str, step: str) -> dict[str, Any]:
     """Retries of ``step`` in the scan's current run: attempts that ended in "retry" or
     "worker_lost" since the step last failed for good (a scan resumed by hand starts at 0)."""
-    if step not in PIPELINE_STEPS:
+    if step not in PIPELINE_STAGES:
         return {"step": step, "count": 0, "last_error": "", "last_outcome": ""}
     task_steps = STAGE_TASK_STEPS.get(step, (step,))
     attempts = TaskAttempt.objects.filter(scan_id=scan_id, step__in=task_steps).order_by("id")
