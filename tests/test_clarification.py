@@ -26,9 +26,15 @@ from scans.models import (
     ScanStep,
 )
 from scans.selectors import offered_choices
+from tests.scans.api.test_events import (
+    completed_scan,
+    english,
+    logged_in,
+    parse_events,
+    stream_events,
+)
 
 from .fakes.providers import UNSURE_HINT
-from .test_web import completed_scan, english, logged_in, parse_events, stream_events
 
 pytestmark = pytest.mark.django_db
 
@@ -493,7 +499,7 @@ def test_the_stream_ends_with_the_question(rulebase, fake_vision, user, photo, m
 
     monkeypatch.setattr(events, "POLL_SECONDS", 0.02)
     scan = asked_scan(user, photo)
-    from .test_web import async_client
+    from tests.scans.api.test_events import async_client
 
     _, stream = stream_events(async_client(user), f"/api/v1/scans/{scan.id}/events")
 

@@ -34,9 +34,8 @@ from scans.models import (
     TaskAttempt,
 )
 from scans.selectors import match_rules
-
-from .conftest import make_photo_bytes
-from .photos import CONTENT_TYPES, photo_bytes
+from tests.conftest import make_photo_bytes
+from tests.photos import CONTENT_TYPES, photo_bytes
 
 pytestmark = pytest.mark.django_db
 

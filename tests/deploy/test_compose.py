@@ -31,7 +31,7 @@ from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from eco2.celery import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 DOCKER = ROOT / "docker"
 COMPOSE_FILE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -804,4 +804,4 @@ def test_worker_check_sees_a_real_connection():
 def test_make_check_deploy_runs_these_tests():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^check-deploy:", makefile, re.M)
-    assert "tests/test_deploy_files.py" in makefile
+    assert "tests/deploy/" in makefile
