@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from tests.scans.api.test_events import ensure_compiled_messages
+from tests.support.translations import ensure_compiled_messages
 
 from .conftest import IN_CI, make_photo_bytes
 from .support.live_web import serve_web

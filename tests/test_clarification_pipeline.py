@@ -19,7 +19,7 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from scans.models import Scan, ScanBatch, ScanStatus
-from tests.scans.api.test_events import parse_events
+from tests.scans.api.helpers import parse_events
 
 from .conftest import make_photo_bytes, wait_for_scan
 from .fakes.openai_server import ok

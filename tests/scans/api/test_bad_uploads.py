@@ -29,7 +29,7 @@ from scans import creation_rate, services
 from scans.models import IdempotencyKey, Scan, ScanBatch, ScanStatus
 from tests.conftest import BASE_DIR, make_photo_bytes
 from tests.photos import CONTENT_TYPES, declaring_size, photo_bytes, textured_photo_bytes
-from tests.scans.api.test_events import ensure_compiled_messages
+from tests.support.translations import ensure_compiled_messages
 
 SCANS_URL = "/api/v1/scans"
 BATCH_URL = "/api/v1/scans/batch"
