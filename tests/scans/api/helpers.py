@@ -1,12 +1,28 @@
-"""What the tests of the /api/v1 endpoints share: reading a scan's event stream (SSE) through
-the ASGI request path."""
+"""What the tests of the /api/v1 endpoints share: the scan URLs, an uploaded file, a client
+logged in as someone, and reading a scan's event stream (SSE) through the ASGI request path."""
 
 from __future__ import annotations
 
 import json
 
 from asgiref.sync import async_to_sync
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient
+from rest_framework.test import APIClient
+
+SCANS_URL = "/api/v1/scans"
+BATCH_URL = "/api/v1/scans/batch"
+EN = {"HTTP_ACCEPT_LANGUAGE": "en"}
+
+
+def upload(name: str, content: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, content, content_type=content_type)
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
 
 
 def parse_events(stream: str) -> list[dict]:
