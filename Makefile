@@ -88,4 +88,4 @@ clean:
 # The deployment files (docker/, .dockerignore) checked without a Docker engine.
 .PHONY: check-deploy
 check-deploy: $(STAMP)
-	$(BIN)/pytest -q tests/test_deploy_files.py
+	$(BIN)/pytest -q tests/deploy/

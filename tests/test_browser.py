@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
+from tests.support.translations import ensure_compiled_messages
+
 from .conftest import IN_CI, make_photo_bytes
 from .support.live_web import serve_web
-from .test_web import ensure_compiled_messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 

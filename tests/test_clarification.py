@@ -27,9 +27,10 @@ from scans.models import (
 )
 from scans.selectors import offered_choices
 from scans.services import dispatch, intake
+from tests.scans.api.helpers import parse_events, stream_events
+from tests.scans.web.helpers import completed_scan, english, logged_in
 
 from .fakes.providers import UNSURE_HINT
-from .test_web import completed_scan, english, logged_in, parse_events, stream_events
 
 pytestmark = pytest.mark.django_db
 
@@ -495,7 +496,7 @@ def test_the_stream_ends_with_the_question(rulebase, fake_vision, user, photo, m
 
     monkeypatch.setattr(events, "POLL_SECONDS", 0.02)
     scan = asked_scan(user, photo)
-    from .test_web import async_client
+    from tests.scans.api.helpers import async_client
 
     _, stream = stream_events(async_client(user), f"/api/v1/scans/{scan.id}/events")
 

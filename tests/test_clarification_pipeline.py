@@ -19,11 +19,11 @@ from django.core.management.base import CommandError
 from rest_framework.test import APIClient
 
 from scans.models import Scan, ScanBatch, ScanStatus
+from tests.scans.api.helpers import parse_events
 
 from .conftest import make_photo_bytes, wait_for_scan
 from .fakes.openai_server import ok
 from .fakes.providers import UNSURE_HINT
-from .test_web import parse_events
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 

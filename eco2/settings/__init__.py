@@ -35,9 +35,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # --- Production hardening -------------------------------------------------------------------
 # DJANGO_ENV=production switches on HTTPS-only settings; `manage.py check --deploy` passes
-# without warnings with them (tests/test_api_safety.py runs it). Behind a TLS-terminating
-# proxy set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO=https (only if the proxy always
-# sets that header).
+# without warnings with them (tests/eco2/test_production_settings.py runs it). Behind a
+# TLS-terminating proxy set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO=https (only if the
+# proxy always sets that header).
 DJANGO_ENV = env.str("DJANGO_ENV", default="development").strip().lower()
 PRODUCTION = DJANGO_ENV == "production"
 X_FRAME_OPTIONS = "DENY"
