@@ -35,7 +35,8 @@ from . import idempotency, services
 from .creation_rate import ScanRateLimited
 from .filters import ScanFilter
 from .models import Scan, ScanBatch
-from .selectors import get_taxonomy, scans_visible_to
+from .rules import get_taxonomy
+from .selectors import scans_visible_to
 from .serializers import (
     BatchCreateSerializer,
     ScanAcceptedSerializer,

@@ -7,4 +7,5 @@ class ScansConfig(AppConfig):
 
     def ready(self) -> None:
         # connect the Celery signal handlers, and the rule base's revision signals
-        from . import ledger, rulebase_cache, task_history  # noqa: F401
+        from . import ledger, task_history  # noqa: F401
+        from .rules import cache  # noqa: F401

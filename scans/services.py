@@ -56,8 +56,7 @@ from .progress import mirror_progress
 from .providers import get_answer_provider, get_vision_provider
 from .providers.base import AnswerRequest, VisionRequest
 from .publishing import publish_promptly
-from .rulebase_cache import current_rulebase
-from .selectors import item_named, offered_choices, rule_step_result
+from .rules import current_rulebase, item_named, offered_choices, rule_step_result
 
 logger = logging.getLogger(__name__)
 

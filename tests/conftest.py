@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 
 from bench.common import descendants
 from scans.models import TERMINAL_STATUSES, Scan
-from scans.rulebase import load_rulebase, read_rulebase
+from scans.rules import load_rulebase, read_rulebase
 
 from .environment import TEST_VAR_DIR
 from .factories import UserFactory

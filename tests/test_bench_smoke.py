@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.common import FakeModel, start_fake_openai
-from scans.rulebase import read_rulebase
+from scans.rules import read_rulebase
 
 ROOT = Path(__file__).resolve().parent.parent
 

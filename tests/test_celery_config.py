@@ -82,10 +82,10 @@ def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forkin
     monkeypatch, settings
 ):
     from eco2.celery import _load_the_korean_analyser_before_the_pool_starts as on_worker_init
-    from scans import morphology
+    from scans.rules.morphology import analyser
 
     loaded = []
-    monkeypatch.setattr(morphology, "warm_analyser", lambda: loaded.append(True))
+    monkeypatch.setattr(analyser, "warm_analyser", lambda: loaded.append(True))
 
     def worker(*queues):
         return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(

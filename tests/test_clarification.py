@@ -25,7 +25,7 @@ from scans.models import (
     ScanStatus,
     ScanStep,
 )
-from scans.selectors import offered_choices
+from scans.rules import offered_choices
 
 from .fakes.providers import UNSURE_HINT
 from .test_web import completed_scan, english, logged_in, parse_events, stream_events

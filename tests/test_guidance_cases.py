@@ -13,7 +13,7 @@ from bench.guidance_eval import (
     smoke_subset,
     validate_cases,
 )
-from scans.rulebase import read_rulebase
+from scans.rules import read_rulebase
 
 CATEGORIES = ["paper", "glass"]
 TAGS = ["label_attached", "cap_attached", "crushed"]

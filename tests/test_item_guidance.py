@@ -17,8 +17,7 @@ from rest_framework.test import APIClient
 from scans.providers.base import AnswerRequest, VisionRequest
 from scans.providers.grounding import bin_names, check_answer
 from scans.providers.offline import OfflineAnswerProvider, OfflineVisionProvider
-from scans.rulebase_cache import current_rulebase
-from scans.selectors import match_rules
+from scans.rules import current_rulebase, match_rules
 
 from .conftest import wait_for_scan
 

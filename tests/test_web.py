@@ -33,7 +33,7 @@ from scans.models import (
     ScanStep,
     TaskAttempt,
 )
-from scans.selectors import match_rules
+from scans.rules import match_rules
 
 from .conftest import make_photo_bytes
 from .photos import CONTENT_TYPES, photo_bytes

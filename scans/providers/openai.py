@@ -46,8 +46,7 @@ from django.utils.translation import get_language_info
 
 from eco2.db import release_db_connection
 
-from ..rulebase_cache import current_rulebase
-from ..selectors import vision_taxonomy
+from ..rules import current_rulebase, vision_taxonomy
 from .base import (
     Answer,
     AnswerRequest,
