@@ -123,7 +123,7 @@ def load_rules() -> None:
     """Load the rule base if the database has none (no embeddings: the OpenAI provider
     names the category code, so the text matcher is not used)."""
     from scans.models import Category
-    from scans.rulebase import load_rulebase, read_rulebase
+    from scans.rules import load_rulebase, read_rulebase
 
     if not Category.objects.exists():
         load_rulebase(read_rulebase())

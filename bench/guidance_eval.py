@@ -8,7 +8,7 @@ or "not sure") runs through the **real provider code** the pipeline's steps call
    provider (the default) reads only the hint; ``--provider openai`` sends both to the
    OpenAI-compatible endpoint in ``OPENAI_BASE_URL`` with ``OPENAI_API_KEY`` (any value for a
    local server). The vision cache is not used: every case is a fresh call.
-2. rules: ``scans.selectors.rule_step_result`` (the rule step's own decision: the matched rules
+2. rules: ``scans.rules.rule_step_result`` (the rule step's own decision: the matched rules
    from the in-memory rule base, and the scan's outcome);
 3. answer: ``scans.services.compose_answer`` (the answer step's own call of the configured
    answer provider) with the classification and the rules. It keeps the answer cache: cases
@@ -59,8 +59,8 @@ among asked results; calibration: confidence ≥ 0.8 is right ≥ 97 % of the ti
 ``--calibrate`` (offline provider) prints, for each kind of decision the offline matcher makes
 (``details["bucket"]``), how often its first choice (the answer, or the first candidate when it
 asked) was an acceptable bin, with the Wilson lower bound (z = 1) that
-``scans.matching.CALIBRATION`` holds; and a logistic fit of "right" on the fuzzy matches' score
-and gap (``scans.matching.FUZZY_LOGISTIC``). Fit on the dev split only.
+``scans.rules.matching.calibration.CALIBRATION`` holds; and a logistic fit of "right" on the fuzzy matches' score
+and gap (``FUZZY_LOGISTIC`` there). Fit on the dev split only.
 """
 
 from __future__ import annotations
@@ -126,8 +126,7 @@ def run_case(case: dict, photo: bytes) -> dict:
     """The vision, rule and answer steps' provider and selector calls for one hint."""
     from scans.providers import get_vision_provider
     from scans.providers.base import AnswerRequest, VisionRequest
-    from scans.rulebase_cache import current_rulebase
-    from scans.selectors import rule_step_result
+    from scans.rules import current_rulebase, rule_step_result
     from scans.services import compose_answer
 
     hint = case["hint"].strip()  # as create_scan stores it
@@ -339,7 +338,12 @@ def calibration_report(rows: list[dict]) -> dict:
             xs, ys = fuzzy.setdefault(f"{bucket}:{method}", ([], []))
             xs.append((details.get("score") or 0.0, details.get("gap") or 0.0))
             ys.append(right)
-    from scans.matching import CALIBRATION, CALIBRATION_MIN_CASES, CALIBRATION_POOL, FUZZY_LOGISTIC
+    from scans.rules.matching.calibration import (
+        CALIBRATION,
+        CALIBRATION_MIN_CASES,
+        CALIBRATION_POOL,
+        FUZZY_LOGISTIC,
+    )
 
     print("\n  calibration of the offline matcher (first choice right, per decision bucket)")
     print(
@@ -512,8 +516,7 @@ def main() -> int:
         common.setup_django(env)
         from django.conf import settings
 
-        from scans.matching import warm_embeddings
-        from scans.rulebase_cache import current_rulebase
+        from scans.rules import current_rulebase, warm_embeddings
 
         logging.disable(logging.INFO)  # the providers log every call; the tables are the output
         common.load_rules()

@@ -59,7 +59,7 @@ def event_payload(scan: Scan) -> dict[str, Any]:
         "step": scan.step,
         "cost_usd": str(scan.cost_usd),
         "finished_at": scan.finished_at.isoformat() if scan.finished_at else None,
-        # a scan that asks which one it is: what it offers (scans.selectors.offered_choices)
+        # a scan that asks which one it is: what it offers (scans.rules.offered_choices)
         **({"choices": scan.choices or []} if scan.status == ScanStatus.NEEDS_INPUT else {}),
     }
 

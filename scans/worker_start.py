@@ -21,7 +21,7 @@ def _declare_dead_letter_queue(**kwargs) -> None:
 
 @signals.worker_init.connect(dispatch_uid="scans.worker_start.analyser")
 def _load_the_korean_analyser_before_the_pool_starts(sender=None, **kwargs) -> None:
-    """A worker that runs the offline matcher loads Kiwi (scans.morphology) once, up front.
+    """A worker that runs the offline matcher loads Kiwi (scans.rules.morphology) once, up front.
 
     Loaded here, in the main process before the pool forks, prefork children share its ~310 MB
     copy-on-write instead of each loading it (~1.5 s) on its first scan; a threads pool shares
@@ -37,7 +37,7 @@ def _load_the_korean_analyser_before_the_pool_starts(sender=None, **kwargs) -> N
     consumed = getattr(queues, "consume_from", None)
     if consumed and SCAN_PIPELINE_QUEUE not in consumed:
         return
-    from .morphology import warm_analyser
+    from .rules.morphology.analyser import warm_analyser
 
     if warm_analyser():
         logger.info("Korean analyser loaded before the pool starts")

@@ -19,7 +19,7 @@ from PIL import Image
 from rest_framework.test import APIClient
 
 from scans.models import TERMINAL_STATUSES, Scan
-from scans.rulebase import load_rulebase, read_rulebase
+from scans.rules import load_rulebase, read_rulebase
 from tests.support.processes import descendants
 
 from .environment import TEST_VAR_DIR

@@ -16,8 +16,7 @@ import pytest
 from scans.providers.base import AnswerRequest
 from scans.providers.bins import bin_names, directed_bins
 from scans.providers.offline import OfflineAnswerProvider, rule_answer
-from scans.rulebase_cache import current_rulebase
-from scans.selectors import match_rules
+from scans.rules import current_rulebase, match_rules
 
 # the matcher reading text against the rule base: the real-services pass adds nothing to it
 pytestmark = [pytest.mark.django_db, pytest.mark.text_only]

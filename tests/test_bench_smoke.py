@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scans.rulebase import read_rulebase
+from scans.rules import read_rulebase
 from tests.fakes.model import FakeModel, start_fake_openai
 
 ROOT = Path(__file__).resolve().parent.parent

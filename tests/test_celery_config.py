@@ -94,13 +94,13 @@ def test_the_threads_pool_does_not_enforce_time_limits():
 def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forking(
     monkeypatch, settings
 ):
-    from scans import morphology
+    from scans.rules.morphology import analyser
     from scans.worker_start import (
         _load_the_korean_analyser_before_the_pool_starts as on_worker_init,
     )
 
     loaded = []
-    monkeypatch.setattr(morphology, "warm_analyser", lambda: loaded.append(True))
+    monkeypatch.setattr(analyser, "warm_analyser", lambda: loaded.append(True))
 
     def worker(*queues):
         return SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(

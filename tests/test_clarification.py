@@ -25,7 +25,7 @@ from scans.models import (
     ScanStatus,
     ScanStep,
 )
-from scans.selectors import offered_choices
+from scans.rules import offered_choices
 from scans.services import dispatch, intake
 from tests.scans.api.helpers import parse_events, stream_events
 from tests.scans.web.helpers import completed_scan, english, logged_in

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from scans.rulebase import read_rulebase
+from scans.rules import read_rulebase
 from tests.support.guidance_cases import (
     DEFAULT_CASES,
     CaseFileError,

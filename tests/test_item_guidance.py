@@ -18,8 +18,7 @@ from scans.providers.base import AnswerRequest, VisionRequest
 from scans.providers.bins import bin_names
 from scans.providers.grounding import check_answer
 from scans.providers.offline import OfflineAnswerProvider, OfflineVisionProvider
-from scans.rulebase_cache import current_rulebase
-from scans.selectors import match_rules
+from scans.rules import current_rulebase, match_rules
 
 from .conftest import wait_for_scan
 

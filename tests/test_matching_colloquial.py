@@ -4,7 +4,7 @@ compounds split by a state or a material, and the colloquial families of the rul
 
 import pytest
 
-from scans.matching import match_hint
+from scans.rules import match_hint
 
 # the matcher reading text against the rule base: the real-services pass adds nothing to it
 pytestmark = [pytest.mark.django_db, pytest.mark.text_only]

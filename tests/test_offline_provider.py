@@ -5,7 +5,7 @@ import pytest
 from scans.providers.base import AnswerRequest, VisionRequest
 from scans.providers.offline import OfflineAnswerProvider, OfflineVisionProvider
 from scans.providers.wording import direction, topic
-from scans.selectors import match_rules
+from scans.rules import match_rules
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def test_an_instruction_in_the_hint_is_not_obeyed(rulebase):
 
 
 def test_the_reported_confidence_is_the_calibrated_one(rulebase):
-    from scans.matching import CALIBRATION
+    from scans.rules.matching.calibration import CALIBRATION
 
     classification, _ = guidance("콜라캔")
     assert classification["confidence"] == round(CALIBRATION["exact"], 3)

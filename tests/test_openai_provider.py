@@ -30,7 +30,7 @@ from scans.providers.openai import (
     cost_usd,
     load_prompt,
 )
-from scans.selectors import match_rules, rule_step_result
+from scans.rules import match_rules, rule_step_result
 from tests.fakes.openai_server import (
     FakeOpenAI,
     HttpError,

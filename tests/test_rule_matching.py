@@ -5,8 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scans.matching import detect_tags, match_hint
-from scans.selectors import match_rules, resolve_category, situation_tag_table
+from scans.rules import (
+    detect_tags,
+    match_hint,
+    match_rules,
+    resolve_category,
+    situation_tag_table,
+)
 
 PHRASES = yaml.safe_load(
     (Path(__file__).parent / "data" / "hint_phrases.yaml").read_text(encoding="utf-8")
@@ -44,7 +49,7 @@ def test_hint_phrase_finds_its_category(rulebase, case):
 def test_misspellings_that_are_no_alias_are_caught_without_embeddings(
     rulebase, settings, hint, category
 ):
-    from scans.matching import compact, get_rule_index
+    from scans.rules import compact, get_rule_index
 
     settings.SCAN_TEXT_MATCHER = "ngram"
     assert compact(hint) not in {a.compact for a in get_rule_index().aliases}, "not a stored alias"
@@ -143,7 +148,7 @@ def test_matched_rules_carry_steps_fixes_and_exclusions(rulebase):
     assert len(without_tag["steps"]) <= len(rules["steps"])
 
 
-# --- the rule base in memory (scans.rulebase_cache) -------------------------------------------
+# --- the rule base in memory (scans.rules.cache) ----------------------------------------------
 def test_matching_reads_the_rule_base_once_then_only_its_revision(
     rulebase, django_assert_num_queries
 ):
@@ -178,8 +183,7 @@ def test_an_edit_of_the_rule_base_applies_to_the_next_match(rulebase):
 def test_loading_the_rule_base_gives_it_a_new_revision(rulebase, rulebase_data):
     import copy
 
-    from scans.rulebase import load_rulebase
-    from scans.rulebase_cache import rulebase_token
+    from scans.rules import load_rulebase, rulebase_token
 
     before = rulebase_token()
     load_rulebase(copy.deepcopy(rulebase_data))
@@ -685,7 +689,7 @@ def test_not_sure_results_carry_distinct_candidates_best_first(rulebase):
 
 
 def test_confidence_is_calibrated_and_the_threshold_is_a_setting(rulebase, settings):
-    from scans.matching import CALIBRATION
+    from scans.rules.matching.calibration import CALIBRATION
 
     found = match_hint("투명 페트병")
     assert found.confidence == CALIBRATION["exact"] >= settings.SCAN_MATCH_CONFIDENT
@@ -699,9 +703,9 @@ def test_confidence_is_calibrated_and_the_threshold_is_a_setting(rulebase, setti
 
 
 def test_without_the_analyser_matching_falls_back_to_substrings(rulebase, monkeypatch):
-    from scans import morphology
+    from scans.rules.morphology import analyser
 
-    monkeypatch.setattr(morphology, "get_analyser", lambda: None)
+    monkeypatch.setattr(analyser, "get_analyser", lambda: None)
     found = match_hint("투명 페트병, 라벨 있음")
     assert (found.outcome, found.category_code, found.analyser) == (
         "classified",
@@ -715,7 +719,7 @@ def test_without_the_analyser_matching_falls_back_to_substrings(rulebase, monkey
 def test_matching_a_hint_is_fast_once_the_index_is_built(rulebase):
     import time
 
-    from scans.matching import get_rule_index
+    from scans.rules import get_rule_index
 
     get_rule_index()
     match_hint("투명 페트병")  # the analyser is loaded

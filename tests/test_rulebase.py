@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from scans.models import Category, CategoryKind, DisposalStep, Exclusion, Item, SituationTag
-from scans.rulebase import RuleBaseError, read_rulebase, validate_rulebase
+from scans.rules import RuleBaseError, read_rulebase, validate_rulebase
 
 pytestmark = pytest.mark.django_db
 
@@ -122,8 +122,7 @@ def test_reroutes_never_lead_back_where_they_started():
 def test_reroutes_are_loaded_and_an_items_own_comes_first(rulebase, rulebase_data):
     import copy
 
-    from scans.rulebase import load_rulebase
-    from scans.rulebase_cache import current_rulebase
+    from scans.rules import current_rulebase, load_rulebase
 
     data = copy.deepcopy(rulebase_data)
     general = next(c for c in data["categories"] if c["code"] == "general")
@@ -161,7 +160,7 @@ def test_the_same_words_name_one_bin_unless_a_brand_is_shared_on_purpose():
     # wanted for a brand sold in a can and in a PET bottle, and a mistake anywhere else.
     from collections import defaultdict
 
-    from scans.matching import compact
+    from scans.rules import compact
 
     def names(entry):
         return [entry["ko"], entry["en"], *entry.get("aliases", []), *entry.get("brands", [])]

@@ -122,8 +122,8 @@ SCAN_EMBEDDING_CACHE = env.str(
 SCAN_MATCH_MIN_GAP = env.float("SCAN_MATCH_MIN_GAP", default=0.04)
 SCAN_MATCH_MIN_SCORE = env.float("SCAN_MATCH_MIN_SCORE", default=0.35)
 # The offline matcher answers only when its calibrated confidence (the share of such results
-# that were right on the evaluation set, scans.matching.CALIBRATION) reaches this; below it the
-# scan is not sure and offers candidates instead of a guess.
+# that were right on the evaluation set, scans.rules.matching.calibration.CALIBRATION) reaches
+# this; below it the scan is not sure and offers candidates instead of a guess.
 SCAN_MATCH_CONFIDENT = env.float("SCAN_MATCH_CONFIDENT", default=0.9)
 # Retry backoff of a step: 1, 2, 4 … seconds with jitter, capped here (and never sooner than
 # the provider's Retry-After).

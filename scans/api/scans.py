@@ -18,7 +18,8 @@ from rest_framework.views import APIView
 from .. import idempotency, services
 from ..filters import ScanFilter
 from ..models import Scan
-from ..selectors import get_taxonomy, visible_scan
+from ..rules import get_taxonomy
+from ..selectors import visible_scan
 from ..serializers import (
     ScanAcceptedSerializer,
     ScanChooseSerializer,

@@ -178,7 +178,7 @@ class Exclusion(models.Model):
 class RuleBaseRevision(models.Model):
     """One row whose token changes with every change to the rule base.
 
-    Processes keep the rule base in memory (scans.rulebase_cache) and compare this token,
+    Processes keep the rule base in memory (scans.rules.cache) and compare this token,
     one indexed read, instead of reading five tables per scan.
     """
 

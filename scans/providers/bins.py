@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ..matching import compact
+from ..rules import compact
 
 # Everyday names of a bin that are not in the rule base's category names, by category code.
 EVERYDAY_BIN_NAMES = {

@@ -1,9 +1,9 @@
 """The grounding check of a written answer: nothing the user reads may leave the matched rules.
 
-A model writes the guidance from the matched rules (scans.selectors.match_rules), and is told
+A model writes the guidance from the matched rules (scans.rules.match_rules), and is told
 to add nothing. This module checks that it did not, line by line, and puts the rule text in
 place of what fails. The comparison is by character bigrams of the normalized text (lowercase,
-NFKC, no spaces or punctuation; ``scans.matching.compact``), which works the same for Korean,
+NFKC, no spaces or punctuation; ``scans.rules.compact``), which works the same for Korean,
 where a shortened sentence keeps most syllable pairs of the original, and for English.
 
 - **steps**: each written step must be *grounded*: at least GROUNDED_SHARE of its bigrams occur
@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..matching import compact
+from ..rules import compact
 from .bins import _PARENTHESES, bins_named, directed_bins
 from .wording import conditions_sentence, direction
 

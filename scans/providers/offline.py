@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..matching import match_hint
 from ..models import Category, Exclusion
-from ..rulebase_cache import current_rulebase
+from ..rules import current_rulebase, match_hint
 from .base import Answer, AnswerRequest, Classification, VisionRequest, rules_language
 from .bins import bin_names
 from .grounding import consistent_answer

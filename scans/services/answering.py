@@ -10,8 +10,7 @@ from django.utils import timezone
 from ..errors import CodedError, error_message
 from ..models import BatchStatus, Scan, ScanBatch, ScanEventType, ScanOutcome, ScanStatus, ScanStep
 from ..outbox import append_event
-from ..rulebase_cache import current_rulebase
-from ..selectors import item_named
+from ..rules import current_rulebase, item_named
 from .base import STEP_PROGRESS
 from .dispatch import _requeue
 

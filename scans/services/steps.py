@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from ..models import Scan, ScanEventType, ScanStatus, ScanStep
 from ..providers.base import AnswerRequest
-from ..rulebase_cache import current_rulebase
-from ..selectors import offered_choices, rule_step_result
+from ..rules import current_rulebase, offered_choices, rule_step_result
 from .base import SKIPPED, STEP_PROGRESS, SUCCEEDED, ScanStepError
 from .caches import _classify, compose_answer
 from .photos import ensure_prepared_image

@@ -4,9 +4,14 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scans.matching import warm_embeddings
 from scans.models import Category
-from scans.rulebase import DEFAULT_RULEBASE, RuleBaseError, load_rulebase, read_rulebase
+from scans.rules import (
+    DEFAULT_RULEBASE,
+    RuleBaseError,
+    load_rulebase,
+    read_rulebase,
+    warm_embeddings,
+)
 
 
 class Command(BaseCommand):

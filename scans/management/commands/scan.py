@@ -14,7 +14,7 @@ from scans.creation_rate import ScanRateLimited
 from scans.errors import error_message
 from scans.images import validate_scan_image
 from scans.models import Scan, ScanStatus
-from scans.rulebase_cache import current_rulebase
+from scans.rules import current_rulebase
 from scans.serializers import scan_result
 
 # Exit codes: 0 the guidance was printed; 1 the scan failed (or bad arguments); 2 no result in

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.translation import get_language_info
 
-from ...rulebase_cache import current_rulebase
+from ...rules import current_rulebase
 from ..base import (
     Answer,
     AnswerRequest,

@@ -9,8 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from ...rulebase_cache import current_rulebase
-from ...selectors import vision_taxonomy
+from ...rules import current_rulebase, vision_taxonomy
 from ..base import (
     Classification,
     Usage,

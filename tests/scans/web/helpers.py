@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from scans.models import Category, Scan, ScanOutcome, ScanStatus, ScanStep
-from scans.selectors import match_rules
+from scans.rules import match_rules
 from tests.conftest import make_photo_bytes
 
 

@@ -25,7 +25,7 @@ from django.db import connection
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
-from .models import Category, DisposalStep, Exclusion, Item, RuleBaseRevision, SituationTag
+from ..models import Category, DisposalStep, Exclusion, Item, RuleBaseRevision, SituationTag
 
 RULEBASE_MODELS = (Category, SituationTag, DisposalStep, Item, Exclusion)
 
