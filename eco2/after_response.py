@@ -47,7 +47,7 @@ class AfterResponseMiddleware:
 
     Django calls each of ``response._resource_closers`` from ``HttpResponse.close()``, before
     it sends request_finished (which closes the database connection): the place it uses for
-    a file response's file. tests/test_after_response.py pins that contract.
+    a file response's file. tests/eco2/test_web_server.py pins that contract.
     """
 
     def __init__(self, get_response) -> None:

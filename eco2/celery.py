@@ -174,7 +174,7 @@ def _no_prefetch_reduction_on_threaded_pools(
     on the connection whose frames the worker's event loop reads, often while the loop sends a
     ``basic_qos`` of its own. Both waited for a ``qos-ok`` that neither took, and the worker
     ran nothing until the broker dropped the silent connection (about three minutes; py-spy
-    showed both threads in ``basic_qos``, tests/chaos/test_network_faults.py). Without it the
+    showed both threads in ``basic_qos``, tests/integration/chaos/test_network_faults.py). Without it the
     worker may take up to a full prefetch of new messages while cut tasks still finish; those
     wait unacked in the pool's queue and are redelivered if it dies. Prefork workers ack from
     their event loop and keep the reduction.

@@ -5,7 +5,7 @@ locks it and writes the message. A consumer lists the folder, moves the file awa
 it without a lock, so on a busy machine it can read the file while it is still empty: the
 JSON decode error escapes the consumer's loop and the whole worker stops ("Unrecoverable
 error: JSONDecodeError", kombu issue #1551, open), the message lost with it. Found by
-tests/test_pipeline_openai.py on a loaded machine: a retried vision step never came back.
+tests/integration/pipeline/test_pipeline_openai.py on a loaded machine: a retried vision step never came back.
 The exchange tables have the same window (opened with "wb", truncated, before the lock), and
 two processes binding at once can each write a table without the other's queue.
 

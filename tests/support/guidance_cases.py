@@ -1,6 +1,6 @@
 """The evaluation set of bench/guidance_eval.py (bench/data/guidance_cases.yaml): its schema,
 the validator that refuses a file which would measure nothing trustworthy, the dev/holdout
-split and the smoke subset. Shared by the benchmark and tests/test_guidance_cases.py."""
+split and the smoke subset. Shared by the benchmark and tests/bench/test_guidance_cases.py."""
 
 from __future__ import annotations
 

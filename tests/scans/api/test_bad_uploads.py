@@ -1,6 +1,6 @@
 """The bad-upload corpus and the size limits: every malformed, hostile or oversize upload is a
 clear 4xx that stores nothing; HEIC and AVIF photos are taken. (SSRF and image_url:
-tests/test_api_safety_ssrf.py; schemathesis: tests/test_api_safety_schema.py.)"""
+tests/scans/test_fetch.py; schemathesis: tests/scans/api/test_schema.py.)"""
 
 from __future__ import annotations
 

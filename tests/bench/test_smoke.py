@@ -1,0 +1,141 @@
+"""The benchmarks' harnesses, in smoke mode: they run, measure and report (timing is not
+judged here; see docs/benchmarks.md for the figures)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scans.rules import read_rulebase
+from tests.fakes.model import FakeModel, start_fake_openai
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(script: str, *args: str, env: dict | None = None) -> dict:
+    done = subprocess.run(
+        [sys.executable, f"bench/{script}", "--smoke", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
+    result_line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(result_line.removeprefix("RESULT "))
+
+
+def test_api_latency_harness_measures_the_upload_against_the_bare_endpoint_and_the_floor():
+    result = run_bench("api_latency.py")
+    endpoints = ("bare", "bare_upload", "floor_parse", "floor_store", "floor_publish", "scans")
+    for name in endpoints:
+        assert result[name]["requests"] > 0 and result[name]["errors"] == 0, name
+        assert 0 < result[name]["p50_ms"] <= result[name]["p99_ms"]
+        assert result[name]["of_bare"] > 0
+    assert result["ratio"] == result["scans"]["of_bare"] > 0
+    assert set(result["targets"]) == {"ratio", "p99"}
+    # what the run accepted is gone again: every upload's scan, every floor message
+    cleaned = result["cleaned_up"]
+    assert cleaned["scans_deleted"] >= result["scans"]["requests"]
+    assert cleaned["purged_bench.floor"] >= result["floor_publish"]["requests"]
+
+
+def test_pipeline_overhead_harness_runs_scans_and_noop_chains_in_one_run():
+    result = run_bench("pipeline_overhead.py")
+    for name in ("scans", "chains"):
+        phase = result[name]
+        assert phase["completed"] == phase["count"] > 0, phase
+        assert phase["failed"] == 0 and not phase["timed_out"] and phase["per_s"] > 0
+    # distinct photos: every scan made both provider calls, none was a vision-cache hit
+    assert result["provider_calls"]["vision"] == result["provider_calls"]["answer"]
+    assert result["provider_calls"]["vision"] == result["scans"]["count"]
+    assert result["ratio"] > 0
+
+
+def test_io_concurrency_harness_measures_each_pool():
+    result = run_bench("io_concurrency.py")
+    for pool in ("prefork", "threads", "gevent"):
+        figures = result["pools"][pool]
+        if pool == "gevent" and "skipped" in figures:
+            continue  # gevent is optional; the harness says so instead of failing
+        assert "error" not in figures, figures
+        assert figures["completed"] > 0 and figures["failed"] == 0 and figures["drained"]
+        assert 1 <= figures["in_flight"] <= figures["concurrency"]
+        assert figures["theoretical_scans_per_s"] > 0 and figures["worker_rss_mb"] > 0
+
+
+def test_cost_harness_counts_calls_at_the_fake_and_cost_in_the_db():
+    result = run_bench("cost.py")
+    assert result["completed"] == result["scans"] and result["failed"] == 0
+    assert result["vision_calls"] == result["photos"], "the vision cache cuts calls per photo"
+    assert result["cache_hits"] == result["scans"] - result["photos"] and result["pass"]
+    # the answer cache: one paid answer per category (the fake sets no tags), the rest hits
+    assert result["answer_calls"] == result["scans"] - result["answer_cache_hits"]
+    assert 0 < result["answer_calls"] <= result["categories"] < result["scans"]
+    assert result["tokens"]["input_tokens"] > 0 and result["cost_usd"] > 0
+    assert result["paid_calls_in_db"] == {
+        "vision": result["photos"],
+        "answer": result["answer_calls"],
+    }
+
+
+GUIDANCE_FIGURES = {"n", "correct", "asked", "wrong", "errors", "correct_pct", "asked_pct",
+                    "wrong_pct", "fix", "choices"}  # fmt: skip
+
+
+def check_guidance_figures(figures: dict) -> None:
+    assert set(figures) == GUIDANCE_FIGURES, figures
+    assert figures["correct"] + figures["wrong"] + figures["errors"] <= figures["n"]
+    assert figures["asked"] + figures["wrong"] + figures["errors"] <= figures["n"]
+    for part, hit in (("fix", "named"), ("choices", "right")):
+        assert set(figures[part]) == {"n", hit, "pct"} and figures[part][hit] <= figures[part]["n"]
+
+
+def check_guidance_result(result: dict, provider: str) -> None:
+    assert result["provider"] == provider and result["smoke"] is True
+    assert result["cases_in_file"] >= 400 and 0 < result["cases"] == result["totals"]["n"]
+    check_guidance_figures(result["totals"])
+    assert result["totals"]["errors"] == 0
+    categories = [c["code"] for c in read_rulebase()["categories"]]
+    # the smoke subset covers every category and the not-sure cases
+    assert list(result["by_category"]) == [*categories, "(not sure)"]
+    for table in ("by_category", "by_lang", "by_style", "by_split"):
+        assert sum(g["n"] for g in result[table].values()) == result["cases"], table
+        for figures in result[table].values():
+            check_guidance_figures(figures)
+    assert set(result["by_split"]) <= {"dev", "holdout"}
+    buckets = result["calibration"]["buckets"]
+    assert len(buckets) == 4 and all(b["right"] <= b["n"] for b in buckets)
+    assert result["calibration"]["confident"]["threshold"] == 0.8
+    assert set(result["targets"]) == {"correct", "wrong", "choices_right"}
+    assert all(set(t) == {"target", "value", "pass"} for t in result["targets"].values())
+    assert result["pass"] == all(t["pass"] for t in result["targets"].values())
+
+
+def test_guidance_eval_harness_scores_the_offline_provider_per_category_language_and_style():
+    result = run_bench("guidance_eval.py")
+    check_guidance_result(result, "offline")
+    assert result["cost"] is None  # the offline provider costs nothing
+
+
+def test_guidance_eval_harness_runs_the_openai_provider_and_reports_its_cost():
+    categories = [
+        {"code": c["code"], "major_ko": c["major_ko"], "middle_ko": c["middle_ko"], "item": None}
+        for c in read_rulebase()["categories"]
+    ]
+    fake = start_fake_openai(FakeModel(categories))
+    try:
+        env = {**os.environ, "OPENAI_API_KEY": "test-key", "OPENAI_BASE_URL": fake.base_url}
+        result = run_bench("guidance_eval.py", "--provider", "openai", env=env)
+    finally:
+        fake.stop()
+    check_guidance_result(result, "openai")
+    cost = result["cost"]
+    # every case made one vision call; the fake classifies every hint, so each got an answer:
+    # paid, or from the answer cache (the fake puts every case in one category, without tags)
+    assert cost["calls"]["vision"] == result["cases"]
+    assert cost["calls"]["answer"] + cost["answer_cache_hits"] == result["cases"]
+    assert cost["answer_cache_hits"] > 0
+    assert cost["tokens"]["input_tokens"] > 0 and cost["cost_per_scan_usd"] > 0

@@ -1,0 +1,217 @@
+"""Nothing lost, nothing twice, under the faults a production pipeline meets.
+
+Each test injects one fault into a running system (real worker subprocess, RabbitMQ,
+PostgreSQL, Redis, the fake OpenAI server) and ends with the invariant check.
+"""
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from scans import services
+from scans.broker import dead_letter_depth
+from scans.models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
+from tests.fakes.openai_server import ok, rate_limited, refusal, server_error, slow, storm
+from tests.fakes.providers import POISON_HINT
+from tests.integration.chaos.conftest import (
+    assert_all_completed,
+    assert_invariants,
+    rabbitmq,
+    redis_start,
+    redis_stop,
+    upload_many,
+    wait_all_terminal,
+    wait_for,
+)
+from tests.integration.pipeline.test_pipeline_openai import (
+    ANSWER,
+    GUIDANCE,
+    PET_BOTTLE,
+    VISION,
+    hint_of,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
+
+OPENAI_ENV = {
+    "SCAN_VISION_PROVIDER": "scans.providers.openai.OpenAIVisionProvider",
+    "SCAN_ANSWER_PROVIDER": "scans.providers.openai.OpenAIAnswerProvider",
+    "OPENAI_API_KEY": "test-key",
+    "OPENAI_TIMEOUT": "5",
+}
+
+
+@pytest.fixture
+def openai_env(fake_openai, rulebase):
+    fake_openai.set_default_for_schema(ANSWER, lambda body: ok(GUIDANCE))
+    return {**OPENAI_ENV, "OPENAI_BASE_URL": fake_openai.base_url}
+
+
+def test_1_sigkill_of_the_worker_during_vision_loses_nothing(
+    worker_manager, fake_openai, openai_env, api
+):
+    fake_openai.set_default_for_schema(VISION, lambda body: slow(0.4, ok(PET_BOTTLE)))
+    concurrency = 4
+    worker_manager.ensure(concurrency=concurrency, **openai_env)
+    ids = upload_many(api, 50)
+    wait_for(
+        lambda: len(fake_openai.requests_for_schema(VISION)) >= 8, 30, "vision calls in flight"
+    )
+
+    worker_manager.kill()  # parent and pool processes, mid-vision: nothing acked, nothing reported
+    in_flight = concurrency
+    worker_manager.ensure(concurrency=concurrency, **openai_env)
+
+    scans = wait_all_terminal(ids, timeout=120)
+    assert_all_completed(scans)
+    assert len(fake_openai.requests_for_schema(VISION)) <= len(ids) + in_flight
+    assert_invariants(ids)
+
+
+def test_2_rabbitmq_restart_mid_run(worker_manager, fake_openai, openai_env, api):
+    fake_openai.set_default_for_schema(VISION, lambda body: slow(0.3, ok(PET_BOTTLE)))
+    worker_manager.ensure(concurrency=4, **openai_env)
+    ids = upload_many(api, 30)
+    wait_for(lambda: len(fake_openai.requests_for_schema(VISION)) >= 6, 30, "the pipeline running")
+
+    rabbitmq("stop_app")
+    try:
+        time.sleep(3)
+    finally:
+        rabbitmq("start_app")
+
+    scans = wait_all_terminal(ids, timeout=150)
+    assert_all_completed(scans)
+    assert_invariants(ids)
+
+
+def test_3_scans_accepted_while_the_broker_is_down_complete_after_it_returns(
+    worker_manager, fake_openai, openai_env, api, beat
+):
+    fake_openai.set_default_for_schema(VISION, lambda body: ok(PET_BOTTLE))
+    worker_manager.ensure(**openai_env)
+    rabbitmq("stop_app")
+    try:
+        started = time.monotonic()
+        ids = upload_many(api, 10)  # each answered 202 although nothing could be published
+        accept_seconds = time.monotonic() - started
+        assert Scan.objects.filter(pk__in=ids, dispatched_at=None).count() == 10
+    finally:
+        rabbitmq("start_app")
+
+    scans = wait_all_terminal(ids, timeout=90)  # the relay (beat, every 10 s) publishes them
+    assert all(scan.status == ScanStatus.COMPLETED for scan in scans)
+    assert accept_seconds < 10, (
+        f"accepting 10 scans with the broker down took {accept_seconds:.1f}s"
+    )
+    assert all(scan.dispatch_attempts >= 2 for scan in scans), (
+        "published by the relay, not the request"
+    )
+    assert_invariants(ids)
+
+
+def test_4_redis_stopped_mid_run_scans_complete_and_status_comes_from_the_db(
+    worker_manager, fake_openai, openai_env, api
+):
+    fake_openai.set_default_for_schema(VISION, lambda body: slow(0.2, ok(PET_BOTTLE)))
+    worker_manager.ensure(**openai_env)
+    ids = upload_many(api, 12)
+    wait_for(lambda: len(fake_openai.requests_for_schema(VISION)) >= 3, 30, "the pipeline running")
+
+    redis_stop()
+    try:
+        statuses = [api.get(f"/api/v1/scans/{task_id}") for task_id in ids]
+        assert all(response.status_code == 200 for response in statuses)
+        scans = wait_all_terminal(ids, timeout=90)
+        final = api.get(f"/api/v1/scans/{ids[-1]}").json()
+    finally:
+        redis_start()
+
+    assert all(scan.status == ScanStatus.COMPLETED for scan in scans)
+    assert final["status"] == "completed"
+    assert_invariants(ids)
+
+
+def test_5_provider_429_and_500_storm_every_scan_terminal_attempts_bounded(
+    worker_manager, fake_openai, openai_env, api
+):
+    faults = storm(
+        rate=0.5, fault=rate_limited(0.1), otherwise=lambda body: ok(PET_BOTTLE), seed=11
+    )
+    errors = storm(rate=0.3, fault=server_error(503), otherwise=faults, seed=12)
+    fake_openai.set_default_for_schema(VISION, errors)
+    fake_openai.set_default_for_schema(
+        ANSWER,
+        storm(rate=0.3, fault=server_error(500), otherwise=lambda body: ok(GUIDANCE), seed=13),
+    )
+    worker_manager.ensure(concurrency=4, **openai_env)
+    ids = upload_many(api, 20)
+
+    scans = wait_all_terminal(ids, timeout=150)
+
+    calls: dict[str, int] = {}
+    for request in fake_openai.requests_for_schema(VISION):
+        calls[hint_of(request)] = calls.get(hint_of(request), 0) + 1
+    assert max(calls.values()) <= 4, calls
+    for scan in scans:
+        for step in ("vision", "rule", "answer"):
+            assert TaskAttempt.objects.filter(scan=scan, step=step).count() <= 4
+        if scan.status == ScanStatus.FAILED:
+            assert scan.error_code in {"provider_rate_limited", "provider_unavailable"}
+    assert sum(scan.status == ScanStatus.COMPLETED for scan in scans) >= 10
+    assert_invariants(ids)
+
+
+def test_6_a_poison_task_is_dead_lettered_after_bounded_deliveries(worker_manager, rulebase, api):
+    worker_manager.ensure(concurrency=2)  # offline provider; "#poison" kills its process
+    before = dead_letter_depth()
+    poison = upload_many(api, 1, hint=POISON_HINT)
+    healthy = upload_many(api, 5, hint="콜라 캔")
+
+    scans = wait_all_terminal(poison + healthy, timeout=90)
+
+    by_id = {str(scan.id): scan for scan in scans}
+    dead = by_id[poison[0]]
+    assert (dead.status, dead.error_code) == (ScanStatus.FAILED, "worker_lost")
+    deliveries = TaskAttempt.objects.filter(scan=dead, step="vision")
+    assert deliveries.count() == 4, "the first run and max_retries (3) re-sends, then no more"
+    assert set(deliveries.values_list("outcome", flat=True)) == {AttemptOutcome.WORKER_LOST}
+    assert DeadLetter.objects.get(scan=dead).reason_code == "worker_lost"
+    wait_for(lambda: dead_letter_depth() == before + 1, 10, "the message on scan.ai.dlq")
+    assert all(by_id[task_id].status == ScanStatus.COMPLETED for task_id in healthy)
+    assert_invariants(poison + healthy)
+
+
+def test_7_two_concurrent_admin_retries_re_enqueue_each_scan_once(
+    worker_manager, fake_openai, openai_env, api
+):
+    fake_openai.enqueue_for_schema(VISION, *[refusal("no") for _ in range(10)])
+    fake_openai.set_default_for_schema(VISION, lambda body: ok(PET_BOTTLE))
+    worker_manager.ensure(concurrency=2, **openai_env)
+    ids = upload_many(api, 10)
+    failed = wait_all_terminal(ids, timeout=60)
+    assert all(scan.status == ScanStatus.FAILED for scan in failed)
+
+    barrier = threading.Barrier(2)
+    retried = []
+
+    def admin(name: str) -> None:
+        try:
+            barrier.wait()
+            retried.append(services.retry_scans(ids, actor=name))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=admin, args=(name,)) for name in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(retried) == 10, retried
+    scans = wait_all_terminal(ids, timeout=60)
+    assert all(scan.status == ScanStatus.COMPLETED and scan.retry_count == 1 for scan in scans)
+    assert len(fake_openai.requests_for_schema(VISION)) == 20, "10 refused + 10 retried, not 30"
+    assert_invariants(ids)
