@@ -51,6 +51,7 @@ lint: $(STAMP)
 check: $(STAMP)
 	$(BIN)/python manage.py makemigrations --check --dry-run --verbosity 1
 	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+	$(BIN)/lint-imports --no-cache
 	$(MAKE) --no-print-directory typecheck
 
 # mypy over the whole project; the errors of mypy-baseline.txt are known and tolerated, a new

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -27,11 +30,11 @@ class UploadSizeLimitMiddleware:
     the proxy's client_max_body_size to match).
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
-        self._prefix = None
+        self._prefix: str | None = None
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if request.method in ("POST", "PUT", "PATCH"):
             if self._prefix is None:
                 self._prefix = reverse("api:scan-list")
@@ -43,7 +46,7 @@ class UploadSizeLimitMiddleware:
         return self.get_response(request)
 
     @staticmethod
-    def _refusal(request, *, batch: bool) -> JsonResponse | None:
+    def _refusal(request: HttpRequest, *, batch: bool) -> JsonResponse | None:
         raw = request.META.get("CONTENT_LENGTH") or "0"
         try:
             length = int(raw)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet, Sum
 
 from .models import Scan, ScanBatch
 
+AnyUser = User | AnonymousUser  # request.user
 
-def scans_visible_to(user) -> QuerySet[Scan]:
+
+def scans_visible_to(user: AnyUser) -> QuerySet[Scan]:
     """A user sees their own scans; staff see all. Nobody else sees anything."""
     if not user.is_authenticated:
         return Scan.objects.none()
@@ -18,7 +21,7 @@ def scans_visible_to(user) -> QuerySet[Scan]:
     return scans if user.is_staff else scans.filter(owner=user)
 
 
-def visible_scan(user, scan_id: object) -> Scan | None:
+def visible_scan(user: AnyUser, scan_id: object) -> Scan | None:
     """The scan with this id if ``user`` may see it; None for a malformed id, a scan of someone
     else or no scan at all (callers answer 404 alike, so ids of others do not leak)."""
     try:
@@ -28,14 +31,14 @@ def visible_scan(user, scan_id: object) -> Scan | None:
     return scans_visible_to(user).filter(pk=pk).first()
 
 
-def batches_visible_to(user) -> QuerySet[ScanBatch]:
+def batches_visible_to(user: AnyUser) -> QuerySet[ScanBatch]:
     """A user sees their own batches; staff see all."""
     if not user.is_authenticated:
         return ScanBatch.objects.none()
     return ScanBatch.objects.all() if user.is_staff else ScanBatch.objects.filter(owner=user)
 
 
-def visible_batch(user, batch_id: object) -> ScanBatch | None:
+def visible_batch(user: AnyUser, batch_id: object) -> ScanBatch | None:
     """The batch with this id if ``user`` may see it (None otherwise, as ``visible_scan``)."""
     try:
         pk = uuid.UUID(str(batch_id))

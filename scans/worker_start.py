@@ -15,12 +15,14 @@ logger = logging.getLogger(__name__)
 
 
 @signals.worker_ready.connect(dispatch_uid="scans.worker_start.dead_letter_queue")
-def _declare_dead_letter_queue(**kwargs) -> None:
+def _declare_dead_letter_queue(**kwargs: object) -> None:
     declare_dead_letter_queue()
 
 
 @signals.worker_init.connect(dispatch_uid="scans.worker_start.analyser")
-def _load_the_korean_analyser_before_the_pool_starts(sender=None, **kwargs) -> None:
+def _load_the_korean_analyser_before_the_pool_starts(
+    sender: object = None, **kwargs: object
+) -> None:
     """A worker that runs the offline matcher loads Kiwi (scans.rules.morphology) once, up front.
 
     Loaded here, in the main process before the pool forks, prefork children share its ~310 MB

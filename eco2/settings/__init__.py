@@ -15,16 +15,9 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent
-
-env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
-
-# Everything the embedded profile writes (SQLite file, broker folders, uploads) lives here.
-VAR_DIR = Path(env.str("ECO2_VAR_DIR", default=str(BASE_DIR / "var")))
+from .environment import BASE_DIR, VAR_DIR, env
 
 DEBUG = env.bool("DEBUG", default=False)
 # The fallback key only exists so a fresh checkout runs; production must set SECRET_KEY.
@@ -297,5 +290,5 @@ SPECTACULAR_SETTINGS = {
 }
 
 
-# The background side reads VAR_DIR and env from here (no name of it is needed above).
+# the background side
 from .pipeline import *  # noqa: E402, F403

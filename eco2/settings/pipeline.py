@@ -8,7 +8,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from . import VAR_DIR, env
+from .environment import VAR_DIR, env
 
 # --- Celery ---------------------------------------------------------------------------------
 # The fixed pipeline configuration (serializers, routes, acks) lives in eco2/celery.py;
