@@ -69,6 +69,18 @@ class RuleIndex(PartReader):
             ):
                 words = []
             segments.append((segment, words))
+
+        # "clear PET bottle, label on": a part after a comma whose words all belong to a state
+        # phrase (the label of "label on") describes the item of the other parts, as
+        # ", 라벨 붙어있음" does; it is no second item
+        def only_a_state(words: list[int]) -> bool:
+            return bool(words) and all(i in state for i in words)
+
+        if any(words and not only_a_state(words) for _, words in segments):
+            segments = [
+                (segment, [] if not segment.conjoined and only_a_state(words) else words)
+                for segment, words in segments
+            ]
         if not any(words for _, words in segments):
             # nothing but what a state phrase is about: when that noun is an item the rule base
             # knows and not a part or contents (형광등 깨진 거, 배터리 부푼 거), it is the item

@@ -81,6 +81,29 @@ def test_a_part_a_state_phrase_is_about_is_still_no_item(rulebase):
 
 
 @pytest.mark.parametrize(
+    ("hint", "category", "tag"),
+    [
+        ("clear PET bottle, label on", "pet_clear", "label_attached"),
+        ("glass bottle, label on", "glass", "label_attached"),
+        ("PET bottle, cap on", "pet_clear", "cap_attached"),
+        ("soju bottle, cap on", "glass", "cap_attached"),
+    ],
+)
+def test_a_part_after_a_comma_that_is_only_a_state_describes_the_item(
+    rulebase, hint, category, tag
+):
+    # "label on" is the state of the bottle, as "라벨 붙어있음" is, not a second item
+    found = match_hint(hint)
+    assert (found.outcome, found.category_code) == ("classified", category), found.to_dict()
+    assert tag in found.tags
+
+
+def test_a_second_item_after_a_comma_still_asks(rulebase):
+    found = match_hint("PET bottle, glass bottle")
+    assert found.outcome == "unclassified", found.to_dict()
+
+
+@pytest.mark.parametrize(
     ("hint", "category"),
     [
         ("음식물쓰래기", "food"),
