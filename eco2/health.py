@@ -9,7 +9,12 @@
               HEALTH_CHECK_TIMEOUT (1 s); 200 when all pass, 503 otherwise::
 
                   {"status": "ok" | "fail",
-                   "checks": {"database": "ok", "broker": "ok", "redis": "ok" | "skipped" | "error: …"}}
+                   "checks": {"database": "ok", "broker": "ok", "redis": "ok" | "skipped" | "error: …",
+                              "beat": "ok" | "late: <job>, …"}}
+
+              ``beat`` reports the relays and the sweeper (BEAT_WATCHED_TASKS) that beat has not
+              sent for several of their intervals (eco2/beat_watch.py); it never fails the
+              probe, since a web process serves without beat: alert on it instead.
 
 Neither needs authentication. Errors are reported by exception class only (the full message,
 which may name hosts, goes to the log), since the endpoints are public. Workers are not pinged
@@ -133,11 +138,28 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def beat_report() -> str:
+    """ "ok", or "late: <job>, …" for the watched jobs beat has not sent for several intervals
+    (eco2/beat_watch.py). Reported, never failing: this process serves without beat."""
+    from eco2.beat_watch import late_watched_jobs
+
+    try:
+        late = late_watched_jobs()
+    except Exception as exc:
+        logger.warning("readiness: beat's jobs could not be read: %r", exc)
+        return f"error: {type(exc).__name__}"
+    return "late: " + ", ".join(job.name for job in late) if late else "ok"
+
+
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = run_checks(settings.HEALTH_CHECK_TIMEOUT)
     ok = all(result in ("ok", "skipped") for result in checks.values())
+    if checks["database"] == "ok":
+        # informational: a late beat is an alert for operators (docs/deployment.md), not a
+        # reason to take a web process out of service
+        checks["beat"] = beat_report()
     return JsonResponse(
         {"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503
     )

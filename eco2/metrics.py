@@ -1,5 +1,5 @@
-"""Prometheus metrics: Celery task counters and latency, the scrape-time collector that apps add
-their gauges to (``register_scrape_part``), ``/metrics`` and the per-host exporter.
+"""Prometheus metrics: Celery task counters and latency, ``/metrics`` (with the scrape-time
+collector of eco2/scrape.py, which apps add their gauges to) and the per-host exporter.
 
 What is exported
     ``celery_task_total{task_name,status}``      counter; status ∈ succeeded, failed, retried,
@@ -8,13 +8,8 @@ What is exported
                                                  (task_prerun → task_postrun), 0.01 s … 120 s
     ``eco2_queue_depth{queue}``                  messages ready per queue (scrape time,
                                                  eco2/queue_depths.py)
-    registered by the scans app (scans/metrics.py):
-    ``eco2_scans{status}``                       scans per status (scrape time, DB)
-    ``eco2_scans_refused_total{reason}``         uploads refused before anything was stored;
-                                                 reason backlog: SCAN_BACKLOG_LIMIT (503)
-    ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
-    ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
-    ``eco2_dead_letters{state}``                 pending / redriven / resolved (DB), broker_dlq
+    ``eco2_periodic_task_seconds_since_last_run{task}``  since beat last sent the job, and
+    ``eco2_periodic_task_late{task}``            1 when an interval job is late (eco2/beat_watch.py)
     ``eco2_worker_stalled{worker}``              1 while a worker of this host holds work and
                                                  makes no progress (eco2/worker_watch.py); with
                                                  ``eco2_worker_seconds_since_progress`` and
@@ -22,6 +17,13 @@ What is exported
     ``eco2_metrics_collector_up{part}``          1 when that part of the scrape-time collector
                                                  answered, 0 when it failed or timed out (its
                                                  families are then left out and the error logged)
+    registered by the scans app (scans/metrics.py):
+    ``eco2_scans{status}``                       scans per status (scrape time, DB)
+    ``eco2_scans_refused_total{reason}``         uploads refused before anything was stored;
+                                                 reason backlog: SCAN_BACKLOG_LIMIT (503)
+    ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
+    ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
+    ``eco2_dead_letters{state}``                 pending / redriven / resolved (DB), broker_dlq
 
 The two ``eco2_*_total`` families are sums over the ``Scan`` table: deleting scans lowers them,
 which Prometheus treats as a counter reset.
@@ -63,9 +65,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 from celery import signals
@@ -74,10 +75,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from eco2.queue_depths import queue_depths
+from eco2.scrape import AppCollector
 from eco2.worker_watch import WorkerWatchCollector, pid_alive  # and its worker_ready handler
 
 logger = logging.getLogger(__name__)
@@ -227,89 +227,6 @@ def _on_task_rejected(message=None, **kwargs) -> None:
 def _on_task_unknown(name=None, **kwargs) -> None:
     # an unregistered task name: the consumer rejects the message
     _count(name or "unknown", "rejected")
-
-
-# --- scrape-time collector ------------------------------------------------------------------
-@contextmanager
-def db_time_box(seconds: float) -> Iterator[None]:
-    """A statement timeout on PostgreSQL; SQLite is local and its queries here are small."""
-    from django.db import connection, transaction
-
-    if connection.vendor != "postgresql":
-        yield
-        return
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
-        yield
-
-
-@dataclass
-class Scrape:
-    """One scrape as its parts see it: the time box, and what the parts before read."""
-
-    timeout: float
-    queue_depths: dict[str, int] = field(default_factory=dict)  # the queues part's reading
-
-
-ScrapePart = Callable[[Scrape], list[Metric]]
-_SCRAPE_PARTS: dict[str, ScrapePart] = {}
-
-
-def register_scrape_part(name: str, build: ScrapePart) -> None:
-    """An app adds families to ``/metrics``, read at scrape time and time-boxed like the rest
-    (the scans app registers its own in ScansConfig.ready(): scans/metrics.py)."""
-    _SCRAPE_PARTS[name] = build
-
-
-class AppCollector:
-    """Queue depths, then the parts the apps registered, read at scrape time.
-
-    Each part is time-boxed; a part that fails is left out (and logged), the rest is served.
-    """
-
-    def __init__(self, timeout: float = 2.0):
-        self.timeout = timeout
-
-    def describe(self) -> list[Metric]:
-        return []  # nothing to query when the collector is registered
-
-    def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "eco2_metrics_collector_up",
-            "1 when that part of the scrape-time collector answered, else 0.",
-            labels=["part"],
-        )
-        scrape = Scrape(timeout=self.timeout)
-        parts: list[tuple[str, ScrapePart]] = [("queues", _queues), *_SCRAPE_PARTS.items()]
-        for part, build in parts:
-            started = time.monotonic()
-            try:
-                families = build(scrape)
-            except Exception:
-                logger.exception(
-                    "metrics collector part %s failed; its families are left out", part
-                )
-                up.add_metric([part], 0)
-                continue
-            elapsed = time.monotonic() - started
-            if elapsed > self.timeout:
-                logger.warning(
-                    "metrics: %s took %.2fs (time box %.1fs)", part, elapsed, self.timeout
-                )
-            up.add_metric([part], 1)
-            yield from families
-        yield up
-
-
-def _queues(scrape: Scrape) -> list[Metric]:
-    scrape.queue_depths = queue_depths(scrape.timeout)
-    family = GaugeMetricFamily(
-        "eco2_queue_depth", "Messages ready in a broker queue.", labels=["queue"]
-    )
-    for name, count in scrape.queue_depths.items():
-        family.add_metric([name], count)
-    return [family]
 
 
 def multiprocess_registry(path: str | os.PathLike | None = None) -> CollectorRegistry:

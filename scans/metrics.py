@@ -10,8 +10,9 @@ from django.db.models import Count, Q
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from eco2.metrics import Scrape, db_time_box, enable_multiprocess_values, register_scrape_part
+from eco2.metrics import enable_multiprocess_values
 from eco2.queues import SCAN_DEAD_LETTER_QUEUE
+from eco2.scrape import Scrape, db_time_box, register_scrape_part
 
 from .models import DeadLetter, Scan, ScanStatus
 from .selectors import usage_totals

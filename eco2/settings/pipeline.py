@@ -74,6 +74,20 @@ PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 # Time box of each /readyz check and of each part of the scrape-time collector (seconds).
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=1.0)
 METRICS_COLLECT_TIMEOUT = env.float("METRICS_COLLECT_TIMEOUT", default=2.0)
+# Beat, watched (eco2/beat_watch.py): an interval job is late after this many of its intervals
+# without a send (and at least BEAT_LATE_MIN_SECONDS); /readyz reports the late ones among
+# BEAT_WATCHED_TASKS (the relays and the sweeper) without failing, /metrics exports every age.
+BEAT_LATE_AFTER_INTERVALS = env.int("BEAT_LATE_AFTER_INTERVALS", default=3)
+BEAT_LATE_MIN_SECONDS = env.float("BEAT_LATE_MIN_SECONDS", default=60.0)
+BEAT_WATCHED_TASKS = env.list(
+    "BEAT_WATCHED_TASKS",
+    default=[
+        "scans.tasks.relay_pending_dispatches",
+        "scans.tasks.publish_events",
+        "scans.tasks.sweep_stalled_scans",
+        "notifications.tasks.resend_pending_notifications",
+    ],
+)
 
 # --- Scan pipeline --------------------------------------------------------------------------
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")

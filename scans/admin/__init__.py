@@ -1,7 +1,8 @@
 """The admin of scans: importing the submodules registers every page (Django's autodiscover
 imports this package)."""
 
-from . import operations, rulebase, scans, task_results
+from . import beat, operations, rulebase, scans, task_results
+from .beat import WatchedPeriodicTaskAdmin
 from .operations import (
     AnswerCacheEntryAdmin,
     DeadLetterAdmin,
@@ -24,6 +25,8 @@ __all__ = [
     "TaskAttemptAdmin",
     "TaskHistoryAdmin",
     "VisionCacheEntryAdmin",
+    "WatchedPeriodicTaskAdmin",
+    "beat",
     "operations",
     "rulebase",
     "scans",
