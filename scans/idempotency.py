@@ -12,7 +12,7 @@ two concurrent duplicates both started jobs. Here the key is claimed by **one IN
 * if the first request fails and rolls back, its claim goes with it and the key is free again.
 
 Keys are scoped per user and expire after ``SCAN_IDEMPOTENCY_TTL_HOURS`` (24 h); an expired
-key is replaced on reuse, and ``purge_expired`` deletes old rows.
+key is replaced on reuse, and the table's retention job deletes old rows (``expired_keys``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -165,8 +166,8 @@ def run_once(
     return _replay(existing, request_fingerprint)
 
 
-def purge_expired(now=None) -> int:
-    """Delete keys older than the TTL (they would be replaced on reuse anyway)."""
+def expired_keys(now: datetime | None = None) -> QuerySet[IdempotencyKey]:
+    """Keys older than the TTL (they would be replaced on reuse anyway): the retention job of
+    the table deletes them (scans/services/retention.py)."""
     now = now or timezone.now()
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=now - ttl()).delete()
-    return deleted
+    return IdempotencyKey.objects.filter(created_at__lt=now - ttl())

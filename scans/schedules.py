@@ -6,7 +6,21 @@ afterwards: ``ensure_schedules`` only adds what is missing, it never overwrites 
 
 from __future__ import annotations
 
-SCHEDULES = (
+import json
+from typing import Any
+
+# the history tables with a retention job (their settings: scans/services/retention.py)
+RETENTION_TABLES = (
+    "task_attempts",
+    "scan_events",
+    "dead_letters",
+    "task_reruns",
+    "vision_cache",
+    "answer_cache",
+    "idempotency_keys",
+)
+
+SCHEDULES: tuple[dict[str, Any], ...] = (
     {
         # the name beat itself gives this job, so it is not installed twice
         "name": "celery.backend_cleanup",
@@ -50,6 +64,17 @@ SCHEDULES = (
         "description": "The outbox relay: publishes the pipeline of accepted scans whose "
         "request could not reach the broker.",
     },
+    *(
+        {
+            "name": f"retention: {table.replace('_', ' ')}",
+            "task": "scans.tasks.prune_history",
+            "kwargs": {"table": table},
+            "every_seconds": 3600,
+            "description": f"Deletes expired rows of the {table.replace('_', ' ')} table in "
+            "batches of RETENTION_BATCH_SIZE (scans/services/retention.py).",
+        }
+        for table in RETENTION_TABLES
+    ),
     {
         "name": "notifications: resend pending notifications",
         "task": "notifications.tasks.resend_pending_notifications",
@@ -94,6 +119,7 @@ def ensure_schedules(periodic_task_model=None, interval_model=None, crontab_mode
             task=spec["task"],
             queue="default",
             description=spec["description"],
+            kwargs=json.dumps(spec.get("kwargs", {})),
             **when,
         )
         created += 1

@@ -195,6 +195,13 @@ def publish_events_task() -> int:
     return publish_pending_events(min_age=RELAY_GRACE)
 
 
+@shared_task(name="scans.tasks.prune_history")
+def prune_history_task(table: str) -> dict:
+    """A history table's retention job (beat, hourly, one row a table): what it deleted is the
+    result the task history shows."""
+    return services.prune_table(table)
+
+
 @shared_task(name="scans.tasks.send_daily_digest")
 def send_daily_digest_task() -> int:
     day = timezone.localdate() - timedelta(days=1)  # yesterday, midnight to midnight (KST)

@@ -152,6 +152,19 @@ SCAN_STALLED_AFTER_SECONDS = env.int("SCAN_STALLED_AFTER_SECONDS", default=15 * 
 # …and re-enqueued from its current step this many times before it is failed as stalled.
 SCAN_MAX_REQUEUES = env.int("SCAN_MAX_REQUEUES", default=2)
 
+# --- Retention (scans/services/retention.py: beat prunes each history table hourly) ---------
+# Days a table's rows are kept (0: for ever): attempts of tasks, published scan events, dead
+# letters a person redrove or resolved, task re-runs, cache entries unused for that long.
+# Idempotency keys go after SCAN_IDEMPOTENCY_TTL_HOURS.
+RETENTION_TASK_ATTEMPTS_DAYS = env.int("RETENTION_TASK_ATTEMPTS_DAYS", default=30)
+RETENTION_SCAN_EVENTS_DAYS = env.int("RETENTION_SCAN_EVENTS_DAYS", default=30)
+RETENTION_DEAD_LETTERS_DAYS = env.int("RETENTION_DEAD_LETTERS_DAYS", default=90)
+RETENTION_TASK_RERUNS_DAYS = env.int("RETENTION_TASK_RERUNS_DAYS", default=90)
+RETENTION_CACHE_DAYS = env.int("RETENTION_CACHE_DAYS", default=90)
+# Rows per delete (one short transaction each), and the most one run spends deleting (s).
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
+RETENTION_RUN_SECONDS = env.float("RETENTION_RUN_SECONDS", default=60.0)
+
 # --- Workers (see eco2/celery.py) ----------------------------------------------------------
 # Seconds between GIL hand-overs in a threads-pool worker (sys.setswitchinterval; Python's
 # default is 0.005). 0 keeps Python's default.

@@ -115,7 +115,9 @@ class TaskAttempt(models.Model):
     class Meta:
         ordering = ["started_at", "id"]
         indexes = [
-            models.Index(fields=["scan", "step", "outcome"], name="attempt_scan_step_outcome")
+            models.Index(fields=["scan", "step", "outcome"], name="attempt_scan_step_outcome"),
+            # the retention job selects old attempts by start, a batch at a time
+            models.Index(fields=["started_at"], name="attempt_started"),
         ]
 
     def __str__(self) -> str:

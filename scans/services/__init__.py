@@ -14,7 +14,8 @@ ledger or the task history, which import the services):
 - ``steps``: the four pipeline steps;
 - ``failures``: what a failure is, failing and cancelling a scan;
 - ``recovery``: retrying failed scans, sweeping stalled ones;
-- ``dead_letters``: recording, redriving and tidying dead letters.
+- ``dead_letters``: recording, redriving and tidying dead letters;
+- ``retention``: pruning the history tables in batches (beat, one job a table).
 
 Callers use the package (``from scans import services; services.create_scan(...)``); a test
 that replaces a name patches the module that looks it up.
@@ -61,6 +62,7 @@ from .failures import (
 from .intake import PipelineBusy, create_batch, create_scan, ensure_capacity, scan_language
 from .photos import ensure_prepared_image, regenerate_thumbnail, regenerate_thumbnails
 from .recovery import retry_scans, sweep_stalled_scans
+from .retention import prune_table
 from .state import resolve_dead_letters
 from .steps import run_answer_step, run_prepare_step, run_rule_step, run_vision_step
 
@@ -95,6 +97,7 @@ __all__ = [
     "finish_ended_batches",
     "is_broker_error",
     "pipeline_chain",
+    "prune_table",
     "record_dead_letter",
     "redrive_dead_letters",
     "regenerate_thumbnail",

@@ -1,0 +1,109 @@
+"""Retention: the history tables pruned by beat, one job a table, in batches of bounded size.
+
+Each batch selects at most ``RETENTION_BATCH_SIZE`` primary keys of expired rows and deletes
+those in a transaction of its own, so no lock is held for long and a large backlog is worked
+off over several runs (a run stops after ``RETENTION_RUN_SECONDS``). A table's rows expire
+after the days of its own setting (docs/deployment.md lists them); 0 keeps them for ever.
+Each run returns what it deleted, which the task history (admin) shows as its result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from ..idempotency import expired_keys
+from ..models import (
+    AnswerCacheEntry,
+    DeadLetter,
+    ScanEvent,
+    TaskAttempt,
+    TaskRerun,
+    VisionCacheEntry,
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A history table: its expired rows, given the cutoff, and the setting of its days."""
+
+    setting: str
+    expired: Callable[[datetime], QuerySet]
+
+
+def _unused_cache_entries(model: type[VisionCacheEntry] | type[AnswerCacheEntry]):
+    def expired(cutoff: datetime) -> QuerySet:
+        return model.objects.filter(
+            Q(last_hit_at__lt=cutoff) | Q(last_hit_at__isnull=True, created_at__lt=cutoff)
+        )
+
+    return expired
+
+
+TABLES: dict[str, Table] = {
+    "task_attempts": Table(
+        "RETENTION_TASK_ATTEMPTS_DAYS",
+        lambda cutoff: TaskAttempt.objects.filter(started_at__lt=cutoff),
+    ),
+    # only events the relay has published: an unpublished one is still owed to the broker
+    "scan_events": Table(
+        "RETENTION_SCAN_EVENTS_DAYS",
+        lambda cutoff: ScanEvent.objects.filter(published_at__lt=cutoff),
+    ),
+    # dead letters a person dealt with (redriven or resolved); pending ones wait for review
+    "dead_letters": Table(
+        "RETENTION_DEAD_LETTERS_DAYS",
+        lambda cutoff: DeadLetter.objects.filter(
+            Q(resolved_at__lt=cutoff) | Q(redriven_at__lt=cutoff, resolved_at__isnull=True)
+        ),
+    ),
+    "task_reruns": Table(
+        "RETENTION_TASK_RERUNS_DAYS",
+        lambda cutoff: TaskRerun.objects.filter(requested_at__lt=cutoff),
+    ),
+    # a cache entry unused for that long: a later scan of the same photo pays once more
+    "vision_cache": Table("RETENTION_CACHE_DAYS", _unused_cache_entries(VisionCacheEntry)),
+    "answer_cache": Table("RETENTION_CACHE_DAYS", _unused_cache_entries(AnswerCacheEntry)),
+}
+
+
+def delete_in_batches(rows: QuerySet, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
+    """Delete ``rows`` a batch of primary keys at a time; (rows deleted, batches)."""
+    deleted = batches = 0
+    deadline = time.monotonic() + max_seconds
+    model = rows.model
+    while True:
+        ids = list(rows.order_by().values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        with transaction.atomic():
+            _, per_model = model.objects.filter(pk__in=ids).delete()
+        deleted += per_model.get(model._meta.label, 0)
+        batches += 1
+        if len(ids) < batch_size or time.monotonic() > deadline:
+            break
+    return deleted, batches
+
+
+def prune_table(name: str, now: datetime | None = None) -> dict[str, object]:
+    """One run of a table's retention job: what it deleted, for the task history."""
+    now = now or timezone.now()
+    if name == "idempotency_keys":  # expire after their TTL (hours), not a number of days
+        rows, kept_for = expired_keys(now), f"{settings.SCAN_IDEMPOTENCY_TTL_HOURS} h"
+    else:
+        table = TABLES[name]
+        days = getattr(settings, table.setting)
+        if not days:
+            return {"table": name, "deleted": 0, "batches": 0, "kept_for": "ever"}
+        rows, kept_for = table.expired(now - timedelta(days=days)), f"{days} d"
+    deleted, batches = delete_in_batches(
+        rows, batch_size=settings.RETENTION_BATCH_SIZE, max_seconds=settings.RETENTION_RUN_SECONDS
+    )
+    return {"table": name, "deleted": deleted, "batches": batches, "kept_for": kept_for}
