@@ -1,14 +1,15 @@
-"""Database connection helpers shared by the pipeline and its providers, and the web's answer
-when the database is unavailable."""
+"""Database helpers shared by the apps: connections for the pipeline and its providers, deletes
+in bounded batches (retention), and the web's answer when the database is unavailable."""
 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils.deprecation import MiddlewareMixin
@@ -74,3 +75,23 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
             response = HttpResponse(html, status=503)
         response["Retry-After"] = str(retry_after)
         return response
+
+
+def delete_in_batches(rows: QuerySet, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
+    """Delete ``rows`` a batch of primary keys at a time, each batch in a short transaction of
+    its own (no long lock), until none is left or ``max_seconds`` have passed; returns (rows of
+    that model deleted, batches)."""
+    deleted = batches = 0
+    deadline = time.monotonic() + max_seconds
+    model = rows.model
+    while True:
+        ids = list(rows.order_by().values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        with transaction.atomic():
+            _, per_model = model.objects.filter(pk__in=ids).delete()
+        deleted += per_model.get(model._meta.label, 0)
+        batches += 1
+        if len(ids) < batch_size or time.monotonic() > deadline:
+            break
+    return deleted, batches

@@ -50,3 +50,9 @@ def send_email_task(self, notification_id: int) -> str:
 @shared_task(name="notifications.tasks.resend_pending_notifications")
 def resend_pending_notifications_task() -> int:
     return services.resend_pending()
+
+
+@shared_task(name="notifications.tasks.prune_notifications")
+def prune_notifications_task() -> dict:
+    """The notifications' retention job (beat, hourly): what it deleted."""
+    return services.prune_notifications()

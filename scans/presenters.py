@@ -61,6 +61,7 @@ def can_retry(scan: Scan, user) -> bool:
         scan.status == ScanStatus.FAILED
         and scan.owner_id == user.pk
         and retry_helps(scan.error_code)
+        and bool(scan.image)  # its photo was deleted by retention: nothing to run again
     )
 
 

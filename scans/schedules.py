@@ -18,6 +18,7 @@ RETENTION_TABLES = (
     "vision_cache",
     "answer_cache",
     "idempotency_keys",
+    "photos",
 )
 
 SCHEDULES: tuple[dict[str, Any], ...] = (
@@ -75,6 +76,13 @@ SCHEDULES: tuple[dict[str, Any], ...] = (
         }
         for table in RETENTION_TABLES
     ),
+    {
+        "name": "retention: notifications",
+        "task": "notifications.tasks.prune_notifications",
+        "every_seconds": 3600,
+        "description": "Deletes notifications sent or given up longer ago than "
+        "RETENTION_NOTIFICATIONS_DAYS, in batches (notifications/services/retention.py).",
+    },
     {
         "name": "notifications: resend pending notifications",
         "task": "notifications.tasks.resend_pending_notifications",

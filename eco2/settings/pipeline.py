@@ -161,6 +161,10 @@ RETENTION_SCAN_EVENTS_DAYS = env.int("RETENTION_SCAN_EVENTS_DAYS", default=30)
 RETENTION_DEAD_LETTERS_DAYS = env.int("RETENTION_DEAD_LETTERS_DAYS", default=90)
 RETENTION_TASK_RERUNS_DAYS = env.int("RETENTION_TASK_RERUNS_DAYS", default=90)
 RETENTION_CACHE_DAYS = env.int("RETENTION_CACHE_DAYS", default=90)
+RETENTION_NOTIFICATIONS_DAYS = env.int("RETENTION_NOTIFICATIONS_DAYS", default=90)
+# The photo and thumbnail files of ended scans older than this (the scan stays, with its
+# result); 0, the default, keeps them: deleting people's photos is a deployment's decision.
+RETENTION_PHOTOS_DAYS = env.int("RETENTION_PHOTOS_DAYS", default=0)
 # Rows per delete (one short transaction each), and the most one run spends deleting (s).
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
 RETENTION_RUN_SECONDS = env.float("RETENTION_RUN_SECONDS", default=60.0)

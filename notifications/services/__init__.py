@@ -16,6 +16,7 @@ from .messages import scan_completed_message, scan_needs_input_message
 from .notify import notify_scan_completed, notify_scan_needs_input, notify_staff
 from .outbox import PUBLISH_RETRY_POLICY, enqueue, resend_pending, send_again
 from .preferences import preferences_for, update_preferences
+from .retention import prune_notifications
 from .sending import (
     FAILED,
     MAX_ATTEMPTS,
@@ -46,6 +47,7 @@ __all__ = [
     "notify_scan_needs_input",
     "notify_staff",
     "preferences_for",
+    "prune_notifications",
     "resend_pending",
     "scan_completed_message",
     "scan_needs_input_message",

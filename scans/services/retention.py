@@ -3,8 +3,9 @@
 Each batch selects at most ``RETENTION_BATCH_SIZE`` primary keys of expired rows and deletes
 those in a transaction of its own, so no lock is held for long and a large backlog is worked
 off over several runs (a run stops after ``RETENTION_RUN_SECONDS``). A table's rows expire
-after the days of its own setting (docs/deployment.md lists them); 0 keeps them for ever.
-Each run returns what it deleted, which the task history (admin) shows as its result.
+after the days of its own setting (the README's *Scheduled jobs* lists them); 0 keeps them for
+ever. The photos of old scans are forgotten the same way: the files go, the scan stays. Each
+run returns what it deleted, which the task history (admin) shows as its result.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from eco2.db import delete_in_batches
+
 from ..idempotency import expired_keys
 from ..models import (
+    TERMINAL_STATUSES,
     AnswerCacheEntry,
     DeadLetter,
+    Scan,
     ScanEvent,
     TaskAttempt,
     TaskRerun,
@@ -74,27 +79,45 @@ TABLES: dict[str, Table] = {
 }
 
 
-def delete_in_batches(rows: QuerySet, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
-    """Delete ``rows`` a batch of primary keys at a time; (rows deleted, batches)."""
-    deleted = batches = 0
+def forget_photos(cutoff: datetime, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
+    """The photo and thumbnail files of ended scans created before ``cutoff``: the row forgets
+    them first (a batch in a short transaction), then the files are deleted from the storage;
+    the scan stays, with its result. Returns (scans, batches)."""
+    storage = Scan._meta.get_field("image").storage
+    rows = Scan.objects.filter(created_at__lt=cutoff, status__in=TERMINAL_STATUSES).exclude(
+        image=""
+    )
+    forgotten = batches = 0
     deadline = time.monotonic() + max_seconds
-    model = rows.model
     while True:
-        ids = list(rows.order_by().values_list("pk", flat=True)[:batch_size])
-        if not ids:
+        batch = list(rows.order_by().values_list("pk", "image", "thumbnail")[:batch_size])
+        if not batch:
             break
         with transaction.atomic():
-            _, per_model = model.objects.filter(pk__in=ids).delete()
-        deleted += per_model.get(model._meta.label, 0)
+            Scan.objects.filter(pk__in=[pk for pk, _, _ in batch]).update(image="", thumbnail="")
+        for _, *names in batch:
+            for name in filter(None, names):
+                storage.delete(name)  # a file already gone is no error
+        forgotten += len(batch)
         batches += 1
-        if len(ids) < batch_size or time.monotonic() > deadline:
+        if len(batch) < batch_size or time.monotonic() > deadline:
             break
-    return deleted, batches
+    return forgotten, batches
 
 
 def prune_table(name: str, now: datetime | None = None) -> dict[str, object]:
     """One run of a table's retention job: what it deleted, for the task history."""
     now = now or timezone.now()
+    if name == "photos":
+        days = settings.RETENTION_PHOTOS_DAYS
+        if not days:
+            return {"table": name, "deleted": 0, "batches": 0, "kept_for": "ever"}
+        forgotten, batches = forget_photos(
+            now - timedelta(days=days),
+            batch_size=settings.RETENTION_BATCH_SIZE,
+            max_seconds=settings.RETENTION_RUN_SECONDS,
+        )
+        return {"table": name, "deleted": forgotten, "batches": batches, "kept_for": f"{days} d"}
     if name == "idempotency_keys":  # expire after their TTL (hours), not a number of days
         rows, kept_for = expired_keys(now), f"{settings.SCAN_IDEMPOTENCY_TTL_HOURS} h"
     else:

@@ -15,8 +15,10 @@ from django_celery_results.models import TaskResult
 from scans.models import (
     DeadLetter,
     IdempotencyKey,
+    Scan,
     ScanEvent,
     ScanEventType,
+    ScanStatus,
     TaskAttempt,
     TaskRerun,
     VisionCacheEntry,
@@ -147,8 +149,39 @@ def test_unused_cache_entries_and_old_reruns_and_keys_expire(settings):
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
 
 
+def test_the_photos_of_old_ended_scans_go_and_the_scans_stay(settings):
+    settings.RETENTION_PHOTOS_DAYS = 365
+    settings.RETENTION_BATCH_SIZE = 2
+    owner = UserFactory()
+    old = [make_scan(owner, status=ScanStatus.COMPLETED) for _ in range(3)]
+    running = make_scan(owner, status=ScanStatus.PROCESSING)
+    recent = make_scan(owner, status=ScanStatus.COMPLETED)
+    Scan.objects.exclude(pk=recent.pk).update(created_at=timezone.now() - 400 * DAY)
+    storage = Scan._meta.get_field("image").storage
+    files = [scan.image.name for scan in old]
+    assert all(storage.exists(name) for name in files)
+
+    run = prune_table("photos")
+
+    assert run == {"table": "photos", "deleted": 3, "batches": 2, "kept_for": "365 d"}
+    assert not any(storage.exists(name) for name in files), "the files are deleted"
+    assert Scan.objects.filter(pk__in=[s.pk for s in old], image="").count() == 3
+    assert storage.exists(running.image.name) and storage.exists(recent.image.name)
+    page = Client()
+    page.force_login(owner)
+    assert page.get(f"/scans/{old[0].pk}/image").status_code == 404
+
+
+def test_photos_are_kept_unless_a_deployment_says_otherwise(settings):
+    scan = make_scan(UserFactory(), status=ScanStatus.COMPLETED)
+    Scan.objects.update(created_at=timezone.now() - 4000 * DAY)
+
+    assert prune_table("photos")["kept_for"] == "ever"
+    assert Scan.objects.get(pk=scan.pk).image.name == scan.image.name
+
+
 def test_every_history_table_has_its_beat_job():
-    assert set(RETENTION_TABLES) == {*TABLES, "idempotency_keys"}
+    assert set(RETENTION_TABLES) == {*TABLES, "idempotency_keys", "photos"}
     ensure_schedules()
     jobs = {
         json.loads(job.kwargs)["table"]: job
