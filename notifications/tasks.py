@@ -13,6 +13,8 @@ import smtplib
 
 from celery import Task, shared_task
 
+from eco2.periodic import RecordedWhenBusy
+
 from . import services
 
 
@@ -47,7 +49,7 @@ def send_email_task(self, notification_id: int) -> str:
     return services.deliver(notification_id)
 
 
-@shared_task(name="notifications.tasks.resend_pending_notifications")
+@shared_task(base=RecordedWhenBusy, name="notifications.tasks.resend_pending_notifications")
 def resend_pending_notifications_task() -> int:
     return services.resend_pending()
 

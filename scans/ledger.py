@@ -47,8 +47,8 @@ _open_attempts: dict[str, tuple[int, datetime]] = {}
 _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
 
 
-# Attempts of jobs that are recorded only when they did something (tasks.RecordedWhenBusy: the
-# relays, every 5 and 10 s): built at prerun, inserted at their end only if the run published
+# Attempts of jobs that are recorded only when they did something (eco2.periodic.RecordedWhenBusy:
+# the relays, the sweeper …): built at prerun, inserted at their end only if the run published
 # something or failed. An idle run costs no write (two rows a run were ~26,000 a day).
 _deferred_attempts: dict[str, TaskAttempt] = {}
 
@@ -135,7 +135,8 @@ def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None
     if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
     outcome = retval.get("outcome") if isinstance(retval, dict) else None
-    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED, busy=bool(retval))
+    busy = task.busy(retval) if hasattr(task, "busy") else bool(retval)  # eco2.periodic
+    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED, busy=busy)
 
 
 @signals.task_retry.connect

@@ -47,7 +47,7 @@ def json_argsrepr(sender=None, body=None, headers=None, **kwargs) -> None:
 @signals.after_task_publish.connect
 def record_queued(sender=None, headers=None, **kwargs) -> None:
     """A PENDING row as soon as the broker has the message (never for a failed publish); none
-    for a task sent with ignore_result (tasks.RecordedWhenBusy: the relays)."""
+    for a task sent with ignore_result (eco2.periodic.RecordedWhenBusy: the relays, the sweeper …)."""
     if not headers or "id" not in headers or headers.get("ignore_result"):
         return
     row = TaskResult(

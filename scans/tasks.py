@@ -15,10 +15,11 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 
-from celery import Task, shared_task, states
+from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from eco2.periodic import RecordedWhenBusy
 from notifications.models import NotificationKind
 from notifications.services import notify_staff
 
@@ -161,27 +162,11 @@ STEP_TASKS = {
 }
 
 
-@shared_task(name="scans.tasks.sweep_stalled_scans")
+@shared_task(base=RecordedWhenBusy, name="scans.tasks.sweep_stalled_scans")
 def sweep_stalled_scans_task() -> dict:
     requeued, failed = services.sweep_stalled_scans()
     batches = services.finish_ended_batches()
     return {"requeued": requeued, "failed": failed, "batches_finished": batches}
-
-
-class RecordedWhenBusy(Task):
-    """A frequent periodic job (the relays, every 5 and 10 s) in the task history only when it
-    did something: a run that found nothing to publish stores no result and no PENDING row
-    (scans.task_history skips tasks sent with ignore_result). Idle runs wrote ~26,000 rows a
-    day and buried the scans' tasks. A failure is always stored."""
-
-    ignore_result = True
-    store_errors_even_if_ignored = True
-    recorded_when_busy = True  # the attempt ledger (scans.ledger) keeps busy and failed runs only
-
-    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
-        if status == states.SUCCESS and retval and task_id:
-            # store_result: mark_as_done skips a request sent with ignore_result
-            self.backend.store_result(task_id, retval, states.SUCCESS, request=self.request)
 
 
 @shared_task(base=RecordedWhenBusy, name="scans.tasks.relay_pending_dispatches")
@@ -209,7 +194,7 @@ def send_daily_digest_task() -> int:
     return notify_staff(NotificationKind.DAILY_DIGEST, subject, body, dedupe_key=f"digest:{day}")
 
 
-@shared_task(name="scans.tasks.check_dead_letters")
+@shared_task(base=RecordedWhenBusy, name="scans.tasks.check_dead_letters")
 def check_dead_letters_task() -> int:
     """Warn staff when dead letters wait; at most once an hour (the dedupe key). Messages on
     scan.ai.dlq whose scan completed or runs again are taken off first: they wait for nobody."""

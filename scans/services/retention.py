@@ -43,7 +43,9 @@ class Table:
     expired: Callable[[datetime], QuerySet]
 
 
-def _unused_cache_entries(model: type[VisionCacheEntry] | type[AnswerCacheEntry]):
+def _unused_cache_entries(
+    model: type[VisionCacheEntry] | type[AnswerCacheEntry],
+) -> Callable[[datetime], QuerySet]:
     def expired(cutoff: datetime) -> QuerySet:
         return model.objects.filter(
             Q(last_hit_at__lt=cutoff) | Q(last_hit_at__isnull=True, created_at__lt=cutoff)

@@ -1,6 +1,7 @@
 """Operating Eco²: events on the broker, task history with control, batches, schedules."""
 
 import json
+import re
 import time
 
 import pytest
@@ -476,14 +477,15 @@ def test_run_now_from_the_beat_admin_runs_the_job_on_a_worker(celery_worker, ops
         {"action": "run_tasks", "_selected_action": [job.pk]},
     )
 
-    for _ in range(100):
-        done = TaskResult.objects.filter(
-            task_name="scans.tasks.sweep_stalled_scans", status="SUCCESS"
-        )
-        if done.exists():
-            break
+    # an idle sweep leaves no row in the task history (eco2.periodic.RecordedWhenBusy): the
+    # worker's log says it ran
+    deadline = time.monotonic() + 10
+    while not re.search(
+        r"scans\.tasks\.sweep_stalled_scans\[[^]]+\] succeeded", celery_worker.log()
+    ):
+        assert time.monotonic() < deadline, "the sweep did not run"
         time.sleep(0.1)
-    assert json.loads(done.get().result) == {"requeued": 0, "failed": 0, "batches_finished": 0}
+    assert not TaskResult.objects.filter(task_name="scans.tasks.sweep_stalled_scans").exists()
 
 
 def _run_on_the_worker(worker, task) -> str:
@@ -531,6 +533,31 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
     attempt = TaskAttempt.objects.get(task_id=busy)
     assert (attempt.outcome, attempt.task_name) == ("succeeded", "scans.tasks.publish_events")
     assert attempt.finished_at >= attempt.started_at
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_idle_sweeps_resends_and_dead_letter_checks_leave_no_task_history(celery_worker, user):
+    """Every minute (sweeper, resend of notifications) and every five (dead-letter check):
+    ~3,000 rows a day of nothing happened. A sweep that finished a batch is in the history."""
+    from notifications.tasks import resend_pending_notifications_task
+    from scans.models import BatchStatus, ScanBatch
+    from scans.tasks import check_dead_letters_task, sweep_stalled_scans_task
+
+    idle = [
+        _run_on_the_worker(celery_worker, sweep_stalled_scans_task),
+        _run_on_the_worker(celery_worker, resend_pending_notifications_task),
+        _run_on_the_worker(celery_worker, check_dead_letters_task),
+    ]
+    assert not TaskResult.objects.filter(task_id__in=idle).exists()
+    assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
+
+    ScanBatch.objects.create(owner=user, status=BatchStatus.PROCESSING)  # no member runs
+    busy = _run_on_the_worker(celery_worker, sweep_stalled_scans_task)
+
+    row = TaskResult.objects.get(task_id=busy)
+    assert json.loads(row.result) == {"requeued": 0, "failed": 0, "batches_finished": 1}
+    assert TaskAttempt.objects.filter(task_id=busy, outcome="succeeded").exists()
 
 
 @pytest.mark.django_db
