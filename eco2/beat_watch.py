@@ -36,6 +36,10 @@ def late_after(every: float) -> float:
     return max(settings.BEAT_LATE_AFTER_INTERVALS * every, settings.BEAT_LATE_MIN_SECONDS)
 
 
+def _seconds_since(moment: datetime | None, now: datetime) -> float | None:
+    return max(0.0, (now - moment).total_seconds()) if moment else None
+
+
 def job_ages(now: datetime | None = None) -> list[JobAge]:
     """Every enabled periodic job with its age and whether it is late, by name."""
     # imported here: the Celery app imports /metrics' collector (and so this module) before
@@ -51,20 +55,12 @@ def job_ages(now: datetime | None = None) -> list[JobAge]:
             if job.interval is not None
             else None
         )
-        # never sent: counted from when the job was created or last edited (a new deployment
-        # is not late in its first minute)
-        since = job.last_run_at or job.date_changed
-        seconds = max(0.0, (now - since).total_seconds()) if since else None
-        late = every is not None and seconds is not None and seconds > late_after(every)
-        ages.append(
-            JobAge(
-                name=job.name,
-                task=job.task,
-                seconds=(now - job.last_run_at).total_seconds() if job.last_run_at else None,
-                every=every,
-                late=late,
-            )
-        )
+        sent_ago = _seconds_since(job.last_run_at, now)
+        # never sent: quiet since the job was created or last edited (a new deployment is not
+        # late in its first minute), though its age stays unknown
+        quiet_for = sent_ago if sent_ago is not None else _seconds_since(job.date_changed, now)
+        late = every is not None and quiet_for is not None and quiet_for > late_after(every)
+        ages.append(JobAge(name=job.name, task=job.task, seconds=sent_ago, every=every, late=late))
     return ages
 
 
