@@ -20,6 +20,8 @@ from rest_framework.test import APIClient
 
 from scans.models import TERMINAL_STATUSES, Scan
 from scans.rules import load_rulebase, read_rulebase
+from scans.rules.cache import RULEBASE_MODELS, one_revision
+from tests.support.embeddings import embed_aliases_once
 from tests.support.processes import descendants
 
 from .environment import TEST_VAR_DIR
@@ -70,31 +72,8 @@ def _unreachable_services() -> list[str]:
     return problems
 
 
-def _embed_aliases_once() -> None:
-    """Embed the rule base's aliases into SCAN_EMBEDDING_CACHE before any test, if it is not
-    there yet (a fresh checkout): ~6,000 aliases take minutes, and paid inside a test (or by a
-    worker subprocess that a test's timeout kills before it saves them) that looks like a hung
-    scan. ``load_rulebase`` on a scratch SQLite database embeds them, as `make run` does."""
-    cache = Path(os.environ["SCAN_EMBEDDING_CACHE"])
-    if cache.exists():
-        return
-    scratch = Path(TEST_VAR_DIR) / "embeddings"
-    scratch.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "ECO2_VAR_DIR": str(scratch),
-        "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}",
-        "PYTHONPATH": str(BASE_DIR),
-    }
-    for command in (["migrate", "--noinput", "-v0"], ["load_rulebase"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=BASE_DIR, env=env, check=True,
-            capture_output=True, timeout=900,
-        )  # fmt: skip
-
-
 def pytest_sessionstart(session):
-    _embed_aliases_once()
+    embed_aliases_once()
     if not SERVICES_MODE:
         return
     problems = _unreachable_services()
@@ -149,8 +128,36 @@ def rulebase_data():
 
 
 @pytest.fixture
-def rulebase(db, rulebase_data):
-    load_rulebase(copy.deepcopy(rulebase_data))
+def rulebase(db, rulebase_data, request):
+    """The shipped rule base in the test database (text-only modules share one load)."""
+    module = request.node.getparent(pytest.Module)
+    if module is None or not module.stash.get(SHARED_RULEBASE, False):
+        load_rulebase(copy.deepcopy(rulebase_data))
+
+
+SHARED_RULEBASE = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _text_only_module_rulebase(request):
+    """A text-only module (``text_only``: the matcher reading hints) shares one load of the
+    rule base between its tests. A load gives the rule base a new revision, and a process
+    rebuilds its matcher index for each new revision (~1.5 s, Kiwi over every alias), which a
+    load per test paid ~200 times. Committed before the first test's transaction (each test's
+    own changes still roll back with it), removed after the module's last test, so the next
+    module finds the empty rule base it would find otherwise."""
+    if SERVICES_MODE or not request.node.get_closest_marker("text_only"):
+        yield
+        return
+    request.getfixturevalue("django_db_setup")
+    blocker = request.getfixturevalue("django_db_blocker")
+    with blocker.unblock():
+        load_rulebase(copy.deepcopy(request.getfixturevalue("rulebase_data")))
+    request.node.stash[SHARED_RULEBASE] = True
+    yield
+    with blocker.unblock(), one_revision():
+        for model in reversed(RULEBASE_MODELS):  # dependents first
+            model.objects.all().delete()
 
 
 # --- users and clients ----------------------------------------------------------------------
