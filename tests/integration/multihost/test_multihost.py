@@ -2,7 +2,8 @@
 with its own local folder (ECO2_VAR_DIR, so its own MEDIA_ROOT), and share only PostgreSQL,
 RabbitMQ, Redis and the S3 bucket (moto on loopback). An upload and an image_url scan
 complete, their thumbnails are served through the web, and retention on the worker deletes the
-objects; neither host's folder ever holds a photo.
+objects; neither host's folder ever holds a photo. (Both read the alias embeddings from
+SCAN_EMBEDDING_CACHE, a read-only file every host's image carries, not shared state.)
 
 The real-services pass only: the embedded SQLite file and broker folders are one host's disk."""
 
@@ -54,7 +55,6 @@ def photo_files(folder: Path, scans: list[Scan]) -> list[Path]:
 def test_web_and_worker_on_separate_hosts_share_only_services_and_the_bucket(
     s3_media, worker_manager, rulebase, user, settings, tmp_path
 ):
-    settings.SCAN_FETCH_ALLOW_LOOPBACK = True  # for this process's own checks, if any
     web_host, worker_host = tmp_path / "web-host", tmp_path / "worker-host"
     shared = {**s3_media.env(), "SCAN_FETCH_ALLOW_LOOPBACK": "1"}
     worker_manager.ensure(**host(worker_host), **shared, RETENTION_PHOTOS_DAYS="1")
