@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import FileSystemStorage
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
@@ -183,14 +184,24 @@ def _answer(request, scan: Scan, resume):
 @login_required
 @require_GET
 def image(request, scan_id):
-    """The photo, to its owner and staff only (uploads are never public files)."""
+    """The photo, to its owner and staff only (uploads are never public files): streamed from
+    the local file system, or, from a private bucket, a redirect to a URL signed for
+    AWS_QUERYSTRING_EXPIRE seconds (settings/media.py); never a public address."""
     scan = _visible_scan_or_404(request, scan_id)
     # lists ask for the small copy; it exists once a worker has prepared the photo
     field = scan.thumbnail if request.GET.get("size") == "thumb" and scan.thumbnail else scan.image
+    gone = Http404(_("The photo is no longer available."))
+    if not field:  # forgotten by retention
+        raise gone
+    if not isinstance(field.storage, FileSystemStorage):
+        response = HttpResponseRedirect(field.url)  # S3Storage.url() signs it
+        # the browser may reuse the redirect while the signature has time left
+        response["Cache-Control"] = f"private, max-age={settings.AWS_QUERYSTRING_EXPIRE // 2}"
+        return response
     try:
         handle = field.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404(_("The photo is no longer available.")) from None
+    except FileNotFoundError:
+        raise gone from None
     response = FileResponse(handle)
     response["Cache-Control"] = "private, max-age=3600"
     return response

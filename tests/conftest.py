@@ -476,6 +476,30 @@ def openai_worker(worker_manager, fake_openai):
     )
 
 
+# --- object storage -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on loopback with one private bucket, for the run."""
+    from .support.object_storage import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_media(s3_server, settings, monkeypatch):
+    """This process keeps photos in the bucket (MEDIA_STORAGE=s3); a worker does with
+    ``worker_manager.ensure(**s3_media.env())``."""
+    from .support.object_storage import CREDENTIALS, EXPIRE_SECONDS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    settings.MEDIA_STORAGE = "s3"
+    settings.AWS_QUERYSTRING_EXPIRE = EXPIRE_SECONDS
+    settings.STORAGES = {**settings.STORAGES, "default": s3_server.storage_setting()}
+    return s3_server
+
+
 def wait_for_scan(scan_id, timeout: float = 30.0) -> Scan:
     """Poll the row until the scan's run has ended (completed, failed, or needs_input: it asks
     which one it is); fail the test with its state otherwise."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from .environment import BASE_DIR, VAR_DIR, env
+from .media import s3_media_storage
 
 DEBUG = env.bool("DEBUG", default=False)
 # The fallback key only exists so a fresh checkout runs; production must set SECRET_KEY.
@@ -214,8 +215,31 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # from a public MEDIA_URL.
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "/media-not-public/"
+# MEDIA_STORAGE=s3: photos and thumbnails go to a private S3-compatible bucket instead of
+# MEDIA_ROOT (settings/media.py), so web and workers on several hosts need no shared disk. The
+# photo view then redirects the owner to a URL signed for AWS_QUERYSTRING_EXPIRE seconds.
+MEDIA_STORAGE = env.str("MEDIA_STORAGE", default="filesystem").strip().lower()
+AWS_QUERYSTRING_EXPIRE = env.int("AWS_QUERYSTRING_EXPIRE", default=300)
+if MEDIA_STORAGE == "filesystem":
+    _media_storage: dict = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif MEDIA_STORAGE == "s3":
+    _bucket = env.str("AWS_STORAGE_BUCKET_NAME", default="").strip()
+    if not _bucket:
+        raise ImproperlyConfigured("MEDIA_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME.")
+    if not 1 <= AWS_QUERYSTRING_EXPIRE <= 604_800:  # S3's limit for a signed URL: 7 days
+        raise ImproperlyConfigured("AWS_QUERYSTRING_EXPIRE must be 1 to 604800 seconds.")
+    _media_storage = s3_media_storage(
+        bucket_name=_bucket,
+        endpoint_url=env.str("AWS_S3_ENDPOINT_URL", default=""),  # MinIO, Ceph, R2; "" = AWS
+        region_name=env.str("AWS_S3_REGION_NAME", default=""),
+        addressing_style=env.str("AWS_S3_ADDRESSING_STYLE", default=""),  # "path" for MinIO
+        location=env.str("AWS_LOCATION", default=""),
+        expire_seconds=AWS_QUERYSTRING_EXPIRE,
+    )
+else:
+    raise ImproperlyConfigured(f"MEDIA_STORAGE must be filesystem or s3, not {MEDIA_STORAGE!r}.")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _media_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True

@@ -25,8 +25,9 @@ def _prepared_names(scan: Scan) -> tuple[str, str]:
 
 
 def _replace_file(name: str, content: bytes) -> str:
-    if default_storage.exists(name):
-        default_storage.delete(name)  # a redelivered step rewrites the same names
+    # a redelivered step rewrites the same names (deleting a missing file is no error, and
+    # costs a bucket one request where asking first would cost two)
+    default_storage.delete(name)
     return default_storage.save(name, ContentFile(content))
 
 

@@ -149,7 +149,9 @@ def test_unused_cache_entries_and_old_reruns_and_keys_expire(settings):
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
 
 
-def test_the_photos_of_old_ended_scans_go_and_the_scans_stay(settings):
+@pytest.mark.parametrize("media", ["filesystem", "s3"])
+def test_the_photos_of_old_ended_scans_go_and_the_scans_stay(settings, request, media):
+    bucket = request.getfixturevalue("s3_media") if media == "s3" else None
     settings.RETENTION_PHOTOS_DAYS = 365
     settings.RETENTION_BATCH_SIZE = 2
     owner = UserFactory()
@@ -167,6 +169,9 @@ def test_the_photos_of_old_ended_scans_go_and_the_scans_stay(settings):
     assert not any(storage.exists(name) for name in files), "the files are deleted"
     assert Scan.objects.filter(pk__in=[s.pk for s in old], image="").count() == 3
     assert storage.exists(running.image.name) and storage.exists(recent.image.name)
+    if bucket is not None:  # the objects are gone from the bucket itself
+        assert bucket.keys("scans/").isdisjoint(files)
+        assert {running.image.name, recent.image.name} <= bucket.keys("scans/")
     page = Client()
     page.force_login(owner)
     assert page.get(f"/scans/{old[0].pk}/image").status_code == 404
