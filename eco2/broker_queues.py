@@ -35,6 +35,7 @@ from eco2.queues import (
 
 CLASSIC, QUORUM = "classic", "quorum"
 QUEUE_TYPES = (CLASSIC, QUORUM)
+DEFAULT_DELIVERY_LIMIT = 5  # CELERY_DELIVERY_LIMIT's default (RabbitMQ 4.x's own is 20)
 
 # the classic queues that dead-letter (the others drop what they reject, as they always did)
 _CLASSIC_DEAD_LETTERING = (SCAN_PIPELINE_QUEUE, SCAN_IMAGE_QUEUE)
@@ -60,7 +61,9 @@ def queue_arguments(name: str, queue_type: str, delivery_limit: int) -> dict[str
     }
 
 
-def task_queues(queue_type: str = CLASSIC, delivery_limit: int = 5) -> tuple[Queue, ...]:
+def task_queues(
+    queue_type: str = CLASSIC, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+) -> tuple[Queue, ...]:
     """The queues workers consume, each on an exchange of its own name."""
     exchange_type = "topic" if queue_type == QUORUM else "direct"
     return tuple(

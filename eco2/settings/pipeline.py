@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from eco2.broker_queues import QUEUE_TYPES, QUORUM, task_queues
+from eco2.broker_queues import DEFAULT_DELIVERY_LIMIT, QUEUE_TYPES, QUORUM, task_queues
 
 from .environment import VAR_DIR, env
 
@@ -46,7 +46,7 @@ CELERY_QUEUE_TYPE = env.str("CELERY_QUEUE_TYPE", default="classic").strip().lowe
 # Quorum only: deliveries a message may be returned unacked (its worker died) before RabbitMQ
 # dead-letters it. Fixed when the queues are first declared (a different value later is
 # PRECONDITION_FAILED); a RabbitMQ policy can lower it.
-CELERY_DELIVERY_LIMIT = env.int("CELERY_DELIVERY_LIMIT", default=5)
+CELERY_DELIVERY_LIMIT = env.int("CELERY_DELIVERY_LIMIT", default=DEFAULT_DELIVERY_LIMIT)
 if CELERY_QUEUE_TYPE not in QUEUE_TYPES:
     raise ImproperlyConfigured(
         f"CELERY_QUEUE_TYPE={CELERY_QUEUE_TYPE!r}: use one of {', '.join(QUEUE_TYPES)}"

@@ -142,9 +142,8 @@ def record_dead_letter_message(message: DeadLetterMessage) -> bool:
     recorded with the task's name and the start of its body.
     """
     step = _step_of(message.task_name)
-    scan_exists = (
-        bool(step and message.scan_id) and Scan.objects.filter(pk=message.scan_id).exists()
-    )
+    scan_id = message.scan_id if step else None  # only a step's argument is a scan id
+    scan_exists = scan_id is not None and Scan.objects.filter(pk=scan_id).exists()
     died = _how_it_died(message)
     if scan_exists:
         code, reason = f"broker_{message.reason or 'dead_letter'}", died
@@ -158,17 +157,17 @@ def record_dead_letter_message(message: DeadLetterMessage) -> bool:
     if message.task_id and DeadLetter.objects.filter(task_id=message.task_id).exists():
         return scan_exists
     record_dead_letter(
-        message.scan_id if scan_exists else None,
+        scan_id if scan_exists else None,
         message.task_id or f"unidentified-{uuid.uuid4()}",
         message.task_name,
         step,
         code,
         reason,
     )
-    if scan_exists and message.reason == DELIVERY_LIMIT:
-        active = Scan.objects.filter(pk=message.scan_id, step=step, status__in=ACTIVE_STATUSES)
+    if scan_exists and scan_id is not None and message.reason == DELIVERY_LIMIT:
+        active = Scan.objects.filter(pk=scan_id, step=step, status__in=ACTIVE_STATUSES)
         if active.exists():
-            fail_scan(message.scan_id, code="worker_lost", message=died)
+            fail_scan(scan_id, code="worker_lost", message=died)
     return scan_exists
 
 

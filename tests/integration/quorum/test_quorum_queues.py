@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -41,12 +42,13 @@ def vhost() -> str:
 
 
 def queue_depth(name: str) -> int:
-    queue = app.amqp.queues[name] if name in app.amqp.queues else PARKED_DEAD_LETTER_QUEUE
+    queue = app.amqp.queues.get(name, PARKED_DEAD_LETTER_QUEUE)
     assert queue.name == name
     with app.connection_for_write() as conn:
         bound = queue(conn.default_channel)
         bound.declare()
-        return bound.queue_declare(passive=True).message_count
+        declared: Any = bound.queue_declare(passive=True)  # amqp's queue_declare_ok_t
+        return int(declared.message_count)
 
 
 @pytest.mark.skipif(not shutil.which("rabbitmqctl"), reason="needs rabbitmqctl on this host")
