@@ -15,8 +15,12 @@ export SITE_URL
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672//
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# The quorum-queue pass (CELERY_QUEUE_TYPE=quorum) needs a vhost of its own: a queue's type
+# cannot change in a vhost, and the other pass declares classic queues.
+TEST_QUORUM_VHOST ?= eco2-quorum-test
+TEST_QUORUM_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/$(TEST_QUORUM_VHOST)
 
-.PHONY: run test test-embeddings test-embedded test-services lint check format install clean messages makemessages
+.PHONY: run test test-embeddings test-embedded test-services test-real-services test-quorum lint check format install clean messages makemessages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,11 +81,16 @@ format: $(STAMP)
 # PostgreSQL, RabbitMQ, Redis), so they run side by side, each printing its report when it
 # ends: most of a pass is spent waiting for workers, and one after the other took over 30 min.
 test: lint check test-embeddings
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-embedded test-services
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-embedded test-real-services
 
 # The rule base's alias embeddings, computed once before the passes start (a fresh checkout).
 test-embeddings: $(STAMP)
 	$(BIN)/python -m tests.support.embeddings
+
+# The quorum run after the real-services pass, not beside it: that pass's chaos tests stop
+# RabbitMQ and Redis.
+test-real-services: test-services
+	$(MAKE) --no-print-directory test-quorum
 
 test-embedded: $(STAMP) messages
 	$(BIN)/pytest
@@ -90,6 +99,18 @@ test-embedded: $(STAMP) messages
 test-services: $(STAMP) messages
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		ECO2_TEST_SERVICES=1 $(BIN)/pytest
+
+# The pipeline and the poison messages again on quorum queues (tests/integration/quorum/), in
+# their own vhost, created here when rabbitmqctl is at hand (CI runs as root beside RabbitMQ).
+test-quorum: $(STAMP) messages
+	@if command -v rabbitmqctl >/dev/null 2>&1; then \
+		rabbitmqctl -q list_vhosts | grep -qx '$(TEST_QUORUM_VHOST)' \
+			|| rabbitmqctl -q add_vhost '$(TEST_QUORUM_VHOST)'; \
+		rabbitmqctl -q set_permissions -p '$(TEST_QUORUM_VHOST)' guest '.*' '.*' '.*'; \
+	fi
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_QUORUM_BROKER_URL) \
+		REDIS_URL=$(TEST_REDIS_URL) ECO2_TEST_SERVICES=1 \
+		CELERY_QUEUE_TYPE=quorum CELERY_DELIVERY_LIMIT=2 $(BIN)/pytest tests/integration/quorum/
 
 # Flower (task monitor): needs FLOWER_BASIC_AUTH=user:password (see flowerconfig.py)
 .PHONY: flower

@@ -12,10 +12,8 @@ import sys
 
 from amqp.exceptions import ConnectionError as AMQPConnectionError
 from celery import Celery, signals
-from kombu import Exchange, Queue
 
 from eco2.queues import (
-    DEAD_LETTER_ARGUMENTS,
     DEFAULT_QUEUE,
     NOTIFICATION_QUEUE,
     SCAN_AI_TASKS,
@@ -36,26 +34,8 @@ app.conf.update(
     result_accept_content=["json"],
     timezone="Asia/Seoul",
     enable_utc=True,
-    task_queues=(
-        Queue(
-            SCAN_PIPELINE_QUEUE,
-            Exchange(SCAN_PIPELINE_QUEUE, type="direct"),
-            routing_key=SCAN_PIPELINE_QUEUE,
-            queue_arguments=DEAD_LETTER_ARGUMENTS,
-        ),
-        Queue(
-            SCAN_IMAGE_QUEUE,
-            Exchange(SCAN_IMAGE_QUEUE, type="direct"),
-            routing_key=SCAN_IMAGE_QUEUE,
-            queue_arguments=DEAD_LETTER_ARGUMENTS,
-        ),
-        Queue(
-            NOTIFICATION_QUEUE,
-            Exchange(NOTIFICATION_QUEUE, type="direct"),
-            routing_key=NOTIFICATION_QUEUE,
-        ),
-        Queue(DEFAULT_QUEUE, Exchange(DEFAULT_QUEUE, type="direct"), routing_key=DEFAULT_QUEUE),
-    ),
+    # task_queues: the settings build them in the deployment's queue type (CELERY_QUEUE_TYPE,
+    # eco2/broker_queues.py)
     task_default_queue=DEFAULT_QUEUE,
     task_routes={
         "scans.tasks.prepare_image": {"queue": SCAN_IMAGE_QUEUE},

@@ -1,9 +1,16 @@
 """The dead-letter topology on the broker: declared by the app, inspected, sorted.
 
-On RabbitMQ the pipeline queue ``scan.ai.pipeline`` dead-letters rejected messages through the
-exchange ``scan.ai.dlx`` into ``scan.ai.dlq`` (see eco2/celery.py). Brokers without dead-letter
-exchanges (the embedded filesystem broker) simply have no DLQ; the DeadLetter table in the DB
-records every dead letter either way.
+On RabbitMQ the scan queues dead-letter rejected messages through the exchange
+``scan.ai.dlx`` into ``scan.ai.dlq``; with quorum queues every queue does, also for its
+delivery limit (eco2/broker_queues.py). Brokers without dead-letter exchanges (the embedded
+filesystem broker) simply have no DLQ; the DeadLetter table in the DB records every dead
+letter either way.
+
+``scan.ai.dlq`` and ``scan.ai.dlq.parked`` are classic queues in both modes: they are read with
+``basic.get`` and what waits is put back, which a quorum queue counts as a delivery (RabbitMQ
+4.x's default limit of 20 would drop a waiting letter; "no limit", -1, drops it at once on
+3.10). A quorum queue dead-letters into them at least once, and the check records every
+letter in the database.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ those names (scans.services.base.STEP_TASK_NAMES) and never import this module.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,6 +20,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from eco2.broker_queues import QUORUM
 from eco2.periodic import RecordedWhenBusy
 from notifications.models import NotificationKind
 from notifications.services import notify_staff
@@ -45,7 +47,12 @@ def retry_countdown(retries: int, retry_after: float | None) -> float:
     """
     ceiling = min(settings.SCAN_RETRY_BACKOFF_CAP, 2**retries)
     backoff = random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not a secret)
-    return max(backoff, retry_after or 0)
+    countdown = max(backoff, retry_after or 0)
+    if settings.CELERY_QUEUE_TYPE == QUORUM:
+        # on quorum queues a countdown is Celery's native delayed delivery, which counts whole
+        # seconds (truncated) and refuses a countdown under one with a ValueError
+        return float(math.ceil(countdown))
+    return countdown
 
 
 class ProviderAskedTooLong(CodedError):

@@ -8,6 +8,10 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
+from eco2.broker_queues import DEFAULT_DELIVERY_LIMIT, QUEUE_TYPES, QUORUM, task_queues
+
 from .environment import VAR_DIR, env
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -34,6 +38,29 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     # publisher confirms: without them a broker under pressure can drop a publish silently
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# Queue type (eco2/broker_queues.py, docs/deployment.md "Broker cluster: quorum queues"):
+# "classic" (the default, one node) or "quorum" (a RabbitMQ cluster: replicated queues, and on
+# every queue a broker-side delivery limit with dead-lettering into scan.ai.dlq). The two
+# cannot share a vhost: switching an existing deployment is a migration, not a restart.
+CELERY_QUEUE_TYPE = env.str("CELERY_QUEUE_TYPE", default="classic").strip().lower()
+# Quorum only: deliveries a message may be returned unacked (its worker died) before RabbitMQ
+# dead-letters it. Fixed when the queues are first declared (a different value later is
+# PRECONDITION_FAILED); a RabbitMQ policy can lower it.
+CELERY_DELIVERY_LIMIT = env.int("CELERY_DELIVERY_LIMIT", default=DEFAULT_DELIVERY_LIMIT)
+if CELERY_QUEUE_TYPE not in QUEUE_TYPES:
+    raise ImproperlyConfigured(
+        f"CELERY_QUEUE_TYPE={CELERY_QUEUE_TYPE!r}: use one of {', '.join(QUEUE_TYPES)}"
+    )
+if CELERY_QUEUE_TYPE == QUORUM and not CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+    # refused, not ignored: a deployment that asked for replicated queues must not run
+    # unreplicated without knowing
+    raise ImproperlyConfigured(
+        "CELERY_QUEUE_TYPE=quorum needs RabbitMQ (an amqp:// CELERY_BROKER_URL); the embedded "
+        "filesystem broker has classic queues only"
+    )
+if CELERY_QUEUE_TYPE == QUORUM and CELERY_DELIVERY_LIMIT < 1:
+    raise ImproperlyConfigured("CELERY_DELIVERY_LIMIT must be at least 1")
+CELERY_TASK_QUEUES = task_queues(CELERY_QUEUE_TYPE, CELERY_DELIVERY_LIMIT)
 # The most an upload's publish waits for the broker (connect, send, confirm), in seconds; it
 # runs after the 202 was sent, without a database connection. A broker that did not answer is
 # not tried again from requests for a few seconds: the outbox relay publishes what is owed.

@@ -1,4 +1,5 @@
-"""Dead letters: recording a step's last failure, redriving their scans, tidying scan.ai.dlq."""
+"""Dead letters: recording a step's last failure and what the broker dead-lettered on its own,
+redriving their scans, tidying scan.ai.dlq."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from functools import partial
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..broker import ACK, KEEP, PARK, sort_dead_letters
+from ..broker import ACK, KEEP, PARK, DeadLetterMessage, sort_dead_letters
 from ..models import DeadLetter, Scan, ScanStatus
-from .base import STEP_TASK_NAMES
+from .base import ACTIVE_STATUSES, STEP_TASK_NAMES
+from .failures import fail_scan
 from .recovery import retry_scans
 from .state import resolve_dead_letters
 
@@ -119,24 +121,68 @@ def redrive_dead_letters(*, actor: str = "", force: bool = False, letters=None) 
 
 def _record_dead_letter_message(report: RedriveReport, message) -> str:
     """scan.ai.dlq → the DeadLetter table: a message naming a scan is recorded (if its failure
-    handler did not already) and taken off; one naming none is recorded and parked."""
-    scan_exists = bool(message.scan_id) and Scan.objects.filter(pk=message.scan_id).exists()
-    died = f"RabbitMQ dead-lettered it from {message.queue or 'a queue'} ({message.reason})"
+    handler did not already) and taken off; any other is recorded and parked."""
+    return ACK if record_dead_letter_message(message) else PARK
+
+
+# The x-death reason of a message the app itself rejected (a step's final failure, a malformed
+# message): its failure handler or consumer recorded it already, with the better reason.
+APP_REJECTED = "rejected"
+
+
+def record_dead_letter_message(message: DeadLetterMessage) -> bool:
+    """Record a message read off scan.ai.dlq as a DeadLetter (once per task id); True when it
+    names an existing scan (it can stay on the DLQ, or be taken off, for that scan's redrive).
+
+    A pipeline step that RabbitMQ dead-lettered for its delivery limit (quorum queues: it came
+    back unacked too often, its worker died every time) was seen by no failure handler, and its
+    scan waits on a step that will never run: the scan fails as ``worker_lost`` here, if it is
+    still at that step, so that it ends with a reason and a *Retry* instead of the sweeper
+    sending the same poison again. A message of another queue (an e-mail, a periodic job) is
+    recorded with the task's name and the start of its body.
+    """
+    step = _step_of(message.task_name)
+    scan_id = message.scan_id if step else None  # only a step's argument is a scan id
+    scan_exists = scan_id is not None and Scan.objects.filter(pk=scan_id).exists()
+    died = _how_it_died(message)
     if scan_exists:
         code, reason = f"broker_{message.reason or 'dead_letter'}", died
+    elif message.task_name and not step:
+        code = f"broker_{message.reason or 'dead_letter'}"
+        reason = f"{died}. Task {message.task_name}. Body: {message.body}"
     elif message.problem:
         code, reason = "malformed_message", f"{message.problem}. {died}. Body: {message.body}"
     else:
         code, reason = "unknown_scan", f"No scan {message.scan_id}. {died}. Body: {message.body}"
+    if message.task_id and DeadLetter.objects.filter(task_id=message.task_id).exists():
+        return scan_exists
     record_dead_letter(
-        message.scan_id if scan_exists else None,
+        scan_id if scan_exists else None,
         message.task_id or f"unidentified-{uuid.uuid4()}",
         message.task_name,
-        _step_of(message.task_name),
+        step,
         code,
         reason,
     )
-    return ACK if scan_exists else PARK
+    if scan_exists and scan_id is not None and message.reason == DELIVERY_LIMIT:
+        active = Scan.objects.filter(pk=scan_id, step=step, status__in=ACTIVE_STATUSES)
+        if active.exists():
+            fail_scan(scan_id, code="worker_lost", message=died)
+    return scan_exists
+
+
+DELIVERY_LIMIT = "delivery_limit"
+
+
+def _how_it_died(message: DeadLetterMessage) -> str:
+    queue = message.queue or "a queue"
+    if message.reason == DELIVERY_LIMIT:
+        return (
+            f"RabbitMQ dead-lettered it from {queue}: it was delivered more often than the "
+            "queue's delivery limit (CELERY_DELIVERY_LIMIT) allows, and no delivery was "
+            "acknowledged (the worker running it died every time)"
+        )
+    return f"RabbitMQ dead-lettered it from {queue} ({message.reason or 'no reason given'})"
 
 
 def _step_of(task_name: str) -> str:
@@ -144,11 +190,18 @@ def _step_of(task_name: str) -> str:
 
 
 def tidy_dead_letter_queue() -> int:
-    """Take the messages whose dead letters are settled off scan.ai.dlq (their scan completed,
-    or was re-enqueued by a retry or redrive), so that its depth counts only what still waits.
-    The DeadLetter rows keep the record. Returns how many were taken off."""
+    """The dead-letter check's pass over scan.ai.dlq (beat, every 5 minutes).
 
-    def settled(message) -> str:
+    What the broker dead-lettered on its own (reason ``delivery_limit``, ``expired`` …: no
+    failure handler saw it) is recorded first (``record_dead_letter_message``), and a message
+    that names no scan is then parked, verbatim, on scan.ai.dlq.parked. The messages whose
+    dead letters are settled (their scan completed, or was re-enqueued by a retry or redrive)
+    are taken off, so that the depth counts only what still waits; the DeadLetter rows keep
+    the record. Returns how many were taken off (parked ones included)."""
+
+    def settled(message: DeadLetterMessage) -> str:
+        if message.reason != APP_REJECTED and not record_dead_letter_message(message):
+            return PARK
         letter = (
             DeadLetter.objects.filter(task_id=message.task_id).first() if message.task_id else None
         )
@@ -161,4 +214,5 @@ def tidy_dead_letter_queue() -> int:
             return ACK
         return KEEP
 
-    return sort_dead_letters(settled)["ack"]
+    done = sort_dead_letters(settled)
+    return done[ACK] + done[PARK]

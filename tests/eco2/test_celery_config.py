@@ -120,3 +120,46 @@ def test_a_worker_that_runs_the_offline_matcher_loads_the_analyser_before_forkin
     settings.SCAN_VISION_PROVIDER = "scans.providers.openai.OpenAIVisionProvider"
     on_worker_init(sender=worker("scan.ai.pipeline"))  # OpenAI names the category itself
     assert loaded == [True, True]
+
+
+def _settings_with(**env: str):
+    """Import the settings in a fresh interpreter with ``env``: (return code, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import BASE_DIR
+
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'eco2.settings'; django.setup()\n"
+        "from eco2.celery import app\n"
+        "print([(q.name, q.exchange.type, (q.queue_arguments or {}).get('x-queue-type')) "
+        "for q in app.conf.task_queues])"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env={**clean, **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_classic_queues_on_direct_exchanges_are_the_default():
+    assert {q.exchange.type for q in app.conf.task_queues} == {"direct"}
+    assert not any((q.queue_arguments or {}).get("x-queue-type") for q in app.conf.task_queues)
+
+
+def test_quorum_is_refused_on_the_embedded_broker_and_an_unknown_type_is_refused():
+    code, out = _settings_with(CELERY_QUEUE_TYPE="quorum")
+    assert code != 0 and "CELERY_QUEUE_TYPE=quorum needs RabbitMQ" in out
+    code, out = _settings_with(CELERY_QUEUE_TYPE="mirrored")
+    assert code != 0 and "use one of classic, quorum" in out
+
+
+def test_quorum_on_rabbitmq_declares_quorum_queues_on_topic_exchanges():
+    code, out = _settings_with(
+        CELERY_QUEUE_TYPE="quorum", CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:1//"
+    )
+    assert code == 0, out
+    for name in ("scan.ai.pipeline", "scan.image", "notification", "default"):
+        assert f"('{name}', 'topic', 'quorum')" in out

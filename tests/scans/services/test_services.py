@@ -484,6 +484,22 @@ def test_retry_countdown_backs_off_honours_retry_after_and_is_capped(
         assert low <= retry_countdown(retries, retry_after) <= high
 
 
+@pytest.mark.parametrize(("retries", "retry_after"), [(0, None), (1, None), (0, 2.5)])
+def test_a_retry_countdown_on_quorum_queues_is_whole_seconds_and_at_least_one(
+    settings, retries, retry_after
+):
+    """Native delayed delivery (quorum queues) truncates a countdown to whole seconds and
+    refuses one under a second (ValueError in Celery's send_task): the first retry's 0.5-1 s
+    backoff would have failed its scan."""
+    from scans.tasks import retry_countdown
+
+    settings.CELERY_QUEUE_TYPE = "quorum"
+    settings.SCAN_RETRY_BACKOFF_CAP = 10
+    for _ in range(50):
+        countdown = retry_countdown(retries, retry_after)
+        assert countdown >= max(1, retry_after or 0) and countdown == int(countdown)
+
+
 class OvertakenVisionProvider:
     """While this call is in flight, a redelivered copy of the same step runs and finishes."""
 
