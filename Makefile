@@ -22,13 +22,52 @@ TEST_QUORUM_BROKER_URL ?= amqp://guest:guest@127.0.0.1:5672/$(TEST_QUORUM_VHOST)
 
 .PHONY: run test test-embeddings test-embedded test-services test-real-services test-quorum lint check format install clean messages makemessages
 
-$(STAMP): pyproject.toml
+# Dependencies come from the lock (README "Dependencies"): requirements/dev.txt pins every
+# package of pyproject.toml's ranges, runtime and dev, with the hash of each file. The install
+# ignores pip's configuration files, find-links, constraints and extra indexes (a local wheel
+# may have another hash than the index's file); a mirror of PyPI goes in PIP_INDEX_URL.
+LOCK := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
+LOCKED_PIP := env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL -u PIP_NO_INDEX \
+	PIP_CONFIG_FILE=/dev/null
+DEPS_STAMP := $(VENV)/.locked
+
+# The locked packages, reinstalled when the lock changes: the locked pip first (it installs the
+# rest a third faster than Python 3.11's own), then everything. Then the project without
+# dependencies; `pip check` fails when pyproject.toml asks for something the lock does not
+# have: run `make lock`.
+$(DEPS_STAMP): $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet ".[dev]"
+	awk '/^pip==/ {p=1; print; next} p && /^ +--hash=/ {print; next} {p=0}' $(LOCK) > $(VENV)/pip.lock
+	$(LOCKED_PIP) $(BIN)/pip install --quiet --require-hashes --no-deps -r $(VENV)/pip.lock
+	$(LOCKED_PIP) $(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	touch $@
+
+$(STAMP): $(DEPS_STAMP) pyproject.toml
+	$(LOCKED_PIP) $(BIN)/pip install --quiet --no-deps --no-build-isolation .
+	@$(BIN)/pip check || { echo "pyproject.toml and $(LOCK) disagree: run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate the lock after changing a dependency or its range in pyproject.toml (keeps every
+# other pin); `make lock-upgrade` moves every package to its newest release within the ranges,
+# `make lock LOCK_ARGS="-P celery"` one package. Commit requirements/ with pyproject.toml.
+COMPILE := $(LOCKED_PIP) $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+.PHONY: lock lock-upgrade audit
+lock: $(DEPS_STAMP)
+	$(COMPILE) --output-file=$(RUNTIME_LOCK) pyproject.toml
+	$(COMPILE) --extra=dev --constraint=$(RUNTIME_LOCK) --output-file=$(LOCK) pyproject.toml
+
+lock-upgrade:
+	$(MAKE) --no-print-directory lock LOCK_ARGS="--upgrade $(LOCK_ARGS)"
+
+# pip-audit against the lock (requirements/audit.py): a known vulnerability fails, unless
+# requirements/audit-accepted.txt accepts it; without a route to the advisory service it warns,
+# or fails with AUDIT_REQUIRED=1 (set it where CI can reach PyPI).
+audit: $(DEPS_STAMP)
+	$(BIN)/python requirements/audit.py --lock $(LOCK) --accepted requirements/audit-accepted.txt
 
 run: $(STAMP) messages
 	$(BIN)/python manage.py migrate --noinput
@@ -65,7 +104,7 @@ check: $(STAMP)
 
 # mypy over the whole project; the errors of mypy-baseline.txt are known and tolerated, a new
 # one fails, and a fixed one must leave the file too (`make typecheck-baseline` rewrites it).
-MYPY_PATHS := eco2 scans notifications bench tests docker manage.py flowerconfig.py
+MYPY_PATHS := eco2 scans notifications bench tests docker requirements manage.py flowerconfig.py
 .PHONY: typecheck typecheck-baseline
 typecheck: $(STAMP)
 	$(BIN)/mypy $(MYPY_PATHS) | $(BIN)/mypy-baseline filter --hide-stats
@@ -80,7 +119,7 @@ format: $(STAMP)
 # The two passes share nothing (embedded: SQLite and a broker in folders; real services:
 # PostgreSQL, RabbitMQ, Redis), so they run side by side, each printing its report when it
 # ends: most of a pass is spent waiting for workers, and one after the other took over 30 min.
-test: lint check test-embeddings
+test: lint check audit test-embeddings
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-embedded test-real-services
 
 # The rule base's alias embeddings, computed once before the passes start (a fresh checkout).

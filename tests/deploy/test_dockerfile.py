@@ -38,7 +38,7 @@ def test_dockerfile_is_multi_stage_with_a_slim_runtime():
     assert runtime_image == "python:3.11-slim"
     builder = " ".join(rest for _, rest in stages[0])
     assert "collectstatic" in builder and "compilemessages" in builder and "gettext" in builder
-    assert "pyproject.toml" in builder
+    assert "requirements/runtime.txt" in builder and "--require-hashes" in builder
 
 
 def test_the_runtime_stage_runs_unprivileged_without_build_tools():
