@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -77,21 +79,40 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         return response
 
 
-def delete_in_batches(rows: QuerySet, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
-    """Delete ``rows`` a batch of primary keys at a time, each batch in a short transaction of
-    its own (no long lock), until none is left or ``max_seconds`` have passed; returns (rows of
-    that model deleted, batches)."""
-    deleted = batches = 0
+def in_batches(
+    rows: QuerySet,
+    handle: Callable[[list[tuple[Any, ...]]], int],
+    *,
+    fields: tuple[str, ...] = ("pk",),
+    batch_size: int,
+    max_seconds: float,
+) -> tuple[int, int]:
+    """Hand ``rows`` to ``handle`` a batch of at most ``batch_size`` at a time (their
+    ``fields``, the primary key first), until none is left or ``max_seconds`` have passed.
+    ``handle`` must take its batch out of ``rows`` (delete it, or change what selects it) and
+    says how many rows it dealt with; returns (rows dealt with, batches)."""
+    done = batches = 0
     deadline = time.monotonic() + max_seconds
-    model = rows.model
     while True:
-        ids = list(rows.order_by().values_list("pk", flat=True)[:batch_size])
-        if not ids:
+        batch = list(rows.order_by().values_list(*fields)[:batch_size])
+        if not batch:
             break
-        with transaction.atomic():
-            _, per_model = model.objects.filter(pk__in=ids).delete()
-        deleted += per_model.get(model._meta.label, 0)
+        done += handle(batch)
         batches += 1
-        if len(ids) < batch_size or time.monotonic() > deadline:
+        if len(batch) < batch_size or time.monotonic() > deadline:
             break
-    return deleted, batches
+    return done, batches
+
+
+def delete_in_batches(rows: QuerySet, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
+    """Delete ``rows`` a batch at a time, each batch in a short transaction of its own (no long
+    lock), until none is left or ``max_seconds`` have passed; returns (rows of that model
+    deleted, batches)."""
+    model = rows.model
+
+    def delete(batch: list[tuple[Any, ...]]) -> int:
+        with transaction.atomic():
+            _, per_model = model.objects.filter(pk__in=[pk for (pk,) in batch]).delete()
+        return per_model.get(model._meta.label, 0)
+
+    return in_batches(rows, delete, batch_size=batch_size, max_seconds=max_seconds)

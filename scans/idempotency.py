@@ -12,7 +12,7 @@ two concurrent duplicates both started jobs. Here the key is claimed by **one IN
 * if the first request fails and rolls back, its claim goes with it and the key is free again.
 
 Keys are scoped per user and expire after ``SCAN_IDEMPOTENCY_TTL_HOURS`` (24 h); an expired
-key is replaced on reuse, and the table's retention job deletes old rows (``expired_keys``).
+key is replaced on reuse, and the table's retention job deletes old rows (scans/services/retention.py).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -164,10 +163,3 @@ def run_once(
     if existing is None:  # the holder rolled back after our INSERT failed: rare, retryable
         raise KeyInFlight(_("A request with this Idempotency-Key did not finish; try again."))
     return _replay(existing, request_fingerprint)
-
-
-def expired_keys(now: datetime | None = None) -> QuerySet[IdempotencyKey]:
-    """Keys older than the TTL (they would be replaced on reuse anyway): the retention job of
-    the table deletes them (scans/services/retention.py)."""
-    now = now or timezone.now()
-    return IdempotencyKey.objects.filter(created_at__lt=now - ttl())

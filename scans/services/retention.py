@@ -10,23 +10,23 @@ run returns what it deleted, which the task history (admin) shows as its result.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from eco2.db import delete_in_batches
+from eco2.db import delete_in_batches, in_batches
 
-from ..idempotency import expired_keys
 from ..models import (
     TERMINAL_STATUSES,
     AnswerCacheEntry,
     DeadLetter,
+    IdempotencyKey,
     Scan,
     ScanEvent,
     TaskAttempt,
@@ -35,12 +35,38 @@ from ..models import (
 )
 
 
+def forget_photos(rows: QuerySet, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
+    """The photo and thumbnail files of the scans ``rows``: each row forgets them first (a
+    batch in a short transaction), then the files are deleted from the storage; the scan
+    stays, with its result. Returns (scans, batches)."""
+    storage = Scan._meta.get_field("image").storage
+
+    def forget(batch: list[tuple[Any, ...]]) -> int:
+        with transaction.atomic():
+            Scan.objects.filter(pk__in=[pk for pk, _, _ in batch]).update(image="", thumbnail="")
+        for _, *names in batch:
+            for name in filter(None, names):
+                storage.delete(name)  # a file already gone is no error
+        return len(batch)
+
+    return in_batches(
+        rows,
+        forget,
+        fields=("pk", "image", "thumbnail"),
+        batch_size=batch_size,
+        max_seconds=max_seconds,
+    )
+
+
 @dataclass(frozen=True)
 class Table:
-    """A history table: its expired rows, given the cutoff, and the setting of its days."""
+    """A history table: its expired rows given the cutoff, the setting of how long its rows
+    are kept (in ``unit``; 0 keeps them for ever), and how a batch of them goes."""
 
     setting: str
     expired: Callable[[datetime], QuerySet]
+    unit: str = "days"
+    remove: Callable[..., tuple[int, int]] = delete_in_batches
 
 
 def _unused_cache_entries(
@@ -78,57 +104,38 @@ TABLES: dict[str, Table] = {
     # a cache entry unused for that long: a later scan of the same photo pays once more
     "vision_cache": Table("RETENTION_CACHE_DAYS", _unused_cache_entries(VisionCacheEntry)),
     "answer_cache": Table("RETENTION_CACHE_DAYS", _unused_cache_entries(AnswerCacheEntry)),
+    # keys past their TTL: a reuse would replace them anyway
+    "idempotency_keys": Table(
+        "SCAN_IDEMPOTENCY_TTL_HOURS",
+        lambda cutoff: IdempotencyKey.objects.filter(created_at__lt=cutoff),
+        unit="hours",
+    ),
+    # the files of ended scans go; the scan stays, with its result (0 by default: kept)
+    "photos": Table(
+        "RETENTION_PHOTOS_DAYS",
+        lambda cutoff: Scan.objects.filter(
+            created_at__lt=cutoff, status__in=TERMINAL_STATUSES
+        ).exclude(image=""),
+        remove=forget_photos,
+    ),
 }
-
-
-def forget_photos(cutoff: datetime, *, batch_size: int, max_seconds: float) -> tuple[int, int]:
-    """The photo and thumbnail files of ended scans created before ``cutoff``: the row forgets
-    them first (a batch in a short transaction), then the files are deleted from the storage;
-    the scan stays, with its result. Returns (scans, batches)."""
-    storage = Scan._meta.get_field("image").storage
-    rows = Scan.objects.filter(created_at__lt=cutoff, status__in=TERMINAL_STATUSES).exclude(
-        image=""
-    )
-    forgotten = batches = 0
-    deadline = time.monotonic() + max_seconds
-    while True:
-        batch = list(rows.order_by().values_list("pk", "image", "thumbnail")[:batch_size])
-        if not batch:
-            break
-        with transaction.atomic():
-            Scan.objects.filter(pk__in=[pk for pk, _, _ in batch]).update(image="", thumbnail="")
-        for _, *names in batch:
-            for name in filter(None, names):
-                storage.delete(name)  # a file already gone is no error
-        forgotten += len(batch)
-        batches += 1
-        if len(batch) < batch_size or time.monotonic() > deadline:
-            break
-    return forgotten, batches
 
 
 def prune_table(name: str, now: datetime | None = None) -> dict[str, object]:
     """One run of a table's retention job: what it deleted, for the task history."""
-    now = now or timezone.now()
-    if name == "photos":
-        days = settings.RETENTION_PHOTOS_DAYS
-        if not days:
-            return {"table": name, "deleted": 0, "batches": 0, "kept_for": "ever"}
-        forgotten, batches = forget_photos(
-            now - timedelta(days=days),
-            batch_size=settings.RETENTION_BATCH_SIZE,
-            max_seconds=settings.RETENTION_RUN_SECONDS,
-        )
-        return {"table": name, "deleted": forgotten, "batches": batches, "kept_for": f"{days} d"}
-    if name == "idempotency_keys":  # expire after their TTL (hours), not a number of days
-        rows, kept_for = expired_keys(now), f"{settings.SCAN_IDEMPOTENCY_TTL_HOURS} h"
-    else:
-        table = TABLES[name]
-        days = getattr(settings, table.setting)
-        if not days:
-            return {"table": name, "deleted": 0, "batches": 0, "kept_for": "ever"}
-        rows, kept_for = table.expired(now - timedelta(days=days)), f"{days} d"
-    deleted, batches = delete_in_batches(
-        rows, batch_size=settings.RETENTION_BATCH_SIZE, max_seconds=settings.RETENTION_RUN_SECONDS
+    table = TABLES[name]
+    keep = getattr(settings, table.setting)
+    if not keep:
+        return {"table": name, "deleted": 0, "batches": 0, "kept_for": "ever"}
+    cutoff = (now or timezone.now()) - timedelta(**{table.unit: keep})
+    deleted, batches = table.remove(
+        table.expired(cutoff),
+        batch_size=settings.RETENTION_BATCH_SIZE,
+        max_seconds=settings.RETENTION_RUN_SECONDS,
     )
-    return {"table": name, "deleted": deleted, "batches": batches, "kept_for": kept_for}
+    return {
+        "table": name,
+        "deleted": deleted,
+        "batches": batches,
+        "kept_for": f"{keep} {table.unit[0]}",
+    }
