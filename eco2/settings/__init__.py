@@ -161,6 +161,12 @@ else:
         # PostgreSQL runs out (Django's docs: disable them under ASGI, or pool).
         DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # Behind PgBouncer in transaction pooling mode a server-side cursor (QuerySet.iterator())
+    # would outlive the transaction PgBouncer gave it a server connection for (Django's docs,
+    # "Transaction pooling and server-side cursors"); docs/deployment.md, "PgBouncer".
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+        "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
+    )
 # A request the database cannot serve (unreachable, no pooled connection within
 # DB_POOL_TIMEOUT) is answered 503 with this Retry-After (s), not 500 (eco2/db.py).
 DB_UNAVAILABLE_RETRY_AFTER = env.int("DB_UNAVAILABLE_RETRY_AFTER", default=10)

@@ -136,7 +136,8 @@ def _database_settings(**env: str) -> dict:
     script = (
         "import json, django; from django.conf import settings; django.setup(); "
         "d = settings.DATABASES['default']; "
-        "print(json.dumps({'options': d.get('OPTIONS', {}), 'conn_max_age': d['CONN_MAX_AGE']}))"
+        "print(json.dumps({'options': d.get('OPTIONS', {}), 'conn_max_age': d['CONN_MAX_AGE'], "
+        "'no_server_side_cursors': d.get('DISABLE_SERVER_SIDE_CURSORS', False)}))"
     )
     environment = {
         key: value
@@ -164,6 +165,16 @@ def test_db_pool_max_size_gives_postgresql_a_connection_pool():
     assert pooled["conn_max_age"] == 0, "Django refuses persistent connections with a pool"
     plain = _database_settings(DATABASE_URL="postgres://postgres@127.0.0.1:5432/test")
     assert "pool" not in plain["options"]
+
+
+def test_behind_pgbouncer_server_side_cursors_can_be_turned_off():
+    database = "postgres://postgres@127.0.0.1:5432/test"
+    assert not _database_settings(DATABASE_URL=database)["no_server_side_cursors"]
+    behind_pgbouncer = _database_settings(
+        DATABASE_URL=database, DB_DISABLE_SERVER_SIDE_CURSORS="1", DB_POOL_MAX_SIZE="8"
+    )
+    assert behind_pgbouncer["no_server_side_cursors"]
+    assert behind_pgbouncer["options"]["pool"]["max_size"] == 8  # the two go together
 
 
 def test_db_pool_max_size_is_ignored_on_sqlite():
