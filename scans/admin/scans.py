@@ -298,6 +298,7 @@ class ScanEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_filter = ("type", ("published_at", admin.EmptyFieldListFilter))
     search_fields = ("id", "scan__id")
     list_select_related = ("scan",)  # the scan column: no query per row
+    ordering = ("-occurred_at",)  # newest first (index event_occurred)
     readonly_fields = ("id", "type", "scan", "occurred_at", "published_at", "payload_pretty")
     exclude = ("payload",)
 

@@ -3,6 +3,7 @@ terminate."""
 
 import uuid
 
+from celery import states
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
@@ -18,7 +19,13 @@ from ..models import (
     TaskRerun,
 )
 from ..task_history import decode_arguments, rerun_task, revoke_tasks
-from .common import LargeTableAdmin, ReadOnlyAdmin, pretty_json, recent_values_filter
+from .common import (
+    LargeTableAdmin,
+    ReadOnlyAdmin,
+    choices_filter,
+    pretty_json,
+    recent_values_filter,
+)
 
 # --- task history (django-celery-results), with control -------------------------------------
 admin.site.unregister(TaskResult)
@@ -44,7 +51,7 @@ class TaskHistoryAdmin(LargeTableAdmin, ReadOnlyAdmin):
         "scan_link",
     )
     list_filter = (
-        "status",
+        choices_filter("status", [(state, state) for state in sorted(states.ALL_STATES)]),
         recent_values_filter("task_name"),
         recent_values_filter("worker"),
         recent_values_filter("periodic_task_name"),

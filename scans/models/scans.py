@@ -261,7 +261,11 @@ class ScanEvent(models.Model):
 
     class Meta:
         ordering = ["occurred_at"]
-        indexes = [models.Index(fields=["published_at", "occurred_at"], name="event_unpublished")]
+        indexes = [
+            models.Index(fields=["published_at", "occurred_at"], name="event_unpublished"),
+            # the admin's list, newest first, a page at a time whatever the table's size
+            models.Index(fields=["occurred_at"], name="event_occurred"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.scan_id}"
