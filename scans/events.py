@@ -99,9 +99,10 @@ def mirror_step_retries(scan_id: str, task_step: str) -> None:
 def read_state(scan_id: str) -> dict[str, Any] | None:
     """The scan's live state from the row, with the current step's retries; None if the scan
     no longer exists."""
-    state = Scan.objects.filter(pk=scan_id).values("status", "step", "progress").first()
-    if state is None:
+    row = Scan.objects.filter(pk=scan_id).values("status", "step", "progress").first()
+    if row is None:
         return None
+    state: dict[str, Any] = dict(row)
     state["retries"] = step_retries(scan_id, state["step"])
     return state
 
