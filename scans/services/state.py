@@ -83,12 +83,12 @@ USAGE_TOTALS = ("input_tokens", "cached_input_tokens", "output_tokens")
 
 def _increments(billed: dict | None, status: str | None) -> dict[str, int | Decimal]:
     """What a write adds to the running totals: the step's usage, and one ended run."""
-    increments: dict[str, int | Decimal] = {}
-    for name in USAGE_TOTALS:
-        if (billed or {}).get(name):
-            increments[name] = int(billed[name])  # type: ignore[index]
-    if (billed or {}).get("cost_usd"):
-        increments["cost_usd"] = Decimal(str(billed["cost_usd"]))  # type: ignore[index]
+    usage = billed or {}
+    increments: dict[str, int | Decimal] = {
+        name: int(usage[name]) for name in USAGE_TOTALS if usage.get(name)
+    }
+    if usage.get("cost_usd"):
+        increments["cost_usd"] = Decimal(str(usage["cost_usd"]))
     if status in ENDED_TOTALS:
         increments[ENDED_TOTALS[ScanStatus(status)]] = 1
     return increments

@@ -318,4 +318,4 @@ def test_the_task_history_shows_each_tasks_queue_and_retries(admin_client_, user
 
     assert page.count("scan.ai.pipeline") == 3
     assert page.count('<td class="field-retries">1</td>') == 3  # two attempts: one retry
-    assert "ai@host2" in page  # the worker filter offers the recent workers
+    assert "?worker=ai%40host2" in page  # the worker filter offers the recent workers
