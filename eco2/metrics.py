@@ -18,15 +18,17 @@ What is exported
                                                  answered, 0 when it failed or timed out (its
                                                  families are then left out and the error logged)
     registered by the scans app (scans/metrics.py):
-    ``eco2_scans{status}``                       scans per status (scrape time, DB)
+    ``eco2_scans{status}``                       scans queued / processing now (scrape time, DB)
+    ``eco2_scans_ended_total{status}``           runs that ended completed / failed / needs_input
     ``eco2_scans_refused_total{reason}``         uploads refused before anything was stored;
                                                  reason backlog: SCAN_BACKLOG_LIMIT (503)
     ``eco2_provider_tokens_total{kind}``         input / cached_input / output tokens, all scans
     ``eco2_provider_cost_usd_total``             provider cost of all scans (USD)
     ``eco2_dead_letters{state}``                 pending / redriven / resolved (DB), broker_dlq
 
-The two ``eco2_*_total`` families are sums over the ``Scan`` table: deleting scans lowers them,
-which Prometheus treats as a counter reset.
+The scans' ``eco2_*_total`` families are counters kept in the database (one row, ScanTotals),
+incremented in the transaction that records a step's usage or a run's end: a scrape reads one
+row, and deleting scans no longer lowers them.
 
 Multiprocess mode (prefork)
     Celery runs tasks in forked pool processes, so the task metrics use prometheus_client's

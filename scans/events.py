@@ -1,7 +1,6 @@
 """Server-Sent Events for a scan's progress.
 
-Polls the Redis mirror when there is one (cheap), else the Scan row, about every half second,
-and sends a ``progress`` event only when status, step, progress or the current step's retries
+Polls the Redis mirror when there is one, else the Scan row, about every half second, and sends a ``progress`` event only when status, step, progress or the current step's retries
 changed. The final event (``completed``, ``failed``, or ``needs_input`` when the scan asks which
 one it is) carries the whole scan, then the stream ends; a scan resumed by its owner's answer is
 followed by a new stream. Browsers reconnect by themselves (``retry``) and send the last event id they saw
@@ -26,7 +25,7 @@ from asgiref.sync import sync_to_async
 
 from .errors import code_of_text, error_message
 from .models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStep, TaskAttempt
-from .progress import read_progress
+from .progress import mirror_retries, read_progress
 from .stages import PIPELINE_STAGES
 
 POLL_SECONDS = 0.5
@@ -48,11 +47,23 @@ def format_event(event: str, data: dict[str, Any], event_id: str | None = None) 
     return "\n".join(lines) + "\n\n"
 
 
+def stage_of(task_step: str) -> str:
+    """The stage a task's step shows as (the photo's preparation is part of vision)."""
+    for stage, task_steps in STAGE_TASK_STEPS.items():
+        if task_step in task_steps:
+            return stage
+    return task_step
+
+
+def no_retries(step: str) -> dict[str, Any]:
+    return {"step": step, "count": 0, "last_error": "", "last_outcome": ""}
+
+
 def step_retries(scan_id: str, step: str) -> dict[str, Any]:
     """Retries of ``step`` in the scan's current run: attempts that ended in "retry" or
     "worker_lost" since the step last failed for good (a scan resumed by hand starts at 0)."""
     if step not in PIPELINE_STAGES:
-        return {"step": step, "count": 0, "last_error": "", "last_outcome": ""}
+        return no_retries(step)
     task_steps = STAGE_TASK_STEPS.get(step, (step,))
     attempts = TaskAttempt.objects.filter(scan_id=scan_id, step__in=task_steps).order_by("id")
     retries: list[dict[str, Any]] = []
@@ -77,18 +88,53 @@ def step_retries(scan_id: str, step: str) -> dict[str, Any]:
     }
 
 
+def mirror_step_retries(scan_id: str, task_step: str) -> None:
+    """An attempt of ``task_step`` retried or failed (the ledger): its stage's retries go to
+    the Redis mirror, where open streams read them (one query here, none per poll there)."""
+    stage = stage_of(task_step)
+    if stage in PIPELINE_STAGES:
+        mirror_retries(scan_id, step_retries(scan_id, stage))
+
+
 def read_state(scan_id: str) -> dict[str, Any] | None:
-    """The scan's live state (Redis mirror first, else the row) with the current step's
-    retries; None if the scan no longer exists."""
-    mirrored = read_progress(scan_id)
-    if mirrored is not None:
-        state = {k: mirrored.get(k) for k in ("status", "step", "progress")}
-    else:
-        state = Scan.objects.filter(pk=scan_id).values("status", "step", "progress").first()
-        if state is None:
-            return None
+    """The scan's live state from the row, with the current step's retries; None if the scan
+    no longer exists."""
+    row = Scan.objects.filter(pk=scan_id).values("status", "step", "progress").first()
+    if row is None:
+        return None
+    state: dict[str, Any] = dict(row)
     state["retries"] = step_retries(scan_id, state["step"])
     return state
+
+
+class StateReader:
+    """Reads one open stream's state at each poll: from the Redis mirror alone when it has the
+    scan, else from the row (:func:`read_state`).
+
+    The mirror carries the retries of the step that last retried or failed (the ledger writes
+    them, :func:`mirror_step_retries`). Its state without retries for the current step means
+    none were recorded since Redis had the scan; the retries made before that (the mirror
+    expired, or Redis was away) are read from the database once, at the stream's first
+    mirrored poll, and stand for that step.
+    """
+
+    def __init__(self, scan_id: str) -> None:
+        self.scan_id = scan_id
+        self.opening: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any] | None:
+        mirrored = read_progress(self.scan_id)
+        if mirrored is None:
+            return read_state(self.scan_id)
+        state: dict[str, Any] = {k: mirrored[k] for k in ("status", "step", "progress")}
+        retries = mirrored.get("retries")
+        if not isinstance(retries, dict) or retries.get("step") != state["step"]:
+            if self.opening is None:
+                self.opening = step_retries(self.scan_id, state["step"])
+            same_step = self.opening["step"] == state["step"]
+            retries = self.opening if same_step else no_retries(state["step"])
+        state["retries"] = retries
+        return state
 
 
 def state_event_id(state: dict[str, Any]) -> str:
@@ -162,10 +208,10 @@ async def async_scan_event_stream(
         last_event_id=last_event_id, max_seconds=max_seconds, keepalive_seconds=keepalive_seconds
     )
     poll = POLL_SECONDS if poll_seconds is None else poll_seconds
-    read = sync_to_async(read_state)
+    read = sync_to_async(StateReader(scan_id))
     yield stream.opening()
     while True:
-        chunks, terminal = stream.feed(await read(scan_id))
+        chunks, terminal = stream.feed(await read())
         for chunk in chunks:
             yield chunk
         if terminal:
@@ -189,9 +235,10 @@ def scan_event_stream(
         last_event_id=last_event_id, max_seconds=max_seconds, keepalive_seconds=keepalive_seconds
     )
     poll = POLL_SECONDS if poll_seconds is None else poll_seconds
+    read = StateReader(scan_id)
     yield stream.opening()
     while True:
-        chunks, terminal = stream.feed(read_state(scan_id))
+        chunks, terminal = stream.feed(read())
         yield from chunks
         if terminal:
             yield stream.final(terminal, final_payload())

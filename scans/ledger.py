@@ -13,6 +13,7 @@ from datetime import datetime
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
+from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
@@ -22,6 +23,7 @@ from eco2.queues import SCAN_PIPELINE_TASKS
 
 from . import services
 from .errors import coded_text
+from .events import mirror_step_retries
 from .models import AttemptOutcome, TaskAttempt
 from .services import record_dead_letter
 
@@ -146,6 +148,17 @@ def retry_attempt(sender=None, request=None, reason=None, **kwargs) -> None:
         AttemptOutcome.WORKER_LOST if isinstance(exc, WorkerLostError) else AttemptOutcome.RETRY
     )
     close_attempt(request.id, outcome, exc)
+    _mirror_retries(sender, getattr(request, "args", None))
+
+
+def _mirror_retries(task, args) -> None:
+    """A pipeline step's attempt retried or failed: the live stream shows its retries from the
+    Redis mirror (nothing to do without Redis: streams read the ledger then)."""
+    if not settings.REDIS_URL or not _is_pipeline(task):
+        return
+    scan_id = _scan_id(args or ())
+    if scan_id:
+        mirror_step_retries(scan_id, getattr(task, "step", "") or "")
 
 
 @signals.task_failure.connect
@@ -156,6 +169,7 @@ def fail_pipeline_task(sender=None, task_id=None, exception=None, args=(), **kwa
     close_attempt(task_id, AttemptOutcome.WORKER_LOST if lost else AttemptOutcome.FAILED, exception)
     if not _is_pipeline(sender):
         return
+    _mirror_retries(sender, args)  # a step that failed for good starts its count again
     scan_id = _scan_id(args)
     if services.failure_spares_scan(scan_id, sender.step, exception):
         logger.warning(

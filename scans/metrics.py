@@ -1,6 +1,10 @@
-"""The scans app's Prometheus families: scans per status, provider usage and dead letters,
-read at scrape time (registered with eco2/metrics.py's collector), and the counter of uploads
-refused before anything was stored (``eco2_scans_refused_total``)."""
+"""The scans app's Prometheus families: scans queued and processing, runs ended, provider usage
+and dead letters, read at scrape time (registered with eco2/metrics.py's collector), and the
+counter of uploads refused before anything was stored (``eco2_scans_refused_total``).
+
+A scrape costs the same with a thousand scans or millions: the active scans are a range of an
+index (as long as the backlog), and what all scans added up to is the one row of ScanTotals,
+counted when a step stores its usage or a run ends (scans/services/state.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from eco2.metrics import enable_multiprocess_values
 from eco2.queues import SCAN_DEAD_LETTER_QUEUE
 from eco2.scrape import Scrape, db_time_box, register_scrape_part
 
-from .models import DeadLetter, Scan, ScanStatus
-from .selectors import usage_totals
+from .models import DeadLetter, ScanStatus
+from .selectors import active_scan_counts, running_totals
 
 logger = logging.getLogger(__name__)
 
@@ -43,26 +47,40 @@ def count_refused_scans(reason: str, scans: int = 1) -> None:
 
 def _scans(scrape: Scrape) -> list[Metric]:
     with db_time_box(scrape.timeout):
-        rows = Scan.objects.order_by().values_list("status").annotate(n=Count("pk"))
-        counts = {**dict.fromkeys(ScanStatus.values, 0), **dict(rows)}
-    family = GaugeMetricFamily("eco2_scans", "Scans per status.", labels=["status"])
-    for status, count in counts.items():
+        active = active_scan_counts()
+        totals = running_totals()
+    family = GaugeMetricFamily(
+        "eco2_scans",
+        "Scans queued or processing now (runs that ended: eco2_scans_ended_total).",
+        labels=["status"],
+    )
+    for status, count in active.items():
         family.add_metric([status], count)
-    return [family]
+    ended = CounterMetricFamily(
+        "eco2_scans_ended",
+        "Scan runs that ended, by status (needs_input: the run asked which one it is).",
+        labels=["status"],
+    )
+    for status in (ScanStatus.COMPLETED, ScanStatus.FAILED, ScanStatus.NEEDS_INPUT):
+        ended.add_metric([status], getattr(totals, f"ended_{status}"))
+    return [family, ended]
 
 
 def _usage(scrape: Scrape) -> list[Metric]:
     with db_time_box(scrape.timeout):
-        sums = usage_totals(Scan.objects.all())
+        totals = running_totals()
     tokens = CounterMetricFamily(
         "eco2_provider_tokens",
         "Provider tokens billed for all scans, by kind.",
         labels=["kind"],
     )
-    for kind in ("input", "cached_input", "output"):
-        tokens.add_metric([kind], sums[kind] or 0)
+    tokens.add_metric(["input"], totals.input_tokens)
+    tokens.add_metric(["cached_input"], totals.cached_input_tokens)
+    tokens.add_metric(["output"], totals.output_tokens)
     cost = CounterMetricFamily(
-        "eco2_provider_cost_usd", "Provider cost of all scans in USD.", value=sums["cost"] or 0
+        "eco2_provider_cost_usd",
+        "Provider cost of all scans in USD.",
+        value=float(totals.cost_usd),
     )
     return [tokens, cost]
 

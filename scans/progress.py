@@ -1,15 +1,18 @@
 """Live progress: the Scan row is the source of truth; Redis is an optional fast path.
 
 When ``REDIS_URL`` is set, every state change is mirrored into the hash ``task:{task_id}``
-(status, step, progress, updated_at) with a TTL, so status streams can poll Redis instead of
-the database. Redis is never on the critical path: if it is down, the pipeline carries on and
+(status, step, progress, updated_at) with a TTL, and so are the current step's retries
+(``retries``, JSON, written by the ledger when an attempt of a step retries or fails), so an
+open status stream polls Redis alone instead of the database. Redis is never on the critical path: if it is down, the pipeline carries on and
 readers fall back to the database.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -58,8 +61,24 @@ def mirror_progress(
         logger.warning("progress for %s not mirrored to Redis: %s", task_id, exc)
 
 
+def mirror_retries(task_id: str, retries: dict[str, Any]) -> None:
+    """The retries of the scan's current step (scans.events.step_retries), beside its state."""
+    client = redis_client()
+    if client is None:
+        return
+    key = progress_key(task_id)
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(key, "retries", json.dumps(retries, ensure_ascii=False))
+        pipe.expire(key, settings.SCAN_PROGRESS_TTL)
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("retries of %s not mirrored to Redis: %s", task_id, exc)
+
+
 def read_progress(task_id: str) -> dict | None:
-    """The mirrored progress, or None when Redis is not configured, down or has no entry."""
+    """The mirrored progress (with ``retries`` when some were mirrored), or None when Redis is
+    not configured, down or has no state for the scan."""
     client = redis_client()
     if client is None:
         return None
@@ -67,7 +86,12 @@ def read_progress(task_id: str) -> dict | None:
         data = client.hgetall(progress_key(task_id))
     except redis.RedisError:
         return None
-    if not data:
+    if "status" not in data:  # no entry, or only retries mirrored after the state expired
         return None
     data["progress"] = int(data.get("progress", 0))
+    if "retries" in data:
+        try:
+            data["retries"] = json.loads(data["retries"])
+        except ValueError:
+            del data["retries"]
     return data

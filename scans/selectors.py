@@ -1,4 +1,5 @@
-"""Read-only queries of the database: what a user may see (scans, batches) and usage totals."""
+"""Read-only queries of the database: what a user may see (scans, batches), usage totals and
+the running totals of all scans."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import uuid
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 
-from .models import Scan, ScanBatch
+from .models import Scan, ScanBatch, ScanStatus, ScanTotals
 
 AnyUser = User | AnonymousUser  # request.user
 
@@ -56,3 +57,21 @@ def usage_totals(scans: QuerySet[Scan]) -> dict[str, Any]:
         output=Sum("output_tokens"),
         cost=Sum("cost_usd"),
     )
+
+
+def running_totals() -> ScanTotals:
+    """The running totals of all scans (one row; zeros before anything was counted)."""
+    return ScanTotals.objects.filter(pk=1).first() or ScanTotals(pk=1)
+
+
+def active_scan_counts() -> dict[str, int]:
+    """Scans queued and processing now: a range of the (status, updated_at) index, as long as
+    the backlog, not the history (finished scans are never counted here)."""
+    active = (ScanStatus.QUEUED, ScanStatus.PROCESSING)
+    rows = (
+        Scan.objects.filter(status__in=active)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+    )
+    return {**dict.fromkeys(active, 0), **dict(rows)}

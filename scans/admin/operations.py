@@ -15,7 +15,7 @@ from ..models import (
     TaskAttempt,
     VisionCacheEntry,
 )
-from .common import ReadOnlyAdmin, pretty_json
+from .common import LargeTableAdmin, ReadOnlyAdmin, pretty_json, recent_values_filter
 
 
 @admin.register(VisionCacheEntry)
@@ -63,7 +63,7 @@ class AnswerCacheEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(TaskAttempt)
-class TaskAttemptAdmin(ReadOnlyAdmin):
+class TaskAttemptAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """Every attempt of every pipeline task (django-celery-results keeps only the last)."""
 
     list_display = (
@@ -77,9 +77,15 @@ class TaskAttemptAdmin(ReadOnlyAdmin):
         "queue",
         "scan_link",
     )
-    list_filter = ("outcome", "task_name", "step", "redelivered", "worker")
+    list_filter = (
+        "outcome",
+        recent_values_filter("task_name"),
+        "step",
+        "redelivered",
+        recent_values_filter("worker"),
+        ("started_at", admin.DateFieldListFilter),
+    )
     search_fields = ("task_id", "scan__id", "exception_class", "exception_message")
-    date_hierarchy = "started_at"
     list_select_related = ("scan",)
 
     @admin.display(description="scan")

@@ -16,7 +16,13 @@ from ..models import (
     ScanStatus,
     TaskAttempt,
 )
-from .common import ReadOnlyAdmin, pretty_json, retried_message
+from .common import (
+    LargeTableAdmin,
+    ReadOnlyAdmin,
+    pretty_json,
+    recent_values_filter,
+    retried_message,
+)
 
 
 class TaskAttemptInline(admin.TabularInline):
@@ -52,7 +58,7 @@ class DeadLetterInline(admin.TabularInline):
 
 
 @admin.register(Scan)
-class ScanAdmin(admin.ModelAdmin):
+class ScanAdmin(LargeTableAdmin):
     inlines = [TaskAttemptInline, DeadLetterInline]
     actions = ["retry_selected", "regenerate_thumbnails"]
     list_display = (
@@ -71,11 +77,10 @@ class ScanAdmin(admin.ModelAdmin):
         "step",
         "category",
         "outcome",
-        "provider",
+        recent_values_filter("provider", latest="-created_at"),
         ("created_at", admin.DateFieldListFilter),
     )
     search_fields = ("id", "owner__username", "hint", "error_code", "celery_root_id")
-    date_hierarchy = "created_at"
     list_select_related = ("owner", "category")
     readonly_fields = (
         "id",
@@ -286,12 +291,14 @@ class ScanBatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(ScanEvent)
-class ScanEventAdmin(ReadOnlyAdmin):
+class ScanEventAdmin(LargeTableAdmin, ReadOnlyAdmin):
     """The event store: what was published to eco2.events, and what is still owed."""
 
     list_display = ("occurred_at", "type", "scan", "published_at")
     list_filter = ("type", ("published_at", admin.EmptyFieldListFilter))
     search_fields = ("id", "scan__id")
+    list_select_related = ("scan",)  # the scan column: no query per row
+    ordering = ("-occurred_at",)  # newest first (index event_occurred)
     readonly_fields = ("id", "type", "scan", "occurred_at", "published_at", "payload_pretty")
     exclude = ("payload",)
 

@@ -32,6 +32,7 @@ from .scans import (
     ScanOutcome,
     ScanStatus,
     ScanStep,
+    ScanTotals,
     default_scan_language,
     scan_image_path,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ScanOutcome",
     "ScanStatus",
     "ScanStep",
+    "ScanTotals",
     "SituationTag",
     "TaskAttempt",
     "TaskRerun",

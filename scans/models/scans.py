@@ -204,6 +204,32 @@ class Scan(models.Model):
         return self.status in TERMINAL_STATUSES
 
 
+class ScanTotals(models.Model):
+    """What all scans have added up to since the first one: one row, kept as counters.
+
+    Incremented in the transaction of the write it counts (a step storing its provider usage,
+    a run ending), so ``/metrics`` reads one row instead of summing the scans table at every
+    scrape, and deleting scans never lowers it. Migration 0022 started it from the scans then
+    stored.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=24, decimal_places=10, default=0)
+    # runs that ended so: a scan asked, then answered, then completed counts once in each
+    ended_completed = models.BigIntegerField(default=0)
+    ended_failed = models.BigIntegerField(default=0)
+    ended_needs_input = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "scan totals"
+
+    def __str__(self) -> str:
+        return "Scan totals"
+
+
 class ScanEventType(models.TextChoices):
     COMPLETED = "ScanCompleted", "ScanCompleted"
     FAILED = "ScanFailed", "ScanFailed"
@@ -235,7 +261,11 @@ class ScanEvent(models.Model):
 
     class Meta:
         ordering = ["occurred_at"]
-        indexes = [models.Index(fields=["published_at", "occurred_at"], name="event_unpublished")]
+        indexes = [
+            models.Index(fields=["published_at", "occurred_at"], name="event_unpublished"),
+            # the admin's list, newest first, a page at a time whatever the table's size
+            models.Index(fields=["occurred_at"], name="event_occurred"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.scan_id}"

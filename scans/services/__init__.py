@@ -5,7 +5,8 @@ ledger or the task history, which import the services):
 
 - ``base``: the shared terms (step progress, active statuses, outcomes, task names);
 - ``batches``: a batch's summary, written once every member has ended;
-- ``state``: the conditional writes that keep one terminal state, and the progress mirror;
+- ``state``: the conditional writes that keep one terminal state, the running totals they
+  count (ScanTotals), and the progress mirror;
 - ``dispatch``: publishing a scan's chain or a batch's chord, the relay, the requeue;
 - ``intake``: taking a scan or a batch in (backlog guard, rate, row, dispatch after commit);
 - ``answering``: resuming a scan that asked, with its owner's choice or a new hint;

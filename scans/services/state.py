@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import logging
 import uuid
+from decimal import Decimal
 from functools import partial
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from notifications.services import notify_scan_completed, notify_scan_needs_input
 
-from ..models import TERMINAL_STATUSES, DeadLetter, Scan, ScanEventType, ScanStatus, ScanStep
+from ..models import (
+    TERMINAL_STATUSES,
+    DeadLetter,
+    Scan,
+    ScanEventType,
+    ScanStatus,
+    ScanStep,
+    ScanTotals,
+)
 from ..outbox import append_event
 from ..progress import mirror_progress
 from .base import ACTIVE_STATUSES, STEP_PROGRESS, ScanStepError
@@ -30,23 +40,66 @@ def _mirror(scan: Scan) -> None:
     )
 
 
-def _save_if_active(scan: Scan, *, unless_stored: dict | None = None, **fields) -> bool:
+def _save_if_active(
+    scan: Scan, *, unless_stored: dict | None = None, billed: dict | None = None, **fields
+) -> bool:
     """Write ``fields`` only while the scan is still active; False if it already ended.
 
     The conditional UPDATE is what makes "exactly one terminal state" hold when a step, a
     failure handler and the sweeper race each other. ``unless_stored`` adds the condition that
     a step's result is still absent, so of two copies of one step running at once (a
     redelivery beside a cancelled run after a broker connection loss) only one stores it.
+
+    The running totals (ScanTotals) count in the same transaction what this write records:
+    ``billed``, the provider usage of the step being stored, and the end of the run when
+    ``fields`` give a terminal status. Only the write that happened counts, so a redelivery or
+    the loser of a race adds nothing.
     """
     fields["updated_at"] = timezone.now()
     rows = Scan.objects.filter(pk=scan.pk, status__in=ACTIVE_STATUSES, **(unless_stored or {}))
-    updated = rows.update(**fields)
+    increments = _increments(billed, fields.get("status"))
+    if increments:
+        with transaction.atomic(savepoint=False):
+            updated = rows.update(**fields)
+            if updated:
+                add_to_totals(increments)
+    else:
+        updated = rows.update(**fields)  # one statement, no transaction of its own
     if not updated:
         return False
     for name, value in fields.items():
         setattr(scan, name, value)
     _mirror(scan)
     return True
+
+
+ENDED_TOTALS = {
+    ScanStatus.COMPLETED: "ended_completed",
+    ScanStatus.FAILED: "ended_failed",
+    ScanStatus.NEEDS_INPUT: "ended_needs_input",
+}
+USAGE_TOTALS = ("input_tokens", "cached_input_tokens", "output_tokens")
+
+
+def _increments(billed: dict | None, status: str | None) -> dict[str, int | Decimal]:
+    """What a write adds to the running totals: the step's usage, and one ended run."""
+    usage = billed or {}
+    increments: dict[str, int | Decimal] = {
+        name: int(usage[name]) for name in USAGE_TOTALS if usage.get(name)
+    }
+    if usage.get("cost_usd"):
+        increments["cost_usd"] = Decimal(str(usage["cost_usd"]))
+    if status in ENDED_TOTALS:
+        increments[ENDED_TOTALS[ScanStatus(status)]] = 1
+    return increments
+
+
+def add_to_totals(increments: dict[str, int | Decimal]) -> None:
+    """Add to the running totals' one row (created if it is missing, e.g. after a flush)."""
+    updates = {name: F(name) + value for name, value in increments.items()}
+    if not ScanTotals.objects.filter(pk=1).update(**updates):
+        ScanTotals.objects.get_or_create(pk=1)
+        ScanTotals.objects.filter(pk=1).update(**updates)
 
 
 def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:

@@ -77,6 +77,7 @@ def run_vision_step(scan_id: str) -> str:
         vision_cache_hit=cache_hit,
         vision_model=(usage or {}).get("model", ""),
         progress=STEP_PROGRESS[ScanStep.VISION][1],
+        billed=usage,
         **_usage_fields(scan, "vision", usage),
     )
     return SUCCEEDED if saved else SKIPPED
@@ -154,6 +155,7 @@ def run_answer_step(scan_id: str) -> str:
             "answer": answer,
             "answer_cache_hit": cache_hit,
             "answer_model": (usage or {}).get("model", ""),
+            "billed": usage,
             **_usage_fields(scan, "answer", usage),
         }
     completed = _finish(

@@ -139,3 +139,16 @@ def test_guidance_eval_harness_runs_the_openai_provider_and_reports_its_cost():
     assert cost["calls"]["answer"] + cost["answer_cache_hits"] == result["cases"]
     assert cost["answer_cache_hits"] > 0
     assert cost["tokens"]["input_tokens"] > 0 and cost["cost_per_scan_usd"] > 0
+
+
+def test_growth_harness_times_each_operation_at_two_sizes_and_judges_the_ratio():
+    result = run_bench("growth.py")
+    small, large = (str(size) for size in result["sizes"])
+    assert result["runs"][small]["counts"]["scans"] == 200
+    assert result["runs"][large]["counts"]["scans"] == 2_000
+    assert result["runs"][large]["counts"]["attempts"] == 4_000  # two a scan
+    operations = set(result["runs"][small]["ms"])
+    assert operations == set(result["verdicts"]) and "stream_poll" in operations
+    assert all(ms > 0 for run in result["runs"].values() for ms in run["ms"].values())
+    for verdict in result["verdicts"].values():
+        assert verdict["pass"] == (verdict["ratio"] <= 1.5)

@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 from eco2 import health
 from eco2.metrics import wipe_if_first
 from scans import services
-from scans.models import DeadLetter, Scan, ScanStatus
+from scans.models import DeadLetter, Scan, ScanStatus, ScanTotals
 from tests.conftest import BASE_DIR, SERVICES_MODE, subprocess_env, wait_for_scan
 from tests.fakes.providers import CRASH_HINT
 from tests.support.processes import stop
@@ -113,11 +113,19 @@ def test_app_gauges_reflect_the_database(token, user, settings):
     def scan(status, **fields):
         return Scan.objects.create(owner=user, image="scans/x.jpg", status=status, **fields)
 
-    scan(ScanStatus.COMPLETED, input_tokens=100, cached_input_tokens=40, output_tokens=10,
-         cost_usd=Decimal("0.0015"))  # fmt: skip
-    scan(ScanStatus.COMPLETED, input_tokens=20, output_tokens=5, cost_usd=Decimal("0.0005"))
-    failed = scan(ScanStatus.FAILED)
+    # what ended is counted when it ends (the running totals), not summed over the table:
+    # scans stored as completed here, bypassing the services, add nothing
+    scan(ScanStatus.COMPLETED, input_tokens=100, output_tokens=10, cost_usd=Decimal("0.0015"))
+    ScanTotals.objects.update_or_create(
+        pk=1,
+        defaults={"input_tokens": 120, "cached_input_tokens": 40, "output_tokens": 15,
+                  "cost_usd": Decimal("0.002"), "ended_completed": 2, "ended_needs_input": 1},
+    )  # fmt: skip
+    failed = scan(ScanStatus.QUEUED)
+    assert services.fail_scan(failed.pk, code="boom", message="boom")  # counted: one more
     scan(ScanStatus.QUEUED)
+    scan(ScanStatus.QUEUED)
+    scan(ScanStatus.PROCESSING)
     DeadLetter.objects.create(scan=failed, task_id="t1", task_name="x", reason_code="boom")
     DeadLetter.objects.create(
         scan=failed, task_id="t2", task_name="x", reason_code="boom", redriven_at=timezone.now()
@@ -137,10 +145,12 @@ def test_app_gauges_reflect_the_database(token, user, settings):
 
     text = scrape()
 
-    assert value(text, "eco2_scans", status="completed") == 2
-    assert value(text, "eco2_scans", status="failed") == 1
-    assert value(text, "eco2_scans", status="queued") == 1
-    assert value(text, "eco2_scans", status="processing") == 0
+    assert value(text, "eco2_scans", status="queued") == 2
+    assert value(text, "eco2_scans", status="processing") == 1
+    assert value(text, "eco2_scans", status="completed") is None, "ended runs are counters"
+    assert value(text, "eco2_scans_ended_total", status="completed") == 2
+    assert value(text, "eco2_scans_ended_total", status="failed") == 1
+    assert value(text, "eco2_scans_ended_total", status="needs_input") == 1
     assert value(text, "eco2_provider_tokens_total", kind="input") == 120
     assert value(text, "eco2_provider_tokens_total", kind="cached_input") == 40
     assert value(text, "eco2_provider_tokens_total", kind="output") == 15
@@ -201,7 +211,7 @@ def test_a_broken_part_is_left_out_and_the_rest_is_served(token, settings):
     assert value(text, "eco2_metrics_collector_up", part="queues") == 0
     assert value(text, "eco2_metrics_collector_up", part="scans") == 1
     assert "eco2_queue_depth" not in text
-    assert value(text, "eco2_scans", status="completed") == 0
+    assert value(text, "eco2_scans", status="queued") == 0
 
 
 # --- task metrics from a real prefork worker ------------------------------------------------
@@ -243,6 +253,9 @@ def test_worker_task_metrics_reach_the_web_process(worker_manager, rulebase, tok
     before = scrape()
     scan = wait_for_scan(upload(api, photo, "투명 페트병, 라벨 있음"))
     assert scan.status == ScanStatus.COMPLETED
+    # counted by the worker in the transaction that completed the scan
+    ended = value(scrape(), "eco2_scans_ended_total", status="completed")
+    assert ended == (value(before, "eco2_scans_ended_total", status="completed") or 0) + 1
 
     text = scrape_until(
         lambda t: (
@@ -265,12 +278,15 @@ def test_worker_task_metrics_reach_the_web_process(worker_manager, rulebase, tok
         )
         >= 1
     )
-    assert value(text, "eco2_scans", status="completed") >= 1
 
     crashed = wait_for_scan(upload(api, photo, f"{CRASH_HINT} 페트병"))
     assert crashed.status == ScanStatus.FAILED
     text = scrape_until(lambda t: (failed(t) or 0) > (failed(before) or 0))
     assert failed(text) >= 1
+    assert (
+        value(text, "eco2_scans_ended_total", status="failed")
+        == (value(before, "eco2_scans_ended_total", status="failed") or 0) + 1
+    )
     assert value(text, "eco2_dead_letters", state="pending") >= 1
 
 

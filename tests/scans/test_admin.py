@@ -3,13 +3,15 @@
 import os
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import translation
 
 from notifications.admin import NotificationAdmin
 from scans import services
 from scans.admin import DeadLetterAdmin, TaskHistoryAdmin
-from scans.models import Category
+from scans.models import Category, Scan
 
 pytestmark = pytest.mark.django_db
 
@@ -260,3 +262,60 @@ def test_redrive_works_on_a_broker_that_has_no_dead_letter_queue_yet(user, photo
     call_command("redrive_dlq", stdout=out)
 
     assert "0 on scan.ai.dlq" in out.getvalue() and "re-enqueued 1 scan(s)" in out.getvalue()
+
+
+# --- the lists of the large tables cost the same queries for a few rows or many ---------------
+def add_task_history(owner, rows: int) -> None:
+    from django_celery_results.models import TaskResult
+
+    from scans.models import ScanEvent, TaskAttempt
+
+    for index in range(rows):
+        task_id = f"task-{TaskResult.objects.count()}"
+        scan = Scan.objects.create(owner=owner, image="scans/x.jpg")
+        TaskResult.objects.create(
+            task_id=task_id,
+            task_name="scans.tasks.vision_scan",
+            task_args=repr([str(scan.id)]),
+            status="SUCCESS",
+            worker=f"ai@host{index % 3}",
+        )
+        for attempt in (1, 2):
+            TaskAttempt.objects.create(
+                scan=scan, task_id=task_id, task_name="scans.tasks.vision_scan", step="vision",
+                attempt=attempt, queue="scan.ai.pipeline", worker=f"ai@host{index % 3}",
+            )  # fmt: skip
+        ScanEvent.objects.create(type="ScanCompleted", scan=scan, payload={})
+
+
+LARGE_LISTS = (
+    "/admin/django_celery_results/taskresult/",
+    "/admin/scans/taskattempt/",
+    "/admin/scans/scanevent/",
+    "/admin/scans/scan/",
+)
+
+
+@pytest.mark.parametrize("url", LARGE_LISTS)
+def test_a_large_tables_list_costs_the_same_queries_for_5_rows_or_50(admin_client_, user, url):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            response = admin_client_.get(url)
+        assert response.status_code == 200
+        return len(captured)
+
+    add_task_history(user, 5)
+    few = queries()
+    add_task_history(user, 45)
+
+    assert queries() == few
+
+
+def test_the_task_history_shows_each_tasks_queue_and_retries(admin_client_, user):
+    add_task_history(user, 3)
+
+    page = admin_client_.get("/admin/django_celery_results/taskresult/").content.decode()
+
+    assert page.count("scan.ai.pipeline") == 3
+    assert page.count('<td class="field-retries">1</td>') == 3  # two attempts: one retry
+    assert "?worker=ai%40host2" in page  # the worker filter offers the recent workers

@@ -13,6 +13,7 @@ from django.db import connection
 from scans import services
 from scans.broker import dead_letter_depth
 from scans.models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
+from scans.progress import read_progress
 from tests.fakes.openai_server import ok, rate_limited, refusal, server_error, slow, storm
 from tests.fakes.providers import POISON_HINT
 from tests.integration.chaos.conftest import (
@@ -178,6 +179,13 @@ def test_6_a_poison_task_is_dead_lettered_after_bounded_deliveries(worker_manage
     deliveries = TaskAttempt.objects.filter(scan=dead, step="vision")
     assert deliveries.count() == 4, "the first run and max_retries (3) re-sends, then no more"
     assert set(deliveries.values_list("outcome", flat=True)) == {AttemptOutcome.WORKER_LOST}
+    # the worker's main process mirrored each lost delivery where live streams read them
+    mirrored = read_progress(poison[0])["retries"]
+    assert (mirrored["step"], mirrored["count"], mirrored["last_outcome"]) == (
+        "vision",
+        4,
+        "worker_lost",
+    )
     assert DeadLetter.objects.get(scan=dead).reason_code == "worker_lost"
     wait_for(lambda: dead_letter_depth() == before + 1, 10, "the message on scan.ai.dlq")
     assert all(by_id[task_id].status == ScanStatus.COMPLETED for task_id in healthy)

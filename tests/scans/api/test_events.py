@@ -6,11 +6,14 @@ No worker: the tests change the scan's row while the stream is read."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from scans import events
+from scans import events, ledger
 from scans.models import (
     AttemptOutcome,
     Scan,
@@ -18,6 +21,8 @@ from scans.models import (
     ScanStep,
     TaskAttempt,
 )
+from scans.progress import mirror_progress
+from tests.conftest import SERVICES_MODE
 from tests.scans.api.helpers import async_client, parse_events, stream_events
 from tests.scans.web.helpers import completed_scan, failed_scan, logged_in, make_scan
 
@@ -215,3 +220,67 @@ def test_retries_count_only_the_current_run_of_the_step(user):
         "worker_lost",
     )
     assert events.step_retries(str(scan.id), "queued")["count"] == 0
+
+
+# --- an open stream's cost per poll ----------------------------------------------------------
+needs_redis = pytest.mark.skipif(
+    not SERVICES_MODE, reason="the Redis mirror exists only when REDIS_URL is set"
+)
+
+
+def polled_stream(scan, monkeypatch, seconds: float = 0.4) -> tuple[list[dict], int, int]:
+    """Read a stream that times out after ``seconds`` of fast polls: (events, polls, queries)."""
+    polls = 0
+    read_progress = events.read_progress
+
+    def counted(task_id):
+        nonlocal polls
+        polls += 1
+        return read_progress(task_id)
+
+    monkeypatch.setattr(events, "read_progress", counted)
+    stream = events.scan_event_stream(
+        str(scan.id), lambda: {}, poll_seconds=0.005, max_seconds=seconds
+    )
+    with CaptureQueriesContext(connection) as queries:
+        chunks = list(stream)
+    return parse_events("".join(chunks)), polls, len(queries)
+
+
+@needs_redis
+def test_an_open_stream_polls_redis_alone_with_the_retries_the_ledger_mirrored(
+    user, monkeypatch, translations
+):
+    scan = make_scan(user, status=ScanStatus.PROCESSING, step=ScanStep.VISION, progress=10)
+    mirror_progress(str(scan.id), status="processing", step="vision", progress=10, updated_at="")
+    TaskAttempt.objects.create(
+        scan=scan, task_id="t", task_name="scans.tasks.prepare_image", step="prepare", attempt=1,
+        outcome=AttemptOutcome.RETRY, exception_message="provider_unavailable: 503",
+    )  # fmt: skip
+    task = SimpleNamespace(name="scans.tasks.prepare_image", step="prepare")
+    # what the worker's task_retry signal does after closing the attempt
+    ledger.retry_attempt(sender=task, request=SimpleNamespace(id="t", args=[str(scan.id)]))
+
+    received, polls, queries = polled_stream(scan, monkeypatch)
+
+    assert polls >= 20 and queries == 0, f"{queries} queries in {polls} polls"
+    progress, timeout = received
+    assert progress["event"] == "progress" and timeout["event"] == "timeout"
+    assert progress["data"]["retries"]["count"] == 1  # the prepare task retried: vision shows it
+    assert progress["data"]["retries"]["last_outcome"] == "retry"
+
+
+@needs_redis
+def test_retries_made_before_redis_had_them_are_read_once_when_the_stream_opens(user, monkeypatch):
+    scan = make_scan(user, status=ScanStatus.PROCESSING, step=ScanStep.VISION, progress=10)
+    mirror_progress(str(scan.id), status="processing", step="vision", progress=10, updated_at="")
+    for _ in range(2):
+        TaskAttempt.objects.create(
+            scan=scan, task_id="t", task_name="x", step="vision", attempt=1,
+            outcome=AttemptOutcome.RETRY,
+        )  # fmt: skip
+
+    received, polls, queries = polled_stream(scan, monkeypatch)
+
+    assert polls >= 20 and queries == 1, f"{queries} queries in {polls} polls"
+    assert received[0]["data"]["retries"]["count"] == 2

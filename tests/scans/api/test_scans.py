@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from eco2 import pagination
 from scans.models import Scan, ScanStatus
 from tests.factories import UserFactory
 
@@ -160,6 +161,23 @@ def test_list_pages_hold_twenty(api_client, user):
     first = api_client.get(SCANS_URL).json()
     assert len(first["results"]) == 20 and first["next"]
     assert len(api_client.get(first["next"]).json()["results"]) == 5
+
+
+def test_the_count_of_a_long_list_stops_at_the_cap_and_its_pages_still_work(
+    api_client, user, monkeypatch
+):
+    monkeypatch.setattr(pagination, "COUNT_CAP", 30)  # 10,000 in production
+    Scan.objects.bulk_create(Scan(owner=user, image="x.jpg") for _ in range(45))
+
+    first = api_client.get(SCANS_URL).json()
+    second = api_client.get(first["next"]).json()
+
+    assert first["count"] == second["count"] == 31, "more than the cap"
+    assert (len(first["results"]), len(second["results"])) == (20, 11), "up to the cap"
+    assert second["next"] is None  # past the cap: narrowed with the filters
+    assert {s["task_id"] for s in first["results"]}.isdisjoint(
+        s["task_id"] for s in second["results"]
+    )
 
 
 def test_failed_scan_shows_its_reason_in_the_requests_language(api_client, user, staff_user):
