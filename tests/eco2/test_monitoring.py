@@ -138,10 +138,12 @@ def test_app_gauges_reflect_the_database(token, user, settings):
         # a queue is on the broker once something declared it (a worker at start); on a fresh
         # RabbitMQ where no worker ran yet it is missing from the gauge, as documented
         from eco2.celery import app
+        from scans.broker import declare_dead_letter_queue
 
         with app.connection_for_write() as conn:
             for queue in app.conf.task_queues:
                 queue(conn.default_channel).declare()
+        declare_dead_letter_queue()  # as a worker does at start (scans/worker_start.py)
 
     text = scrape()
 
