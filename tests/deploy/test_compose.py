@@ -77,7 +77,7 @@ def test_the_expected_services_exist_and_share_the_x_app_anchor(raw_compose, ser
             assert service[key] == anchor[key], f"{name}.{key} does not come from x-app"
     assert services["postgres"]["image"].split(":")[1].startswith("16")
     # a supported major (3.13's community support ended in 2024), pinned to its patch release
-    assert services["rabbitmq"]["image"] == "rabbitmq:4.1.0-management"
+    assert services["rabbitmq"]["image"] == "rabbitmq:4.2.5-management"
     assert services["redis"]["image"].split(":")[1].startswith("7")
 
 
