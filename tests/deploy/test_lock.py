@@ -121,7 +121,8 @@ def test_make_install_reinstalls_from_the_lock_with_hashes_when_the_lock_changes
         os.utime(stamp, (newest + 10, newest + 10))
     assert "pip install" not in _make_dry_run(venv, "install")
 
-    os.utime(venv / ".locked", (newest - 10, newest - 10))  # the lock changed since
+    older = DEV_LOCK.stat().st_mtime - 10
+    os.utime(venv / ".locked", (older, older))  # the lock changed since
     commands = _make_dry_run(venv, "install")
     installs = [line for line in commands.splitlines() if "/pip install " in line]
     assert any(f"-r {DEV_LOCK.relative_to(ROOT)}" in line for line in installs), commands
