@@ -6,13 +6,16 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import FileSystemStorage
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+
+from eco2 import pagination
 
 from . import events, services
 from .creation_rate import ScanRateLimited
@@ -106,14 +109,29 @@ def history(request):
     # the same filters as GET /api/v1/scans; here the valid ones apply and the others show
     # their error beside the field
     scan_filter = ScanFilter(request.GET or None, queryset=scans, request=request)
-    page = Paginator(scan_filter.qs, 20).get_page(request.GET.get("page"))
+    # newer and older pages by position, as the API's links: any page costs what the first
+    # does, however long the history (issue 22 §4); the count stops at COUNT_CAP
+    pages = pagination.NewestFirstCursorPagination()
+    try:
+        page = pages.paginate_queryset(scan_filter.qs, Request(request))
+    except NotFound:  # a cursor that is not one of ours
+        raise Http404(_("No such page.")) from None
     for scan in page:
         scan.can_retry = can_retry(scan, request.user)
         scan.failure = failure_info(scan)
+    count = pagination.bounded_count(scan_filter.qs)
     return render(
         request,
         "scans/history.html",
-        {"page": page, "form": scan_filter.form, "filtered": scan_filter.has_filters()},
+        {
+            "scans": page,
+            "count": min(count, pagination.COUNT_CAP),
+            "more_than_count": count > pagination.COUNT_CAP,
+            "newer_url": pages.get_previous_link(),
+            "older_url": pages.get_next_link(),
+            "form": scan_filter.form,
+            "filtered": scan_filter.has_filters(),
+        },
     )
 
 

@@ -15,6 +15,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from eco2.pagination import ScanListPagination
+
 from .. import idempotency, services
 from ..filters import ScanFilter
 from ..models import Scan
@@ -56,6 +58,8 @@ class ScanListCreateView(generics.ListCreateAPIView):
     # the history page's filters (status, category, dates, search); a bad value is a 400
     filter_backends = [DjangoFilterBackend]
     filterset_class = ScanFilter
+    # links by position (keyset): the last page of a long history costs what the first does
+    pagination_class = ScanListPagination
 
     def get_queryset(self):
         scans = Scan.objects.order_by("-created_at")
@@ -75,6 +79,9 @@ class ScanListCreateView(generics.ListCreateAPIView):
             )
         ],
         summary="Your scans, newest first; filtered as on the history page",
+        description="Follow `next` and `previous` (cursor links): every page costs the same "
+        "however long the history. `?page=N` still pages by number (an offset, up to the "
+        "count's cap).",
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

@@ -1,9 +1,11 @@
 """The REST contract, as an API client sees it (no worker needed: nothing is committed here)."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from eco2 import pagination
@@ -163,7 +165,7 @@ def test_list_pages_hold_twenty(api_client, user):
     assert len(api_client.get(first["next"]).json()["results"]) == 5
 
 
-def test_the_count_of_a_long_list_stops_at_the_cap_and_its_pages_still_work(
+def test_the_count_of_a_long_list_stops_at_the_cap_and_its_links_go_past_it(
     api_client, user, monkeypatch
 ):
     monkeypatch.setattr(pagination, "COUNT_CAP", 30)  # 10,000 in production
@@ -171,13 +173,61 @@ def test_the_count_of_a_long_list_stops_at_the_cap_and_its_pages_still_work(
 
     first = api_client.get(SCANS_URL).json()
     second = api_client.get(first["next"]).json()
+    third = api_client.get(second["next"]).json()
 
-    assert first["count"] == second["count"] == 31, "more than the cap"
-    assert (len(first["results"]), len(second["results"])) == (20, 11), "up to the cap"
-    assert second["next"] is None  # past the cap: narrowed with the filters
-    assert {s["task_id"] for s in first["results"]}.isdisjoint(
-        s["task_id"] for s in second["results"]
+    assert first["count"] == second["count"] == third["count"] == 31, "more than the cap"
+    assert [len(page["results"]) for page in (first, second, third)] == [20, 20, 5]
+    assert third["next"] is None
+    # by number, the pages stop at the cap (an offset): narrowed with the filters instead
+    assert api_client.get(f"{SCANS_URL}?page=2").json()["count"] == 31
+    assert api_client.get(f"{SCANS_URL}?page=3").status_code == 404
+
+
+def scan_ids(page: dict) -> list[str]:
+    return [s["task_id"] for s in page["results"]]
+
+
+def test_the_links_walk_a_long_list_by_position_once_each_newest_first(api_client, user):
+    """Scans uploaded in the same instant too: the cursor is the timestamp, ties are ordered
+    by id and skipped by an offset, never shown twice or left out."""
+    start = timezone.now()
+    scans = Scan.objects.bulk_create(Scan(owner=user, image="x.jpg") for _ in range(50))
+    for index, scan in enumerate(scans):  # 10 share one timestamp, across a page boundary
+        scan.created_at = start - timedelta(seconds=max(index, 15) if index < 25 else index)
+    Scan.objects.bulk_update(scans, ["created_at"])
+    newest_first = [
+        str(pk) for pk in Scan.objects.order_by("-created_at", "-id").values_list("id", flat=True)
+    ]
+
+    pages = [api_client.get(SCANS_URL).json()]
+    while pages[-1]["next"]:
+        pages.append(api_client.get(pages[-1]["next"]).json())
+
+    assert [len(page["results"]) for page in pages] == [20, 20, 10]
+    assert [i for page in pages for i in scan_ids(page)] == newest_first
+    assert pages[0]["previous"] is None
+    back = api_client.get(pages[2]["previous"]).json()
+    assert scan_ids(back) == scan_ids(pages[1])
+    assert scan_ids(api_client.get(back["previous"]).json()) == scan_ids(pages[0])
+    # the cursor keeps the filters; page numbers still work as before
+    assert api_client.get(f"{SCANS_URL}?page=2").json()["results"] == pages[1]["results"]
+
+
+def test_a_cursor_that_is_not_ours_is_a_404(api_client, user):
+    response = api_client.get(f"{SCANS_URL}?cursor=not-a-cursor", HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 404 and response.json()["detail"] == "Invalid cursor"
+
+
+def test_the_links_keep_the_lists_filters(api_client, user):
+    Scan.objects.bulk_create(
+        Scan(owner=user, image="x.jpg", status=ScanStatus.FAILED if i % 2 else ScanStatus.QUEUED)
+        for i in range(50)
     )
+    first = api_client.get(f"{SCANS_URL}?status=failed").json()
+    second = api_client.get(first["next"]).json()
+    assert "status=failed" in first["next"]
+    assert (first["count"], len(first["results"]), len(second["results"])) == (25, 20, 5)
+    assert {s["status"] for s in first["results"] + second["results"]} == {"failed"}
 
 
 def test_failed_scan_shows_its_reason_in_the_requests_language(api_client, user, staff_user):

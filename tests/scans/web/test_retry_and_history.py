@@ -3,6 +3,7 @@ the user's scans, filtered by status, category, dates and a search, paged."""
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from eco2 import pagination
 from scans.models import (
     Scan,
     ScanStatus,
@@ -161,9 +163,33 @@ def test_bad_filters_are_explained_and_the_rest_still_apply(user, history):
     assert "조건에 맞는 스캔이 없어요." in nothing.content.decode()
 
 
-def test_history_pages_keep_the_filters(user):
+def older_and_newer(page: str) -> tuple[str | None, str | None]:
+    def link(label: str) -> str | None:
+        found = re.search(rf'<a href="([^"]+)">(?:‹ )?{label}', page)
+        return html.unescape(found.group(1)) if found else None
+
+    return link("이전"), link("최신")
+
+
+def test_history_pages_keep_the_filters_and_go_by_position(user):
     for _ in range(21):
         failed_scan(user)
-    page = logged_in(user).get("/scans/?status=failed").content.decode()
-    assert len(listed(page)) == 20
-    assert "?status=failed&amp;page=2" in page
+    make_scan(user)  # not failed: filtered out
+    client = logged_in(user)
+    first = client.get("/scans/?status=failed").content.decode()
+    older, newer = older_and_newer(first)
+    assert len(listed(first)) == 20 and newer is None and "스캔 21건" in first
+    assert "status=failed" in older and "cursor=" in older and "page=" not in older
+    second = client.get(older).content.decode()
+    assert len(listed(second)) == 1 and older_and_newer(second)[0] is None
+    assert set(listed(first)).isdisjoint(listed(second))
+    assert listed(client.get(older_and_newer(second)[1]).content.decode()) == listed(first)
+
+
+def test_a_long_history_says_more_than_the_cap_and_a_bad_cursor_is_a_404(user, monkeypatch):
+    monkeypatch.setattr(pagination, "COUNT_CAP", 3)
+    for _ in range(5):
+        failed_scan(user)
+    client = logged_in(user)
+    assert "스캔 3건 이상" in client.get("/scans/").content.decode()
+    assert client.get("/scans/?cursor=not-ours").status_code == 404
