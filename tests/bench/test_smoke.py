@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from scans.rules import read_rulebase
 from tests.fakes.model import FakeModel, start_fake_openai
 
@@ -27,7 +29,7 @@ def run_bench(script: str, *args: str, env: dict | None = None) -> dict:
     return json.loads(result_line.removeprefix("RESULT "))
 
 
-def test_api_latency_harness_measures_the_upload_against_the_bare_endpoint_and_the_floor():
+def test_api_latency_harness_measures_saturation_one_client_and_offered_loads():
     result = run_bench("api_latency.py")
     endpoints = ("bare", "bare_upload", "floor_parse", "floor_store", "floor_publish", "scans")
     for name in endpoints:
@@ -35,10 +37,37 @@ def test_api_latency_harness_measures_the_upload_against_the_bare_endpoint_and_t
         assert 0 < result[name]["p50_ms"] <= result[name]["p99_ms"]
         assert result[name]["of_bare"] > 0
     assert result["ratio"] == result["scans"]["of_bare"] > 0
-    assert set(result["targets"]) == {"ratio", "p99"}
+    one = result["one_client"]
+    assert one["requests"] > 0 and one["errors"] == 0 and 0 < one["p50_ms"] <= one["p99_ms"]
+    # the open loop offers 25, 50 and 75 % of the upload's saturation, each sent on time
+    saturation = result["saturation"]
+    assert saturation["scans"] == result["scans"]["req_per_s"] > 0
+    assert saturation["floor"] == result["floor_publish"]["req_per_s"] > 0
+    assert saturation["of_floor"] == saturation["scans"] / saturation["floor"]
+    assert set(result["open_loop"]) == {"25", "50", "75"}
+    for level, row in result["open_loop"].items():
+        assert row["offered_per_s"] == pytest.approx(int(level) / 100 * saturation["scans"])
+        assert row["requests"] > 0 and row["errors"] == 0, level
+        assert 0 < row["p50_ms"] <= row["p99_ms"] and row["start_lag_p99_ms"] >= 0
+    floor_open = result["floor_open_50"]
+    assert floor_open["requests"] > 0 and floor_open["errors"] == 0
+    assert floor_open["offered_per_s"] == result["open_loop"]["50"]["offered_per_s"]
+    targets = result["targets"]
+    assert set(targets) == {"p99_one_client", "p99_half_load", "saturation_of_floor"}
+    assert targets["p99_one_client"]["value"] == one["p99_ms"]
+    assert targets["p99_half_load"]["value"] == result["open_loop"]["50"]["p99_ms"]
+    assert targets["saturation_of_floor"]["value"] == saturation["of_floor"]
+    for verdict in targets.values():
+        assert verdict["pass"] == (
+            verdict["value"] >= verdict["target"]
+            if verdict is targets["saturation_of_floor"]
+            else verdict["value"] <= verdict["target"]
+        )
     # what the run accepted is gone again: every upload's scan, every floor message
     cleaned = result["cleaned_up"]
-    assert cleaned["scans_deleted"] >= result["scans"]["requests"]
+    uploads = result["scans"]["requests"] + one["requests"]
+    uploads += sum(row["requests"] for row in result["open_loop"].values())
+    assert cleaned["scans_deleted"] >= uploads
     assert cleaned["purged_bench.floor"] >= result["floor_publish"]["requests"]
 
 
@@ -152,3 +181,18 @@ def test_growth_harness_times_each_operation_at_two_sizes_and_judges_the_ratio()
     assert all(ms > 0 for run in result["runs"].values() for ms in run["ms"].values())
     for verdict in result["verdicts"].values():
         assert verdict["pass"] == (verdict["ratio"] <= 1.5)
+
+
+def test_list_growth_harness_times_a_short_and_a_long_history_first_and_last_page():
+    result = run_bench("list_growth.py")
+    assert result["sizes"] == [100, 2_000] and result["scans_removed"] == 2_100
+    for size in ("100", "2000"):
+        assert set(result["ms"][size]) == {
+            "api_first", "api_last", "html_first", "html_last", "api_by_number"
+        }  # fmt: skip
+        assert all(ms > 0 for ms in result["ms"][size].values())
+    judged = {name: v for name, v in result["verdicts"].items() if v["pass"] is not None}
+    assert set(judged) == {"api_first", "api_last", "html_first", "html_last"}
+    for verdict in judged.values():
+        assert verdict["pass"] == (verdict["ratio"] <= 1.5)
+    assert result["pass"] == all(v["pass"] for v in judged.values())
