@@ -69,6 +69,7 @@ class NewestFirstCursorPagination(CursorPagination):
     page (``paginate_queryset(scans, rest_framework.request.Request(request))``)."""
 
     ordering = ("-created_at", "-id")
+    cursor_query_description = "A page's position: take it from the `next` or `previous` link."
 
 
 class ScanListPagination(NewestFirstCursorPagination):
@@ -101,6 +102,10 @@ class ScanListPagination(NewestFirstCursorPagination):
     def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
         described = super().get_paginated_response_schema(schema)
         described["required"] = ["count", "results"]
+        for link in ("next", "previous"):
+            described["properties"][link]["example"] = (
+                "https://eco2.example/api/v1/scans?cursor=cD0yMDI2LTEyLTA1KzA5JTNBMTI"
+            )
         described["properties"] = {
             "count": {"type": "integer", "example": 123, "description": COUNT_DESCRIPTION},
             **described["properties"],
