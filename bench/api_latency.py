@@ -202,14 +202,24 @@ class Request:
         """POST once on ``conn``; returns the connection to go on with (a new one after an
         error) and "" on a 202, else what went wrong."""
         headers = {"Authorization": f"Token {self.token}", "Content-Type": self.content_type}
-        try:
-            conn.request("POST", self.path, body=self.body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            return connect(self.port), repr(exc)
-        return conn, "" if response.status == 202 else str(response.status)
+        for attempt in (1, 2):
+            try:
+                conn.request("POST", self.path, body=self.body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                # the server closed a keep-alive connection that sat idle (an open loop's
+                # sender waits between requests): once more on a new one
+                conn.close()
+                conn = connect(self.port)
+                if attempt == 2:
+                    return conn, repr(exc)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                return connect(self.port), repr(exc)
+            else:
+                return conn, "" if response.status == 202 else str(response.status)
+        raise AssertionError("unreachable")
 
 
 def load(request: Request, clients: int, seconds: float, tally: Tally) -> None:

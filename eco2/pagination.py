@@ -25,7 +25,9 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 COUNT_CAP = 10_000
 
@@ -78,13 +80,15 @@ class ScanListPagination(NewestFirstCursorPagination):
     cost of one page. ``?page=N`` (without a cursor) still pages by number, as before this
     pagination: an ``OFFSET``, for the first pages."""
 
-    def paginate_queryset(self, queryset, request, view=None):  # type: ignore[no-untyped-def]
-        self.count = bounded_count(queryset)
+    def paginate_queryset(
+        self, queryset: QuerySet[Any], request: Request, view: APIView | None = None
+    ) -> list[Any] | None:
         self.by_number: BoundedPageNumberPagination | None = None
         params = request.query_params
         if self.cursor_query_param not in params and "page" in params:
-            self.by_number = BoundedPageNumberPagination()
+            self.by_number = BoundedPageNumberPagination()  # it counts, bounded, itself
             return self.by_number.paginate_queryset(queryset, request, view)
+        self.count = bounded_count(queryset)
         return super().paginate_queryset(queryset, request, view)
 
     def get_paginated_response(self, data: Any) -> Response:
