@@ -431,7 +431,7 @@ def main() -> int:
     )
     rows = [(f"upload at {key} %", row) for key, row in open_figures.items()]
     if floor_open is not None:
-        rows.append((f"floor at {HALF_LOAD:.0%}", floor_open))
+        rows.append((f"floor at {round(HALF_LOAD * 100)} %", floor_open))
     for label, row in rows:
         print(
             f"  {label:<22} {row['offered_per_s']:8.1f} {row['req_per_s']:8.1f} "

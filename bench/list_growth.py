@@ -10,7 +10,9 @@ harness times, in process (Django's test client, logged in; no HTTP server in be
 - ``html_first`` / ``html_last``: the history page (``/scans/``), the same two pages;
 - ``api_by_number``: ``?page=N`` (for reference, not judged), the deepest page a number still
   reaches: the last one at 100 scans, page 500 (offset 9,980: the count stops at 10,000) at
-  100,000. The links do not use it.
+  100,000. The links do not use it;
+- ``sql_offset_last`` (for reference, not judged): the two queries the last page by number
+  made before (a full count, then ``OFFSET`` to the last page), without the request around them.
 
 Each figure is the median of ``--repeat`` requests in rounds that alternate between the two
 users; the table gives the ratio largest/smallest and PASS when it is at most ``--target``.
@@ -158,7 +160,18 @@ def operations(user: Any, size: int) -> dict[str, Callable[[], None]]:
     def html_page(response: Any) -> bool:
         return response.content.decode().count('class="history-item"') == 20
 
+    def offset_last_page() -> None:
+        """The queries ``?page=`` made for the last page before the list was bounded: a
+        full count, then an OFFSET past every other scan (the query alone, no request)."""
+        from scans.models import Scan
+
+        mine = Scan.objects.filter(owner=user).order_by("-created_at")
+        count = mine.count()
+        if not list(mine[(count - 1) // 20 * 20 : count]):
+            raise SystemExit("the last page by offset is empty")
+
     return {
+        "sql_offset_last": offset_last_page,
         "api_first": get("/api/v1/scans", api_page(first=True)),
         "api_last": get(f"/api/v1/scans{last}", api_page(first=False)),
         "html_first": get("/scans/", html_page),

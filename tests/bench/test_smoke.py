@@ -188,7 +188,7 @@ def test_list_growth_harness_times_a_short_and_a_long_history_first_and_last_pag
     assert result["sizes"] == [100, 2_000] and result["scans_removed"] == 2_100
     for size in ("100", "2000"):
         assert set(result["ms"][size]) == {
-            "api_first", "api_last", "html_first", "html_last", "api_by_number"
+            "api_first", "api_last", "html_first", "html_last", "api_by_number", "sql_offset_last"
         }  # fmt: skip
         assert all(ms > 0 for ms in result["ms"][size].values())
     judged = {name: v for name, v in result["verdicts"].items() if v["pass"] is not None}
