@@ -48,6 +48,7 @@ TARGET = 1.5
 ROUNDS = 4
 JUDGED = ("api_first", "api_last", "html_first", "html_last")
 USERNAME = "list-growth-{size}"
+PAGE_SIZE = 20  # settings.REST_FRAMEWORK's, the cursor's and the history page's
 
 
 def remove_users(sizes: list[int]) -> int:
@@ -126,10 +127,12 @@ def last_page_cursor(user: Any, size: int) -> str:
     before_last = (
         Scan.objects.filter(owner=user)
         .order_by(*pager.ordering)
-        .values_list("created_at", flat=True)[size - pager.page_size - 1]
+        .values_list("created_at", flat=True)[size - PAGE_SIZE - 1]
     )
     pager.base_url = "/"
-    link = pager.encode_cursor(Cursor(offset=0, reverse=False, position=str(before_last)))
+    # DRF's positions are the field's str() (its stubs say int)
+    position: Any = str(before_last)
+    link = pager.encode_cursor(Cursor(offset=0, reverse=False, position=position))
     return link.removeprefix("/")
 
 
