@@ -402,14 +402,14 @@ def pg_counters(url: str) -> dict[str, int]:
 
     with psycopg.connect(**_pg_params(url)) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
-        (transactions,) = conn.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
-            " WHERE datname = current_database()"
+        row = conn.execute(
+            "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            "        WHERE datname = current_database()),"
+            " (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
+            "  FROM pg_stat_user_tables)"
         ).fetchone()
-        (rows,) = conn.execute(
-            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables"
-        ).fetchone()
-    return {"transactions": int(transactions), "rows": int(rows)}
+    assert row is not None
+    return {"transactions": int(row[0]), "rows": int(row[1])}
 
 
 # PostgreSQL 15 reports a backend's counters at a transaction's end at most once a second, and
@@ -526,7 +526,8 @@ def counting_queries(counts: dict[str, int] | None = None):
 
         return call
 
-    connection.commit, connection.rollback = counted(commit), counted(rollback)
+    connection.commit = counted(commit)  # type: ignore[method-assign]
+    connection.rollback = counted(rollback)  # type: ignore[method-assign]
     try:
         with connection.execute_wrapper(wrapper):
             yield counts

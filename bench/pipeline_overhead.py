@@ -43,6 +43,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -197,25 +198,37 @@ def run_hooked_chains(count: int, *, timeout: float) -> dict:
 
 def ledger_hops(scan_ids: list) -> dict[str, float]:
     """Median ms of each leg of a scan, from its attempts (TaskAttempt): created → the first
-    step's start, each step's run, each hop from one step's end to the next one's start.
-    Scans whose attempts are not one closed attempt per step are left out."""
+    step's start, each step's start → the next step's start (its run and the hop to the next;
+    a step publishes the next one before its attempt is closed, so end → next start would be
+    negative), the last step's start → the scan's finished_at; and each step's run (the
+    attempt's duration). Scans whose attempts are not one closed attempt per step are left out."""
     from scans.models import Scan, TaskAttempt
 
-    created = dict(Scan.objects.filter(id__in=scan_ids).values_list("id", "created_at"))
+    scans = {
+        row["id"]: row
+        for row in Scan.objects.filter(id__in=scan_ids).values("id", "created_at", "finished_at")
+    }
     attempts: dict = {}
     for row in TaskAttempt.objects.filter(scan_id__in=scan_ids).order_by("started_at", "id"):
         attempts.setdefault(row.scan_id, []).append(row)
     legs: dict[str, list[float]] = {}
     for scan_id, rows in attempts.items():
-        if any(r.finished_at is None for r in rows) or len({r.step for r in rows}) != len(rows):
+        scan = scans[scan_id]
+        if (
+            scan["finished_at"] is None
+            or any(r.finished_at is None for r in rows)
+            or len({r.step for r in rows}) != len(rows)
+        ):
             continue
-        marks = [("created", created[scan_id])]
-        for row in rows:
-            name = row.step or row.task_name.rsplit(".", 1)[-1]
-            marks += [(f"{name} start", row.started_at), (f"{name} end", row.finished_at)]
+        names = [row.step or row.task_name.rsplit(".", 1)[-1] for row in rows]
+        marks = [("created", scan["created_at"])]
+        marks += [(f"{name} start", row.started_at) for name, row in zip(names, rows, strict=True)]
+        marks += [("finished", scan["finished_at"])]
         for (a, at), (b, bt) in itertools.pairwise(marks):
-            leg = f"{a.removesuffix(' start')} run" if a.endswith("start") else f"{a} → {b}"
-            legs.setdefault(leg, []).append((bt - at).total_seconds() * 1000)
+            legs.setdefault(f"{a} → {b}", []).append((bt - at).total_seconds() * 1000)
+        for name, row in zip(names, rows, strict=True):
+            run = (row.finished_at - row.started_at).total_seconds() * 1000
+            legs.setdefault(f"{name} run", []).append(run)
     return {leg: statistics.median(ms) for leg, ms in legs.items()}
 
 
@@ -261,12 +274,13 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def median_of(rounds: list[dict], *path: str) -> float | None:
-    values = []
+    values: list[float] = []
     for item in rounds:
+        value: Any = item
         for key in path:
-            item = item.get(key) if isinstance(item, dict) else None
-        if isinstance(item, int | float):
-            values.append(float(item))
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            values.append(float(value))
     return statistics.median(values) if values else None
 
 
@@ -339,6 +353,26 @@ def main() -> int:
     image = common.image_worker(concurrency=args.image_concurrency, env=worker_env, log_dir=var_dir)
     ai = common.ai_worker(pool=args.pool, concurrency=args.concurrency, env=ai_env, log_dir=var_dir)
     raw = common.raw_worker(pool=args.pool, concurrency=args.concurrency, env=env, log_dir=var_dir)
+    print(
+        f"pipeline_overhead · {common.profile_name(args.smoke)} · {args.rounds} rounds of "
+        f"{args.count} scans vs {args.count} raw chains, then {args.latency_count} of each one "
+        "at a time"
+    )
+    print(f"  workers: {image.describe()} | {ai.describe()} | raw {raw.describe()}")
+    described = (
+        "OpenAI provider, real openai client → fake OpenAI server answering at once"
+        if args.providers == "http"
+        else "zero-latency fake providers in the worker (bench/providers.py)"
+    )
+    print(
+        f"  providers: {described}; photos {size[0]}×{size[1]} JPEG, all distinct"
+        " (no vision-cache hits)"
+    )
+    print(
+        "  raw Celery: bench/raw_celery.py, no Django, no app hooks, no database; JSON results"
+        " (extended, track started) in "
+        + ("Redis" if env.get("REDIS_URL") else "files (no Redis in smoke)")
+    )
     rounds: list[dict] = []
     try:
         common.start_workers(image, ai, raw)
@@ -432,26 +466,6 @@ def main() -> int:
         "p50_ms": verdict("p50_ms", medians["scans_p50_ms"] if scan_ms else None),
         "p99_ms": verdict("p99_ms", medians["scans_p99_ms"] if scan_ms else None),
     }
-    print(
-        f"pipeline_overhead · {common.profile_name(args.smoke)} · {args.rounds} rounds of "
-        f"{args.count} scans vs {args.count} raw chains, then {args.latency_count} of each one "
-        "at a time"
-    )
-    print(f"  workers: {image.describe()} | {ai.describe()} | raw {raw.describe()}")
-    described = (
-        "OpenAI provider, real openai client → fake OpenAI server answering at once"
-        if args.providers == "http"
-        else "zero-latency fake providers in the worker (bench/providers.py)"
-    )
-    print(
-        f"  providers: {described}; photos {size[0]}×{size[1]} JPEG, all distinct"
-        " (no vision-cache hits)"
-    )
-    print(
-        "  raw Celery: bench/raw_celery.py, no Django, no app hooks, no database; JSON results"
-        " (extended, track started) in "
-        + ("Redis" if env.get("REDIS_URL") else "files (no Redis in smoke)")
-    )
     print("  median of the rounds (per scan | per raw chain):")
     print(
         f"    throughput      {fmt(medians['scans_per_s'], '.2f')} scans/s | "
