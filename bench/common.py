@@ -19,11 +19,12 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ SERVICES = {
 }
 IMAGE_QUEUE = "scan.image"
 AI_QUEUE = "scan.ai.pipeline"
+RAW_QUEUE = "bench.raw"  # the raw-Celery anchor's (bench/raw_celery.py)
 
 
 # --- the environment of a run -----------------------------------------------------------------
@@ -202,8 +204,10 @@ class Worker:
         concurrency: int,
         env: dict[str, str],
         log_dir: str,
+        app: str = "eco2",
     ) -> None:
         self.name = name
+        self.app = app
         self.queues = queues
         self.pool = pool
         self.concurrency = concurrency
@@ -216,7 +220,7 @@ class Worker:
 
     def start(self) -> Worker:
         command = [
-            sys.executable, "-m", "celery", "-A", "eco2", "worker",
+            sys.executable, "-m", "celery", "-A", self.app, "worker",
             "--loglevel=INFO", f"--pool={self.pool}", f"--concurrency={self.concurrency}",
             f"--queues={self.queues}", f"--hostname=bench-{self.name}-{uuid.uuid4().hex[:6]}@%h",
             "--without-gossip", "--without-mingle",
@@ -291,6 +295,41 @@ def ai_worker(
     )
 
 
+def raw_env(env: dict[str, str]) -> dict[str, str]:
+    """The raw-Celery anchor's environment (bench/raw_celery.py): the run's broker, Redis and
+    folder, without DJANGO_SETTINGS_MODULE (Celery's Django fixup would set Django up)."""
+    return {name: value for name, value in env.items() if name != "DJANGO_SETTINGS_MODULE"}
+
+
+def raw_worker(
+    *, pool: str, concurrency: int, env: dict[str, str], log_dir: str, name: str = "raw"
+) -> Worker:
+    """The raw-Celery anchor's worker: plain Celery on its own queue, same pool and settings."""
+    return Worker(
+        name,
+        queues=RAW_QUEUE,
+        pool=pool,
+        concurrency=concurrency,
+        env=raw_env(env),
+        log_dir=log_dir,
+        app="bench.raw_celery",
+    )
+
+
+def run_raw(mode: str, env: dict[str, str], **options: float | int) -> dict[str, Any]:
+    """Publish and time raw chains from a subprocess (bench/raw_celery.py): this process has
+    the app's publish signals connected, which must not see them. Returns its JSON."""
+    command = [sys.executable, "-m", "bench.raw_celery", mode]
+    for option, value in options.items():
+        command += [f"--{option.replace('_', '-')}", str(value)]
+    done = subprocess.run(
+        command, cwd=ROOT, env=raw_env(env), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"raw_celery {mode} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def start_workers(*workers: Worker) -> None:
     """Start side by side (startup is mostly imports), then wait for each to be ready."""
     for worker in workers:
@@ -324,6 +363,185 @@ def openai_env(base_url: str, timeout: float = 30.0) -> dict[str, str]:
     }
 
 
+# --- what a phase costs: CPU from /proc, transactions and row writes from PostgreSQL ---------
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int, *, reaped_children: bool = False) -> int:
+    """utime + stime of ``pid`` (and cutime + cstime: its children that exited and were waited
+    for), from /proc/PID/stat; 0 if it is gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # after the command: state is fields[0]; utime, stime, cutime, cstime are 14-17 of stat
+        ticks = int(fields[11]) + int(fields[12])
+        if reaped_children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks
+    return 0
+
+
+def process_tree_cpu(roots: Iterable[int]) -> float:
+    """CPU seconds of each root, its live descendants, and the descendants it reaped."""
+    ticks = 0
+    for root in roots:
+        ticks += _cpu_ticks(root, reaped_children=True)
+        ticks += sum(_cpu_ticks(pid) for pid in descendants(root))
+    return ticks / CLOCK_TICKS
+
+
+def pg_url(env: dict[str, str]) -> str | None:
+    url = env.get("DATABASE_URL", "")
+    return url if url.startswith("postgres") else None
+
+
+def pg_counters(url: str) -> dict[str, int]:
+    """The bench database's transactions (pg_stat_database: commits + rollbacks) and row writes
+    (pg_stat_user_tables: inserted + updated + deleted), read on a fresh connection that is
+    closed again: its own read is the one transaction it adds to a later reading."""
+    import psycopg
+
+    with psycopg.connect(**_pg_params(url)) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            "        WHERE datname = current_database()),"
+            " (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
+            "  FROM pg_stat_user_tables)"
+        ).fetchone()
+    assert row is not None
+    return {"transactions": int(row[0]), "rows": int(row[1])}
+
+
+# PostgreSQL 15 reports a backend's counters at a transaction's end at most once a second, and
+# an idle backend's within 10 s (PGSTAT_IDLE_INTERVAL): the end reading waits that long.
+PG_STATS_SETTLE_S = 11.0
+
+
+class CostMeter:
+    """What a phase costs: CPU of the worker processes (from /proc, with the pool children they
+    reaped) and of the bench database's PostgreSQL backends (pids from pg_stat_activity, read on
+    a connection to the ``postgres`` database so the bench database sees no query of it; a
+    backend that ends between two samples loses its last interval), and the database's
+    transactions and row writes. Call sample() while the phase runs (backends come and go)."""
+
+    def __init__(self, worker_roots: Iterable[int], url: str | None) -> None:
+        self.roots = list(worker_roots)
+        self.url = url
+        self.backends: dict[int, list[int]] = {}  # pid → [ticks at first sight, latest ticks]
+        self._conn: Any = None
+        self._counters: dict[str, int] = {}
+        self._workers = 0.0
+        self._clock = 0.0
+
+    def _backend_pids(self) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self._dbname,),
+        ).fetchall()
+        return [pid for (pid,) in rows]
+
+    def start(self) -> None:
+        self.backends = {}
+        if self.url:
+            import psycopg
+
+            params = _pg_params(self.url)
+            self._dbname = params.pop("dbname")
+            self._conn = psycopg.connect(**params, dbname="postgres", autocommit=True)
+            self._counters = pg_counters(self.url)
+            for pid in self._backend_pids():
+                ticks = _cpu_ticks(pid)
+                self.backends[pid] = [ticks, ticks]
+        self._workers = process_tree_cpu(self.roots)
+        self._clock = time.monotonic()
+
+    def sample(self) -> None:
+        if self._conn is None:
+            return
+        for pid in self._backend_pids():
+            ticks = _cpu_ticks(pid)
+            if pid not in self.backends:
+                self.backends[pid] = [0, ticks]  # began during the phase: all of it counts
+            elif ticks:
+                self.backends[pid][1] = ticks
+
+    def stop(self, *, harness: dict[str, int] | None = None) -> dict[str, Any]:
+        """The phase's cost. ``harness``: the transactions and rows this process wrote during the
+        phase (counting_queries), taken out of the database's totals."""
+        self.sample()
+        workers = process_tree_cpu(self.roots) - self._workers
+        seconds = time.monotonic() - self._clock
+        figures: dict[str, Any] = {"seconds": seconds, "workers_cpu_s": workers}
+        if self._conn is None:
+            figures.update(postgres_cpu_s=None, transactions=None, rows=None)
+            return figures
+        postgres = sum(last - first for first, last in self.backends.values()) / CLOCK_TICKS
+        from django.db import connections
+
+        connections.close_all()  # a backend that ends reports its counters at once
+        time.sleep(PG_STATS_SETTLE_S)
+        after = pg_counters(self.url or "")
+        self._conn.close()
+        harness = harness or {"transactions": 0, "rows": 0}
+        figures.update(
+            postgres_cpu_s=postgres,
+            # the first reading's own transaction is in the difference; the harness's are not
+            # the workers'
+            transactions=after["transactions"] - self._counters["transactions"] - 1,
+            rows=after["rows"] - self._counters["rows"],
+            harness_transactions=harness["transactions"],
+            harness_rows=harness["rows"],
+        )
+        figures["worker_transactions"] = figures["transactions"] - harness["transactions"]
+        figures["worker_rows"] = figures["rows"] - harness["rows"]
+        return figures
+
+
+@contextlib.contextmanager
+def counting_queries(counts: dict[str, int] | None = None):
+    """Count what this process sends on Django's default connection: transactions (a statement
+    in autocommit, or an outermost atomic block's commit or rollback), statements, and rows
+    written (the cursor's rowcount after INSERT, UPDATE and DELETE). Yields the counts."""
+    from django.db import connection
+
+    counts = counts if counts is not None else {}
+    for name in ("transactions", "statements", "rows"):
+        counts.setdefault(name, 0)
+
+    def wrapper(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        counts["statements"] += 1
+        if not connection.in_atomic_block and connection.get_autocommit():
+            counts["transactions"] += 1
+        if sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            counts["rows"] += max(0, context["cursor"].rowcount or 0)
+        return result
+
+    commit, rollback = connection.commit, connection.rollback
+
+    def counted(method):
+        def call() -> None:
+            counts["transactions"] += 1
+            method()
+
+        return call
+
+    connection.commit = counted(commit)  # type: ignore[method-assign]
+    connection.rollback = counted(rollback)  # type: ignore[method-assign]
+    try:
+        with connection.execute_wrapper(wrapper):
+            yield counts
+    finally:
+        del connection.commit, connection.rollback  # back to the class's methods
+
+
+def percentile(values: list[float], q: int) -> float:
+    """The ``q``th percentile (1–99) as api_latency.py computes them (statistics.quantiles)."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
 # --- photos -----------------------------------------------------------------------------------
 def photo(seed: int | str, size: tuple[int, int] = (320, 240)) -> bytes:
     """A distinct JPEG per seed: a colour gradient plus a block of noise, so every prepared
@@ -349,8 +567,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 # --- waiting for scans ------------------------------------------------------------------------
-def wait_until_terminal(owner, total: int, timeout: float, poll: float = 0.2) -> bool:
-    """Wait until ``total`` scans of ``owner`` are completed or failed; False on timeout."""
+def wait_until_terminal(
+    owner, total: int, timeout: float, poll: float = 0.2, on_poll: Callable[[], None] | None = None
+) -> bool:
+    """Wait until ``total`` scans of ``owner`` are completed or failed; False on timeout.
+    ``on_poll`` runs at every poll (CostMeter.sample)."""
     from scans.models import TERMINAL_STATUSES, Scan
 
     deadline = time.monotonic() + timeout
@@ -358,6 +579,8 @@ def wait_until_terminal(owner, total: int, timeout: float, poll: float = 0.2) ->
         done = Scan.objects.filter(owner=owner, status__in=TERMINAL_STATUSES).count()
         if done >= total:
             return True
+        if on_poll is not None:
+            on_poll()
         time.sleep(poll)
     return False
 

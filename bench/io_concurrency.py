@@ -19,6 +19,14 @@ a window, then stops feeding and lets the pool drain. Printed per pool:
 - theoretical scans/s = in flight ÷ per-scan provider latency (2 calls × delay), and the
   fraction achieved. Target: ≥ 100 scans in flight at ≥ 90 % of theoretical.
 
+The raw-Celery anchor (issue 22): after a pool named in ``--raw-pools`` (default: threads),
+plain Celery chains (bench/raw_celery.py: no Django, no app hooks, no database) run on the same
+pool, threads and worker processes, the first and the last task sleeping ``--delay`` as the two
+provider calls of a scan wait, kept as saturated for the same windows. Printed: raw chains/s,
+their fraction of theory (threads ÷ 2 × delay, the slots being the only limit), the scans'
+fraction of the same theory, and scans/s ÷ raw chains/s. Targets: scans ≥ 90 % of theory and
+≥ 0.95 of raw Celery with the same threads, in the same run.
+
     python bench/io_concurrency.py              # production profile: PostgreSQL, RabbitMQ, Redis
     python bench/io_concurrency.py --smoke      # 0.2 s delay, tiny pools, embedded defaults
 
@@ -234,6 +242,60 @@ def run_pool(
     }
 
 
+def run_raw_pool(
+    pool: str, concurrency: int, processes: int, backlog: int, args: argparse.Namespace,
+    *, env: dict, var_dir: str,
+) -> dict:  # fmt: skip
+    """Raw chains on ``pool``: the same slots, split over the same worker processes, and the
+    same delay, warm-up, window and backlog as the scans had."""
+    workers = [
+        common.raw_worker(
+            pool=pool,
+            concurrency=concurrency // processes,
+            env=env,
+            log_dir=var_dir,
+            name=f"raw-{pool}-{index}",
+        )
+        for index in range(processes)
+    ]
+    common.start_workers(*workers)
+    memory = {"rss_mb": 0.0}
+    try:
+        figures = common.run_raw(
+            "sustain",
+            env,
+            slots=concurrency,
+            backlog=backlog,
+            delay=args.delay,
+            warmup=args.warmup,
+            seconds=args.seconds,
+            timeout=args.drain_timeout,
+        )
+        memory = common.memory_mb(pid for worker in workers for pid in worker.pids())
+    finally:
+        common.stop_workers(*workers)
+    rate, counted, span = sustained_rate(
+        figures["completions"], figures["wall_start"], figures["wall_end"]
+    )
+    theoretical = concurrency / (2 * args.delay) if args.delay else 0.0
+    return {
+        "pool": pool,
+        "concurrency": concurrency,
+        "worker_processes": processes,
+        "backlog": backlog,
+        "chains_per_s": rate,
+        "window_completions": counted,
+        "window_seconds": span,
+        "theoretical_chains_per_s": theoretical,
+        "achieved_fraction": rate / theoretical if theoretical else 0.0,
+        "worker_rss_mb": memory["rss_mb"],
+        "created": figures["created"],
+        "completed": figures["completed"],
+        "failed": figures["failed"],
+        "drained": figures["drained"],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="0.2 s delay, tiny pools, ~45 s")
@@ -250,6 +312,11 @@ def main() -> int:
     parser.add_argument("--photo-size", default="320x240", help="WxH of the uploaded photos")
     parser.add_argument("--poll", type=float, default=0.1, help="feeder interval, seconds")
     parser.add_argument("--allow-db-overcommit", action="store_true")
+    parser.add_argument(
+        "--raw-pools",
+        default="threads",
+        help="pools followed by raw Celery chains with the same slots (comma separated; '' none)",
+    )
     parser.add_argument(
         "--ai-processes",
         type=int,
@@ -304,6 +371,8 @@ def main() -> int:
         flush=True,
     )
     results: dict[str, dict] = {}
+    anchors: dict[str, dict] = {}
+    raw_pools = {pool.strip() for pool in args.raw_pools.split(",") if pool.strip()}
     try:
         image.start()  # becomes ready while the first AI worker starts
         for pool in pools:
@@ -319,6 +388,26 @@ def main() -> int:
             except RuntimeError as exc:  # the worker did not start (e.g. a broken gevent)
                 results[pool] = {"error": str(exc)[-2000:]}
                 print(f"  {pool}: COULD NOT RUN\n{exc}", flush=True)
+                continue
+            if pool in raw_pools:
+                scans = results[pool]
+                raw = run_raw_pool(
+                    pool, scans["concurrency"], scans["ai_processes"], scans["backlog"], args,
+                    env=env, var_dir=var_dir,
+                )  # fmt: skip
+                anchors[pool] = raw
+                # the scans against the slots' theory and against raw Celery on the same slots
+                scans["of_slot_theory"] = (
+                    scans["scans_per_s"] / raw["theoretical_chains_per_s"]
+                    if raw["theoretical_chains_per_s"]
+                    else 0.0
+                )
+                scans["of_raw"] = (
+                    scans["scans_per_s"] / raw["chains_per_s"] if raw["chains_per_s"] else 0.0
+                )
+                scans["anchor_targets_met"] = (
+                    scans["of_slot_theory"] >= 0.9 and scans["of_raw"] >= 0.95
+                )
         image_memory = image.memory()
     finally:
         image.stop()
@@ -346,10 +435,26 @@ def main() -> int:
         "; target: ≥ 100 in flight at ≥ 90 % of theoretical (in flight ÷ "
         f"{2 * args.delay:g} s per scan)"
     )
+    for pool, raw in anchors.items():
+        scans = results[pool]
+        print(
+            f"  raw Celery on {pool} {raw['concurrency']} ({raw['worker_processes']} processes; "
+            f"bench/raw_celery.py, first and last task sleep {args.delay:g} s): "
+            f"{raw['chains_per_s']:.2f} chains/s = {raw['achieved_fraction']:.0%} of "
+            f"{raw['theoretical_chains_per_s']:.2f} theory, RSS {raw['worker_rss_mb']:.0f} MB"
+            + ("" if raw["drained"] else " (not drained)")
+        )
+        print(
+            f"    scans on the same {raw['concurrency']} slots: {scans['of_slot_theory']:.0%} of "
+            f"theory (target ≥ 90 %), {scans['of_raw']:.2f} of raw Celery (target ≥ 0.95) "
+            + ("PASS" if scans["anchor_targets_met"] else "FAIL")
+        )
     if args.smoke:
         print("  smoke: windows of seconds and a handful of scans; the figures mean nothing")
     ran = [r for r in results.values() if "scans_per_s" in r]
-    healthy = all(r["completed"] > 0 and not r["failed"] and r["drained"] for r in ran)
+    healthy = all(
+        r["completed"] > 0 and not r["failed"] and r["drained"] for r in (*ran, *anchors.values())
+    )
     ok = bool(ran) and healthy and not any("error" in r for r in results.values())
     common.finish(var_dir, smoke=args.smoke, ok=ok)
     print(
@@ -358,6 +463,7 @@ def main() -> int:
                 "delay_s": args.delay,
                 "per_scan_provider_latency_s": 2 * args.delay,
                 "pools": results,
+                "raw": anchors,
                 "image_worker": {"concurrency": args.image_concurrency, **image_memory},
                 "smoke": args.smoke,
             }
