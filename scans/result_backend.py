@@ -1,0 +1,78 @@
+"""The result backend: django-celery-results' task history table, written in fewer round trips.
+
+django-celery-results stores a state with ``get_or_create`` and ``save``: a SELECT and an
+UPDATE, each its own transaction in a worker (autocommit). Every task already has its row
+from the moment it was sent (scans.task_history.record_queued), so here a state is one
+UPDATE, and the insert path runs only when the row is missing (a task sent with
+ignore_result that stores a failure, a row pruned meanwhile). A task's success is stored in
+one transaction with the close of its attempt (scans.ledger), which the ledger's
+``task_postrun`` receiver would otherwise write in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+from celery import states
+from django.db import transaction
+from django.db.models.functions import Now
+from django.utils import timezone
+from django_celery_results.backends.database import DatabaseBackend
+
+from .ledger import close_attempt_on_success, has_open_attempt
+
+
+class HistoryBackend(DatabaseBackend):
+    """django-celery-results' database backend: a state in one UPDATE; a success together
+    with its attempt's close."""
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        status: str,
+        traceback: str | None = None,
+        request: Any = None,
+        using: str | None = None,
+    ) -> Any:
+        closes = status == states.SUCCESS and has_open_attempt(task_id)
+        with transaction.atomic(using=using) if closes else nullcontext():
+            if not self._update_row(task_id, result, status, traceback, request, using):
+                super()._store_result(task_id, result, status, traceback, request, using)
+            if closes:
+                close_attempt_on_success(task_id, result)
+        return result
+
+    def _update_row(
+        self,
+        task_id: str,
+        result: Any,
+        status: str,
+        traceback: str | None,
+        request: Any,
+        using: str | None,
+    ) -> int:
+        """What DatabaseBackend._store_result and TaskResult.objects.store_result write, as
+        one UPDATE of the existing row; 0 when there is none."""
+        content_type, content_encoding, encoded = self.encode_content(result)
+        meta = {
+            **self._get_meta_from_request(request),
+            "children": self.current_task_children(request),
+        }
+        _, _, encoded_meta = self.encode_content(meta)
+        fields: dict[str, Any] = {
+            "content_encoding": content_encoding,
+            "content_type": content_type,
+            "meta": encoded_meta,
+            "result": encoded,
+            "status": status,
+            "traceback": traceback,
+            **self._get_extended_properties(request, traceback),
+            "date_done": timezone.now(),  # auto_now, which update() does not apply
+        }
+        if status == states.STARTED:
+            fields["date_started"] = Now()
+        manager = self.TaskModel._default_manager
+        rows = manager.using(using) if using else manager.all()
+        return rows.filter(task_id=task_id).update(**fields)
