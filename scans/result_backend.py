@@ -6,7 +6,9 @@ from the moment it was sent (scans.task_history.record_queued), so here a state 
 UPDATE, and the insert path runs only when the row is missing (a task sent with
 ignore_result that stores a failure, a row pruned meanwhile). A task's success is stored in
 one transaction with the close of its attempt (scans.ledger), which the ledger's
-``task_postrun`` receiver would otherwise write in a transaction of its own.
+``task_postrun`` receiver would otherwise write in a transaction of its own, and with the
+queued rows of the tasks it sent (its chain's next step: scans.task_history), which were a
+transaction per publish.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 
 from .ledger import close_attempt_on_success, has_open_attempt
+from .task_history import write_queued_rows
 
 
 class HistoryBackend(DatabaseBackend):
@@ -38,6 +41,7 @@ class HistoryBackend(DatabaseBackend):
     ) -> Any:
         closes = status == states.SUCCESS and has_open_attempt(task_id)
         with transaction.atomic(using=using) if closes else nullcontext():
+            write_queued_rows(task_id)  # of the tasks it sent: its chain's next step, a retry
             if not self._update_row(task_id, result, status, traceback, request, using):
                 super()._store_result(task_id, result, status, traceback, request, using)
             if closes:

@@ -13,12 +13,13 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import signals, states
+from celery import current_task, signals, states
 from celery.exceptions import TaskRevokedError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection, transaction
 from django_celery_results.models import TaskResult
 
 from eco2.celery import app
@@ -26,7 +27,7 @@ from eco2.db import insert_unless_exists
 from eco2.queues import SCAN_AI_TASKS, SCAN_PIPELINE_TASKS
 
 from . import services
-from .ledger import close_attempt
+from .ledger import close_attempt, has_open_attempt
 from .models import AttemptOutcome, TaskAttempt, TaskRerun
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
         periodic_task_name=headers.get("periodic_task_name"),
         status=states.PENDING,
     )
+    publisher = _running_task_id()
+    if publisher is not None:
+        # sent by a task running here (the next step of a chain, a retry): written with that
+        # task's result, in its transaction (scans.result_backend), or at its postrun
+        _queued_by.setdefault(publisher, []).append(row)
+        return
     try:
         # One INSERT (every publish pays this; bulk_create would wrap it in BEGIN/COMMIT). A
         # row the worker already wrote (a fast task) or an earlier publish of the same id
@@ -66,6 +73,42 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
         insert_unless_exists(row)
     except DatabaseError:  # history must never break sending
         logger.warning("no queued row for task %s", headers.get("id"), exc_info=True)
+
+
+# The queued rows of the tasks a running task sent (its chain's next step, its retry), by the
+# sender's task id: one INSERT with the sender's result instead of a transaction per publish.
+_queued_by: dict[str, list[TaskResult]] = {}
+
+
+def _running_task_id() -> str | None:
+    """The id of the task this thread runs, when a worker runs it here (its attempt is open
+    in this process); None in the web, the beat, a worker's main process or an eager call."""
+    task = current_task
+    request = getattr(task, "request", None) if task else None
+    task_id = getattr(request, "id", None)
+    if not task_id or getattr(request, "is_eager", False):
+        return None
+    return task_id if has_open_attempt(task_id) else None
+
+
+def write_queued_rows(publisher_id: str) -> None:
+    """Write the queued rows of the tasks ``publisher_id`` sent, in one INSERT; a row a worker
+    already wrote (the task ran meanwhile) stays as it is."""
+    rows = _queued_by.pop(publisher_id, None)
+    if not rows:
+        return
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            TaskResult.objects.bulk_create(rows, ignore_conflicts=True)
+    except DatabaseError:  # history must never break a task
+        logger.warning("no queued rows for %s", [r.task_id for r in rows], exc_info=True)
+
+
+@signals.task_postrun.connect
+def _write_queued_rows_left(sender=None, task_id=None, **kwargs) -> None:
+    """Those of a task whose end stored no result (ignore_result, an idle periodic job)."""
+    if task_id:
+        write_queued_rows(task_id)
 
 
 def decode_arguments(text: str | None, empty: Any) -> Any:

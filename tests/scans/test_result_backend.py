@@ -74,3 +74,31 @@ def test_a_retry_keeps_its_attempt_for_the_retry_signal():
 
     assert TaskResult.objects.get(task_id="t-3").status == states.RETRY
     assert TaskAttempt.objects.get(task_id="t-3").outcome == AttemptOutcome.STARTED
+
+
+def test_the_next_step_sent_by_a_running_step_is_queued_in_the_history_with_its_result():
+    from celery._state import _task_stack
+
+    from scans.task_history import record_queued
+
+    TaskResult.objects.create(task_id="t-4", task_name=rule_match_task.name, status=states.PENDING)
+    task = _step_task("t-4")
+    open_attempt(task_id="t-4", task=task, args=["not-a-scan"])
+    sent = {"id": "t-5", "task": "scans.tasks.answer_gen", "argsrepr": '["s"]', "kwargsrepr": "{}"}
+
+    _task_stack.push(task)  # what the worker does while the task runs
+    try:
+        record_queued(headers=sent)  # its chain's next step, published before the result
+        assert not TaskResult.objects.filter(task_id="t-5").exists()
+        with CaptureQueriesContext(connection) as stored:
+            app.backend.store_result(
+                "t-4", {"outcome": "succeeded"}, states.SUCCESS, request=task.request
+            )
+    finally:
+        _task_stack.pop()
+
+    queued = TaskResult.objects.get(task_id="t-5")
+    assert (queued.status, queued.task_name) == (states.PENDING, "scans.tasks.answer_gen")
+    assert _statements(stored.captured_queries) == ["INSERT", "UPDATE", "UPDATE"]
+    record_queued(headers={**sent, "id": "t-6"})  # sent from no running task: written at once
+    assert TaskResult.objects.filter(task_id="t-6").exists()
