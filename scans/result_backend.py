@@ -9,6 +9,10 @@ one transaction with the close of its attempt (scans.ledger), which the ledger's
 ``task_postrun`` receiver would otherwise write in a transaction of its own, and with the
 queued rows of the tasks it sent (its chain's next step: scans.task_history), which were a
 transaction per publish.
+
+A pipeline step's success is not stored at all: the scan row holds its result, the attempt
+its end, worker and duration; the task history shows its row with them
+(scans.task_history.shown_state). Failures, retries and every other task are stored.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
+
+from eco2.queues import SCAN_PIPELINE_TASKS
 
 from .ledger import close_attempt_on_success, has_open_attempt
 from .task_history import write_queued_rows
@@ -42,11 +48,25 @@ class HistoryBackend(DatabaseBackend):
         closes = status == states.SUCCESS and has_open_attempt(task_id)
         with transaction.atomic(using=using) if closes else nullcontext():
             write_queued_rows(task_id)  # of the tasks it sent: its chain's next step, a retry
-            if not self._update_row(task_id, result, status, traceback, request, using):
+            stored = closes and self._held_by_scan(request)  # by the step, in the scan row
+            if not stored and not self._update_row(
+                task_id, result, status, traceback, request, using
+            ):
                 super()._store_result(task_id, result, status, traceback, request, using)
             if closes:
                 close_attempt_on_success(task_id, result)
         return result
+
+    @staticmethod
+    def _held_by_scan(request: Any) -> bool:
+        """A pipeline step's success: its result is the scan's (the step stored it), its end
+        is its attempt's. Not stored here, unless a chord or group counts on it (a batch's
+        members: Celery joins their results)."""
+        return (
+            getattr(request, "task", None) in SCAN_PIPELINE_TASKS
+            and not getattr(request, "chord", None)
+            and not getattr(request, "group", None)
+        )
 
     def _update_row(
         self,

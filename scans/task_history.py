@@ -20,6 +20,7 @@ from typing import Any
 from celery import current_task, signals, states
 from celery.exceptions import TaskRevokedError
 from django.db import DatabaseError, connection, transaction
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django_celery_results.models import TaskResult
 
 from eco2.celery import app
@@ -111,6 +112,47 @@ def _write_queued_rows_left(sender=None, task_id=None, **kwargs) -> None:
         write_queued_rows(task_id)
 
 
+# --- a pipeline step's end is in the attempt ledger (scans.result_backend) -------------------
+# A step that succeeds leaves its queued row as it was: the scan holds its result and the
+# ledger its attempt. What the history shows of a task comes from both.
+LEDGER_HELD_STATES = (states.PENDING, states.RETRY, states.STARTED)
+SUCCESS_OUTCOMES = (AttemptOutcome.SUCCEEDED, AttemptOutcome.SKIPPED)
+
+
+def with_last_attempt(rows: QuerySet[TaskResult]) -> QuerySet[TaskResult]:
+    """The rows with their latest attempt's queue, number, outcome, worker and end (one
+    subquery each on the attempts of the row's task id, not a query per row)."""
+    latest = TaskAttempt.objects.filter(task_id=OuterRef("task_id")).order_by("-started_at", "-id")
+    return rows.annotate(
+        last_queue=Subquery(latest.values("queue")[:1]),
+        last_attempt=Subquery(latest.values("attempt")[:1]),
+        last_outcome=Subquery(latest.values("outcome")[:1]),
+        last_worker=Subquery(latest.values("worker")[:1]),
+        last_finished_at=Subquery(latest.values("finished_at")[:1]),
+    )
+
+
+def succeeded_in_ledger() -> Q:
+    """Rows (of with_last_attempt) whose success only the ledger records."""
+    return Q(status__in=LEDGER_HELD_STATES, last_outcome__in=SUCCESS_OUTCOMES)
+
+
+def with_state(rows: QuerySet[TaskResult], state: str) -> QuerySet[TaskResult]:
+    """The rows (of with_last_attempt) the history shows in ``state``."""
+    if state == states.SUCCESS:
+        return rows.filter(Q(status=states.SUCCESS) | succeeded_in_ledger())
+    if state in LEDGER_HELD_STATES:
+        return rows.filter(status=state).exclude(succeeded_in_ledger())
+    return rows.filter(status=state)
+
+
+def shown_state(row: TaskResult) -> str:
+    """A row's state as the history shows it (row of with_last_attempt)."""
+    if row.status in LEDGER_HELD_STATES and getattr(row, "last_outcome", None) in SUCCESS_OUTCOMES:
+        return states.SUCCESS
+    return row.status
+
+
 def decode_arguments(text: str | None, empty: Any) -> Any:
     """The arguments of a TaskResult row: a JSON string holding our JSON argsrepr, or (rows
     from before) a Python repr. Raises ValueError/SyntaxError when unreadable."""
@@ -185,9 +227,13 @@ def revoke_tasks(task_ids: list[str], *, terminate: bool) -> Revocation:
             step = _step_of(names[task_id])
             if scan_id and services.cancel_scan(scan_id, step, "terminated"):
                 report.cancelled_in_place += 1
+    # waiting: queued and never started (a step that ran keeps its queued row: the ledger
+    # holds its end)
+    started = TaskAttempt.objects.filter(task_id__in=task_ids).values("task_id")
     report.waiting = (
         TaskResult.objects.filter(task_id__in=task_ids, status=states.PENDING)
         .exclude(task_id__in=running)
+        .exclude(task_id__in=started)
         .update(status=states.REVOKED)
     )
     return report
