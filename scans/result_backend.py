@@ -10,9 +10,10 @@ one transaction with the close of its attempt (scans.ledger), which the ledger's
 queued rows of the tasks it sent (its chain's next step: scans.task_history), which were a
 transaction per publish.
 
-A pipeline step's success is not stored at all: the scan row holds its result, the attempt
-its end, worker and duration; the task history shows its row with them
-(scans.task_history.shown_state). Failures, retries and every other task are stored.
+A pipeline step's success is not written over its queued row: the scan row holds its result,
+the attempt its end, worker and duration; the task history shows the row with them
+(scans.task_history.shown_state). Only a missing row is inserted (INSERT ... ON CONFLICT DO
+NOTHING: no row written when it exists). Failures, retries and every other task are stored.
 """
 
 from __future__ import annotations
@@ -48,9 +49,21 @@ class HistoryBackend(DatabaseBackend):
         closes = status == states.SUCCESS and has_open_attempt(task_id)
         with transaction.atomic(using=using) if closes else nullcontext():
             write_queued_rows(task_id)  # of the tasks it sent: its chain's next step, a retry
-            stored = closes and self._held_by_scan(request)  # by the step, in the scan row
-            if not stored and not self._update_row(
-                task_id, result, status, traceback, request, using
+            if closes and self._held_by_scan(request):
+                # the row only if it is missing (its sender died before writing it): the
+                # history then still has the task; an existing row is left as it is
+                self._rows(using).bulk_create(
+                    [
+                        self.TaskModel(
+                            task_id=task_id, **self._fields(result, status, None, request)
+                        )
+                    ],
+                    ignore_conflicts=True,
+                )
+            elif (
+                not self._rows(using)
+                .filter(task_id=task_id)
+                .update(**self._fields(result, status, traceback, request))
             ):
                 super()._store_result(task_id, result, status, traceback, request, using)
             if closes:
@@ -68,17 +81,12 @@ class HistoryBackend(DatabaseBackend):
             and not getattr(request, "group", None)
         )
 
-    def _update_row(
-        self,
-        task_id: str,
-        result: Any,
-        status: str,
-        traceback: str | None,
-        request: Any,
-        using: str | None,
-    ) -> int:
-        """What DatabaseBackend._store_result and TaskResult.objects.store_result write, as
-        one UPDATE of the existing row; 0 when there is none."""
+    def _rows(self, using: str | None) -> Any:
+        manager = self.TaskModel._default_manager
+        return manager.using(using) if using else manager.all()
+
+    def _fields(self, result: Any, status: str, traceback: str | None, request: Any) -> dict:
+        """What DatabaseBackend._store_result and TaskResult.objects.store_result write."""
         content_type, content_encoding, encoded = self.encode_content(result)
         meta = {
             **self._get_meta_from_request(request),
@@ -97,6 +105,4 @@ class HistoryBackend(DatabaseBackend):
         }
         if status == states.STARTED:
             fields["date_started"] = Now()
-        manager = self.TaskModel._default_manager
-        rows = manager.using(using) if using else manager.all()
-        return rows.filter(task_id=task_id).update(**fields)
+        return fields

@@ -68,12 +68,13 @@ def test_a_task_success_is_one_update_with_its_attempt_closed_in_the_same_transa
 
 def test_a_pipeline_steps_success_is_its_attempt_and_the_history_shows_it(user):
     task = _running("t-2")
+    queued_at = TaskResult.objects.get(task_id="t-2").date_done
 
     stored, postrun = _end(task, {"step": "rule", "outcome": "skipped"})
 
-    assert (stored, postrun) == (["UPDATE"], []), (
-        "the attempt's close only: the scan holds the rest"
-    )
+    # the row is not written over (an INSERT that finds it), the attempt closed
+    assert (stored, postrun) == (["INSERT", "UPDATE"], [])
+    assert TaskResult.objects.get(task_id="t-2").date_done == queued_at
     attempt = TaskAttempt.objects.get(task_id="t-2")
     assert attempt.outcome == AttemptOutcome.SKIPPED and attempt.finished_at is not None
     row = with_last_attempt(TaskResult.objects.filter(task_id="t-2")).get()
@@ -88,6 +89,21 @@ def test_a_pipeline_steps_success_is_its_attempt_and_the_history_shows_it(user):
     assert "t-2" not in queued
     # nor is it waiting any more for a revoke
     assert revoke_tasks(["t-2"], terminate=False).waiting == 0
+
+
+def test_a_pipeline_step_without_its_queued_row_gets_it_with_its_success():
+    """Its sender died between the publish and writing the row: the history still has it."""
+    task = _running("t-9")
+    TaskResult.objects.filter(task_id="t-9").delete()
+
+    _end(task, {"step": "rule", "outcome": "succeeded"})
+
+    row = TaskResult.objects.get(task_id="t-9")
+    assert (row.status, row.task_name, row.worker) == (
+        states.SUCCESS,
+        rule_match_task.name,
+        "w@host",
+    )
 
 
 def test_a_batch_members_success_is_stored_for_its_chord():
@@ -130,6 +146,6 @@ def test_the_next_step_sent_by_a_running_step_is_queued_in_the_history_with_its_
 
     queued = TaskResult.objects.get(task_id="t-7")
     assert (queued.status, queued.task_name) == (states.PENDING, "scans.tasks.answer_gen")
-    assert stored == ["INSERT", "UPDATE"], "in the transaction that closes the attempt"
+    assert stored == ["INSERT", "INSERT", "UPDATE"], "in the transaction that closes the attempt"
     record_queued(headers={**sent, "id": "t-8"})  # sent from no running task: written at once
     assert TaskResult.objects.filter(task_id="t-8").exists()
