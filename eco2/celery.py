@@ -70,7 +70,9 @@ app.conf.update(
     },
     task_default_retry_delay=60,
     task_max_retries=3,
-    result_backend="django-db",
+    # django-celery-results' table, a state in one UPDATE and a success stored in one
+    # transaction with its attempt's close (scans/result_backend.py)
+    result_backend="scans.result_backend:HistoryBackend",
     result_extended=True,
     # One result backend per process instead of one per thread: the django-db backend keeps no
     # per-thread state (Django gives each thread its own connection). Under ASGI every request

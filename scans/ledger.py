@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
+from functools import partial
+from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from eco2.celery import app
@@ -53,6 +55,10 @@ _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above 
 # the relays, the sweeper …): built at prerun, inserted at their end only if the run published
 # something or failed. An idle run costs no write (two rows a run were ~26,000 a day).
 _deferred_attempts: dict[str, TaskAttempt] = {}
+
+# Attempts the result backend closed with the task's success, in the transaction that stored
+# it (scans.result_backend): task_postrun has nothing left to write for them.
+_closed_with_result: set[str] = set()
 
 
 def close_attempt(
@@ -98,6 +104,23 @@ def close_attempt(
     TaskAttempt.objects.filter(pk=pk, outcome=AttemptOutcome.STARTED).update(**fields)
 
 
+def has_open_attempt(task_id: str) -> bool:
+    """Whether this process opened ``task_id``'s attempt and has not closed it yet."""
+    return task_id in _open_attempts
+
+
+def _success_outcome(retval: Any) -> str:
+    outcome = retval.get("outcome") if isinstance(retval, dict) else None
+    return outcome or AttemptOutcome.SUCCEEDED
+
+
+def close_attempt_on_success(task_id: str, retval: Any) -> None:
+    """Close the attempt of a task whose success is being stored, inside the result backend's
+    transaction (scans.result_backend); once that commits, its task_postrun writes nothing."""
+    close_attempt(task_id, _success_outcome(retval))
+    transaction.on_commit(partial(_closed_with_result.add, task_id))
+
+
 @signals.task_prerun.connect
 def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> None:
     """Every task's attempt is recorded; pipeline steps also name their scan and step."""
@@ -134,11 +157,13 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
 
 @signals.task_postrun.connect
 def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs) -> None:
+    if task_id in _closed_with_result:
+        _closed_with_result.discard(task_id)
+        return  # closed with the stored result (scans.result_backend)
     if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
-    outcome = retval.get("outcome") if isinstance(retval, dict) else None
     busy = task.busy(retval) if hasattr(task, "busy") else bool(retval)  # eco2.periodic
-    close_attempt(task_id, outcome or AttemptOutcome.SUCCEEDED, busy=busy)
+    close_attempt(task_id, _success_outcome(retval), busy=busy)
 
 
 @signals.task_retry.connect

@@ -13,12 +13,14 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import signals, states
+from celery import current_task, signals, states
 from celery.exceptions import TaskRevokedError
-from django.db import DatabaseError
+from django.db import DatabaseError, connection, transaction
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django_celery_results.models import TaskResult
 
 from eco2.celery import app
@@ -26,7 +28,7 @@ from eco2.db import insert_unless_exists
 from eco2.queues import SCAN_AI_TASKS, SCAN_PIPELINE_TASKS
 
 from . import services
-from .ledger import close_attempt
+from .ledger import close_attempt, has_open_attempt
 from .models import AttemptOutcome, TaskAttempt, TaskRerun
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,12 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
         periodic_task_name=headers.get("periodic_task_name"),
         status=states.PENDING,
     )
+    publisher = _running_task_id()
+    if publisher is not None:
+        # sent by a task running here (the next step of a chain, a retry): written with that
+        # task's result, in its transaction (scans.result_backend), or at its postrun
+        _queued_by.setdefault(publisher, []).append(row)
+        return
     try:
         # One INSERT (every publish pays this; bulk_create would wrap it in BEGIN/COMMIT). A
         # row the worker already wrote (a fast task) or an earlier publish of the same id
@@ -66,6 +74,83 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
         insert_unless_exists(row)
     except DatabaseError:  # history must never break sending
         logger.warning("no queued row for task %s", headers.get("id"), exc_info=True)
+
+
+# The queued rows of the tasks a running task sent (its chain's next step, its retry), by the
+# sender's task id: one INSERT with the sender's result instead of a transaction per publish.
+_queued_by: dict[str, list[TaskResult]] = {}
+
+
+def _running_task_id() -> str | None:
+    """The id of the task this thread runs, when a worker runs it here (its attempt is open
+    in this process); None in the web, the beat, a worker's main process or an eager call."""
+    task = current_task
+    request = getattr(task, "request", None) if task else None
+    task_id = getattr(request, "id", None)
+    if not task_id or getattr(request, "is_eager", False):
+        return None
+    return task_id if has_open_attempt(task_id) else None
+
+
+def write_queued_rows(publisher_id: str) -> None:
+    """Write the queued rows of the tasks ``publisher_id`` sent, in one INSERT; a row a worker
+    already wrote (the task ran meanwhile) stays as it is."""
+    rows = _queued_by.pop(publisher_id, None)
+    if not rows:
+        return
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            TaskResult.objects.bulk_create(rows, ignore_conflicts=True)
+    except DatabaseError:  # history must never break a task
+        logger.warning("no queued rows for %s", [r.task_id for r in rows], exc_info=True)
+
+
+@signals.task_postrun.connect
+def _write_queued_rows_left(sender=None, task_id=None, **kwargs) -> None:
+    """Those of a task whose end stored no result (ignore_result, an idle periodic job)."""
+    if task_id:
+        write_queued_rows(task_id)
+
+
+# --- a pipeline step's end is in the attempt ledger (scans.result_backend) -------------------
+# A step that succeeds leaves its queued row as it was: the scan holds its result and the
+# ledger its attempt. What the history shows of a task comes from both.
+LEDGER_HELD_STATES = (states.PENDING, states.RETRY, states.STARTED)
+SUCCESS_OUTCOMES = (AttemptOutcome.SUCCEEDED, AttemptOutcome.SKIPPED)
+
+
+def with_last_attempt(rows: QuerySet[TaskResult]) -> QuerySet[TaskResult]:
+    """The rows with their latest attempt's queue, number, outcome, worker and end (one
+    subquery each on the attempts of the row's task id, not a query per row)."""
+    latest = TaskAttempt.objects.filter(task_id=OuterRef("task_id")).order_by("-started_at", "-id")
+    return rows.annotate(
+        last_queue=Subquery(latest.values("queue")[:1]),
+        last_attempt=Subquery(latest.values("attempt")[:1]),
+        last_outcome=Subquery(latest.values("outcome")[:1]),
+        last_worker=Subquery(latest.values("worker")[:1]),
+        last_finished_at=Subquery(latest.values("finished_at")[:1]),
+    )
+
+
+def succeeded_in_ledger() -> Q:
+    """Rows (of with_last_attempt) whose success only the ledger records."""
+    return Q(status__in=LEDGER_HELD_STATES, last_outcome__in=SUCCESS_OUTCOMES)
+
+
+def with_state(rows: QuerySet[TaskResult], state: str) -> QuerySet[TaskResult]:
+    """The rows (of with_last_attempt) the history shows in ``state``."""
+    if state == states.SUCCESS:
+        return rows.filter(Q(status=states.SUCCESS) | succeeded_in_ledger())
+    if state in LEDGER_HELD_STATES:
+        return rows.filter(status=state).exclude(succeeded_in_ledger())
+    return rows.filter(status=state)
+
+
+def shown_state(row: TaskResult) -> str:
+    """A row's state as the history shows it (row of with_last_attempt)."""
+    if row.status in LEDGER_HELD_STATES and getattr(row, "last_outcome", None) in SUCCESS_OUTCOMES:
+        return states.SUCCESS
+    return row.status
 
 
 def decode_arguments(text: str | None, empty: Any) -> Any:
@@ -142,9 +227,13 @@ def revoke_tasks(task_ids: list[str], *, terminate: bool) -> Revocation:
             step = _step_of(names[task_id])
             if scan_id and services.cancel_scan(scan_id, step, "terminated"):
                 report.cancelled_in_place += 1
+    # waiting: queued and never started (a step that ran keeps its queued row: the ledger
+    # holds its end)
+    started = TaskAttempt.objects.filter(task_id__in=task_ids).values("task_id")
     report.waiting = (
         TaskResult.objects.filter(task_id__in=task_ids, status=states.PENDING)
         .exclude(task_id__in=running)
+        .exclude(task_id__in=started)
         .update(status=states.REVOKED)
     )
     return report

@@ -16,6 +16,7 @@ from ..models import (
     ScanStatus,
     TaskAttempt,
 )
+from ..task_history import shown_state, with_last_attempt
 from .common import (
     LargeTableAdmin,
     ReadOnlyAdmin,
@@ -246,9 +247,9 @@ class ScanAdmin(LargeTableAdmin):
     @admin.display(description="task results")
     def task_results(self, scan):
         # every task of the chain carries the scan id as its only argument
-        results = TaskResult.objects.filter(task_args__contains=str(scan.id)).order_by(
-            "date_created"
-        )
+        results = with_last_attempt(
+            TaskResult.objects.filter(task_args__contains=str(scan.id))
+        ).order_by("date_created")
         if not results:
             return "-"
         return format_html_join(
@@ -258,7 +259,7 @@ class ScanAdmin(LargeTableAdmin):
                 (
                     reverse("admin:django_celery_results_taskresult_change", args=[r.pk]),
                     r.task_name,
-                    r.status,
+                    shown_state(r),
                     r.task_id,
                 )
                 for r in results

@@ -5,7 +5,6 @@ import uuid
 
 from celery import states
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
@@ -18,17 +17,37 @@ from ..models import (
     TaskAttempt,
     TaskRerun,
 )
-from ..task_history import decode_arguments, rerun_task, revoke_tasks
+from ..task_history import (
+    decode_arguments,
+    rerun_task,
+    revoke_tasks,
+    shown_state,
+    with_last_attempt,
+    with_state,
+)
 from .common import (
     LargeTableAdmin,
     ReadOnlyAdmin,
-    choices_filter,
     pretty_json,
     recent_values_filter,
 )
 
 # --- task history (django-celery-results), with control -------------------------------------
 admin.site.unregister(TaskResult)
+
+
+class StateFilter(admin.SimpleListFilter):
+    """By the state the history shows (a pipeline step's success is its attempt's)."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(state, state) for state in sorted(states.ALL_STATES)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return with_state(queryset, value) if value else queryset
 
 
 @admin.register(TaskResult)
@@ -42,16 +61,16 @@ class TaskHistoryAdmin(LargeTableAdmin, ReadOnlyAdmin):
     list_display = (
         "task_id",
         "task_name",
-        "status",
-        "worker",
+        "state",
+        "worker_name",
         "queue",
         "retries",
         "date_created",
-        "date_done",
+        "done_at",
         "scan_link",
     )
     list_filter = (
-        choices_filter("status", [(state, state) for state in sorted(states.ALL_STATES)]),
+        StateFilter,
         recent_values_filter("task_name"),
         recent_values_filter("worker"),
         recent_values_filter("periodic_task_name"),
@@ -60,8 +79,8 @@ class TaskHistoryAdmin(LargeTableAdmin, ReadOnlyAdmin):
     search_fields = ("task_id", "task_name", "task_args", "task_kwargs", "periodic_task_name")
     actions = ["rerun_selected", "revoke_selected", "terminate_selected"]
     fields = (
-        "task_id", "task_name", "status", "scan_link", "periodic_task_name", "worker",
-        "date_created", "date_started", "date_done", "args_pretty", "kwargs_pretty",
+        "task_id", "task_name", "state", "scan_link", "periodic_task_name", "worker_name",
+        "date_created", "date_started", "done_at", "args_pretty", "kwargs_pretty",
         "result_pretty", "traceback", "attempts_table", "reruns",
     )  # fmt: skip
     readonly_fields = fields  # read-only (ReadOnlyAdmin); the actions below are the controls
@@ -70,17 +89,23 @@ class TaskHistoryAdmin(LargeTableAdmin, ReadOnlyAdmin):
         return request.user.has_perm("scans.retry_scan")
 
     def get_queryset(self, request):
-        latest = TaskAttempt.objects.filter(task_id=OuterRef("task_id")).order_by(
-            "-started_at", "-id"
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                last_queue=Subquery(latest.values("queue")[:1]),
-                last_attempt=Subquery(latest.values("attempt")[:1]),
-            )
-        )
+        return with_last_attempt(super().get_queryset(request))
+
+    # A pipeline step that succeeded keeps its queued row (scans.result_backend): its state,
+    # worker and end come from its latest attempt.
+    @admin.display(description="status", ordering="status")
+    def state(self, result):
+        return shown_state(result)
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_name(self, result):
+        return result.worker or result.last_worker or "-"
+
+    @admin.display(description="date done", ordering="date_done")
+    def done_at(self, result):
+        if shown_state(result) != result.status:
+            return result.last_finished_at
+        return result.date_done
 
     def _attempts(self, result):
         return TaskAttempt.objects.filter(task_id=result.task_id).order_by("started_at")
