@@ -114,14 +114,6 @@ def wait_all_terminal(ids: list[str], timeout: float) -> list[Scan]:
         time.sleep(0.25)
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def assert_invariants(ids: list[str]) -> None:
     """Over all scans: one terminal state each (completed, failed, or needs_input: a question
     with its choices and no answer), a reason for every failure, one stored result per step,

@@ -24,7 +24,6 @@ from tests.integration.chaos.conftest import (
     redis_stop,
     upload_many,
     wait_all_terminal,
-    wait_for,
 )
 from tests.integration.pipeline.test_pipeline_openai import (
     ANSWER,
@@ -33,6 +32,7 @@ from tests.integration.pipeline.test_pipeline_openai import (
     VISION,
     hint_of,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 

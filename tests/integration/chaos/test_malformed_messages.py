@@ -12,7 +12,6 @@ from tests.integration.chaos.conftest import (
     assert_invariants,
     upload_many,
     wait_all_terminal,
-    wait_for,
 )
 from tests.integration.pipeline.test_malformed_messages import (
     CASE_HEADER,
@@ -20,6 +19,7 @@ from tests.integration.pipeline.test_malformed_messages import (
     malformed_messages,
     publish_raw,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 

@@ -23,12 +23,12 @@ from tests.integration.chaos.conftest import (
     distinct_photo,
     upload_many,
     wait_all_terminal,
-    wait_for,
 )
 from tests.integration.chaos.test_chaos import OPENAI_ENV
 from tests.integration.pipeline.test_pipeline_openai import ANSWER, GUIDANCE, PET_BOTTLE, VISION
 from tests.support.live_web import WebClient, serve_web
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 

@@ -28,6 +28,7 @@ from scans.services import dead_letters, record_dead_letter
 from tests.conftest import SERVICES_MODE, wait_for_scan
 from tests.factories import UserFactory
 from tests.integration.pipeline.test_malformed_messages import EMBED, task_headers
+from tests.support.waiting import wait_for
 
 rabbitmq_only = pytest.mark.skipif(not SERVICES_MODE, reason="scan.ai.dlq exists on RabbitMQ only")
 
@@ -250,7 +251,8 @@ def test_a_redrive_retries_a_crashed_scan_and_leaves_a_refused_url_on_record(
     crashed = services.create_scan(owner=user, image=photo(), hint=CRASH_HINT)
     assert wait_for_scan(refused.id).error_code == "image_url_refused"
     assert wait_for_scan(crashed.id).error_code == "internal_error"
-    assert dead_letter_depth() == 2
+    # the failure is stored before its message is rejected to the dead-letter queue
+    wait_for(lambda: dead_letter_depth() == 2, 10, "both failures on scan.ai.dlq")
 
     out = redrive()
 

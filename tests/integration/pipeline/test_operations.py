@@ -24,6 +24,7 @@ from scans.task_history import decode_arguments, shown_state, with_last_attempt
 from tests.conftest import make_photo_bytes, wait_for_scan
 from tests.factories import UserFactory
 from tests.fakes.providers import CRASH_HINT, CRASH_IMAGE_SIZE
+from tests.support.waiting import wait_for
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -514,8 +515,6 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
         _run_on_the_worker(celery_worker, relay_pending_dispatches_task),
         _run_on_the_worker(celery_worker, publish_events_task),
     ]
-    assert not TaskResult.objects.filter(task_id__in=idle).exists()
-    assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
 
     scan = services.create_scan(owner=user, image=photo())
     wait_for_scan(scan.id)  # no hint: unclassified, completed with its event published
@@ -524,7 +523,14 @@ def test_relay_runs_that_publish_nothing_leave_no_task_history(celery_worker, us
     )  # as if the prompt publish had failed: the relay owes it
 
     busy = _run_on_the_worker(celery_worker, publish_events_task)
+    wait_for(  # the worker logs a success before its hooks write the history and the attempt
+        lambda: TaskAttempt.objects.filter(task_id=busy, finished_at__isnull=False).exists(),
+        10,
+        "the busy relay run's attempt",
+    )
 
+    assert not TaskResult.objects.filter(task_id__in=idle).exists()
+    assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
     row = TaskResult.objects.get(task_id=busy)
     assert (row.status, json.loads(row.result), row.task_name) == (
         "SUCCESS",
@@ -551,15 +557,20 @@ def test_idle_sweeps_resends_and_dead_letter_checks_leave_no_task_history(celery
         _run_on_the_worker(celery_worker, resend_pending_notifications_task),
         _run_on_the_worker(celery_worker, check_dead_letters_task),
     ]
-    assert not TaskResult.objects.filter(task_id__in=idle).exists()
-    assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
-
     ScanBatch.objects.create(owner=user, status=BatchStatus.PROCESSING)  # no member runs
     busy = _run_on_the_worker(celery_worker, sweep_stalled_scans_task)
+    # the worker logs a success before its hooks write the history and the attempt: the busy
+    # run's rows, sent last, are there once the idle runs' hooks are long done
+    wait_for(
+        lambda: TaskAttempt.objects.filter(task_id=busy, outcome="succeeded").exists(),
+        10,
+        "the busy sweep's attempt",
+    )
 
     row = TaskResult.objects.get(task_id=busy)
     assert json.loads(row.result) == {"requeued": 0, "failed": 0, "batches_finished": 1}
-    assert TaskAttempt.objects.filter(task_id=busy, outcome="succeeded").exists()
+    assert not TaskResult.objects.filter(task_id__in=idle).exists()
+    assert not TaskAttempt.objects.filter(task_id__in=idle).exists(), "nor in the attempt ledger"
 
 
 @pytest.mark.django_db

@@ -30,9 +30,9 @@ from tests.integration.chaos.conftest import (
     assert_invariants,
     upload_many,
     wait_all_terminal,
-    wait_for,
 )
 from tests.integration.pipeline.test_malformed_messages import task_headers
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 

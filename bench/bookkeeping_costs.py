@@ -6,7 +6,7 @@ pg_stat_user_tables deltas, read until stable (a backend's stats reach the share
 ~10 s after it went idle).
 
   DATABASE_URL=postgres://postgres@127.0.0.1:5432/<db> CELERY_BROKER_URL=... REDIS_URL=...
-  .venv/bin/python tests/support/bookkeeping_costs.py -n 30
+  .venv/bin/python bench/bookkeeping_costs.py -n 30
 
 The figures of docs/benchmarks.md, "Lean pipeline (issue 22): bookkeeping". ECO2_ROOT names
 another checkout to measure (its workers run its code).
@@ -23,7 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = os.environ.get("ECO2_ROOT", str(Path(__file__).resolve().parents[2]))
+ROOT = os.environ.get("ECO2_ROOT", str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, ROOT)
 os.chdir(ROOT)
 
