@@ -37,43 +37,35 @@ def progress_key(task_id: str) -> str:
     return f"task:{task_id}"
 
 
-def mirror_progress(
-    task_id: str, *, status: str, step: str, progress: int, updated_at: str
-) -> None:
+def _mirror(task_id: str, fields: dict[str, Any], what: str) -> None:
+    """Write ``fields`` into the scan's hash and renew its TTL, in one round trip; a Redis
+    error is logged and dropped (the database holds the truth)."""
     client = redis_client()
     if client is None:
         return
     key = progress_key(task_id)
     try:
         pipe = client.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "status": status,
-                "step": step,
-                "progress": progress,
-                "updated_at": updated_at,
-            },
-        )
+        pipe.hset(key, mapping=fields)
         pipe.expire(key, settings.SCAN_PROGRESS_TTL)
         pipe.execute()
     except redis.RedisError as exc:
-        logger.warning("progress for %s not mirrored to Redis: %s", task_id, exc)
+        logger.warning("%s for %s not mirrored to Redis: %s", what, task_id, exc)
+
+
+def mirror_progress(
+    task_id: str, *, status: str, step: str, progress: int, updated_at: str
+) -> None:
+    _mirror(
+        task_id,
+        {"status": status, "step": step, "progress": progress, "updated_at": updated_at},
+        "progress",
+    )
 
 
 def mirror_retries(task_id: str, retries: dict[str, Any]) -> None:
     """The retries of the scan's current step (scans.events.step_retries), beside its state."""
-    client = redis_client()
-    if client is None:
-        return
-    key = progress_key(task_id)
-    try:
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(key, "retries", json.dumps(retries, ensure_ascii=False))
-        pipe.expire(key, settings.SCAN_PROGRESS_TTL)
-        pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("retries of %s not mirrored to Redis: %s", task_id, exc)
+    _mirror(task_id, {"retries": json.dumps(retries, ensure_ascii=False)}, "retries")
 
 
 def read_progress(task_id: str) -> dict | None:

@@ -15,10 +15,20 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from scans.models import TERMINAL_STATUSES, AttemptOutcome, Scan, ScanStatus, TaskAttempt
+from scans.broker import dead_letter_depth
+from scans.models import (
+    TERMINAL_STATUSES,
+    AttemptOutcome,
+    DeadLetter,
+    Scan,
+    ScanStatus,
+    TaskAttempt,
+)
 from tests.conftest import BASE_DIR, SERVICES_MODE, subprocess_env
+from tests.fakes.providers import POISON_HINT
 from tests.scans.test_image_preparation import jpeg_with_exif
 from tests.support.processes import stop
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -112,6 +122,27 @@ def wait_all_terminal(ids: list[str], timeout: float) -> list[Scan]:
                 f"{len(waiting)} of {len(ids)} scans not terminal after {timeout}s: {states}"
             )
         time.sleep(0.25)
+
+
+def run_poison_beside_healthy(api: APIClient, healthy: int) -> tuple[Scan, list[str]]:
+    """One scan whose recognition step kills its pool process every time (POISON_HINT),
+    beside ``healthy`` scans: all end; the poisoned one fails as worker_lost after the first
+    run and max_retries (3) re-sends, every attempt lost, its dead letter recorded and its
+    message on scan.ai.dlq; the others complete. Returns the poisoned scan and all the ids."""
+    before = dead_letter_depth()
+    poison = upload_many(api, 1, hint=POISON_HINT)
+    others = upload_many(api, healthy, hint="콜라 캔")
+
+    by_id = {str(scan.id): scan for scan in wait_all_terminal(poison + others, timeout=90)}
+    dead = by_id[poison[0]]
+    assert (dead.status, dead.error_code) == (ScanStatus.FAILED, "worker_lost")
+    deliveries = TaskAttempt.objects.filter(scan=dead, step="vision")
+    assert deliveries.count() == 4, "the first run and max_retries (3) re-sends, then no more"
+    assert set(deliveries.values_list("outcome", flat=True)) == {AttemptOutcome.WORKER_LOST}
+    assert DeadLetter.objects.get(scan=dead).reason_code == "worker_lost"
+    wait_for(lambda: dead_letter_depth() == before + 1, 10, "the message on scan.ai.dlq")
+    assert all(by_id[scan_id].status == ScanStatus.COMPLETED for scan_id in others)
+    return dead, poison + others
 
 
 def assert_invariants(ids: list[str]) -> None:

@@ -11,17 +11,16 @@ import pytest
 from django.db import connection
 
 from scans import services
-from scans.broker import dead_letter_depth
-from scans.models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
+from scans.models import Scan, ScanStatus, TaskAttempt
 from scans.progress import read_progress
 from tests.fakes.openai_server import ok, rate_limited, refusal, server_error, slow, storm
-from tests.fakes.providers import POISON_HINT
 from tests.integration.chaos.conftest import (
     assert_all_completed,
     assert_invariants,
     rabbitmq,
     redis_start,
     redis_stop,
+    run_poison_beside_healthy,
     upload_many,
     wait_all_terminal,
 )
@@ -167,29 +166,15 @@ def test_5_provider_429_and_500_storm_every_scan_terminal_attempts_bounded(
 
 def test_6_a_poison_task_is_dead_lettered_after_bounded_deliveries(worker_manager, rulebase, api):
     worker_manager.ensure(concurrency=2)  # offline provider; "#poison" kills its process
-    before = dead_letter_depth()
-    poison = upload_many(api, 1, hint=POISON_HINT)
-    healthy = upload_many(api, 5, hint="콜라 캔")
-
-    scans = wait_all_terminal(poison + healthy, timeout=90)
-
-    by_id = {str(scan.id): scan for scan in scans}
-    dead = by_id[poison[0]]
-    assert (dead.status, dead.error_code) == (ScanStatus.FAILED, "worker_lost")
-    deliveries = TaskAttempt.objects.filter(scan=dead, step="vision")
-    assert deliveries.count() == 4, "the first run and max_retries (3) re-sends, then no more"
-    assert set(deliveries.values_list("outcome", flat=True)) == {AttemptOutcome.WORKER_LOST}
+    dead, ids = run_poison_beside_healthy(api, healthy=5)
     # the worker's main process mirrored each lost delivery where live streams read them
-    mirrored = read_progress(poison[0])["retries"]
+    mirrored = read_progress(str(dead.id))["retries"]
     assert (mirrored["step"], mirrored["count"], mirrored["last_outcome"]) == (
         "vision",
         4,
         "worker_lost",
     )
-    assert DeadLetter.objects.get(scan=dead).reason_code == "worker_lost"
-    wait_for(lambda: dead_letter_depth() == before + 1, 10, "the message on scan.ai.dlq")
-    assert all(by_id[task_id].status == ScanStatus.COMPLETED for task_id in healthy)
-    assert_invariants(poison + healthy)
+    assert_invariants(ids)
 
 
 def test_7_two_concurrent_admin_retries_re_enqueue_each_scan_once(

@@ -23,16 +23,16 @@ from eco2.celery import app
 from eco2.queues import CONSUMED_QUEUES, DEFAULT_QUEUE, NOTIFICATION_QUEUE, SCAN_PIPELINE_QUEUE
 from scans import services
 from scans.broker import DEAD_LETTER_QUEUE, PARKED_DEAD_LETTER_QUEUE, dead_letter_depth
-from scans.models import AttemptOutcome, DeadLetter, Scan, ScanStatus, TaskAttempt
+from scans.models import DeadLetter, Scan, ScanStatus, TaskAttempt
 from tests.fakes.providers import POISON_HINT
 from tests.integration.chaos.conftest import (
     assert_all_completed,
     assert_invariants,
+    run_poison_beside_healthy,
     upload_many,
     wait_all_terminal,
 )
 from tests.integration.pipeline.test_malformed_messages import task_headers
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.django_db(transaction=True)]
 
@@ -86,22 +86,8 @@ def test_a_step_whose_process_dies_is_retried_by_delayed_delivery_then_dead_lett
     2 s countdown (native delayed delivery on quorum queues: more than two retries in a row,
     Celery #10111), then rejects it into scan.ai.dlq; the scans beside it complete."""
     worker_manager.ensure(concurrency=2)
-    before = dead_letter_depth()
-    poison = upload_many(api, 1, hint=POISON_HINT)
-    healthy = upload_many(api, 3, hint="콜라 캔")
-
-    scans = wait_all_terminal(poison + healthy, timeout=90)
-
-    by_id = {str(scan.id): scan for scan in scans}
-    dead = by_id[poison[0]]
-    assert (dead.status, dead.error_code) == (ScanStatus.FAILED, "worker_lost")
-    deliveries = TaskAttempt.objects.filter(scan=dead, step="vision")
-    assert deliveries.count() == 4, "the first run and max_retries (3) re-sends, then no more"
-    assert set(deliveries.values_list("outcome", flat=True)) == {AttemptOutcome.WORKER_LOST}
-    assert DeadLetter.objects.get(scan=dead).reason_code == "worker_lost"
-    wait_for(lambda: dead_letter_depth() == before + 1, 10, "the message on scan.ai.dlq")
-    assert all(by_id[task_id].status == ScanStatus.COMPLETED for task_id in healthy)
-    assert_invariants(poison + healthy)
+    _, ids = run_poison_beside_healthy(api, healthy=3)
+    assert_invariants(ids)
 
 
 def test_a_message_that_kills_its_whole_worker_is_dead_lettered_at_the_delivery_limit(
