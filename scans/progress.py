@@ -37,7 +37,7 @@ def progress_key(task_id: str) -> str:
     return f"task:{task_id}"
 
 
-def _mirror(task_id: str, fields: dict[str, Any], what: str) -> None:
+def _mirror(task_id: str, fields: dict[Any, str | int], what: str) -> None:
     """Write ``fields`` into the scan's hash and renew its TTL, in one round trip; a Redis
     error is logged and dropped (the database holds the truth)."""
     client = redis_client()

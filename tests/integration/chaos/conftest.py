@@ -130,6 +130,7 @@ def run_poison_beside_healthy(api: APIClient, healthy: int) -> tuple[Scan, list[
     run and max_retries (3) re-sends, every attempt lost, its dead letter recorded and its
     message on scan.ai.dlq; the others complete. Returns the poisoned scan and all the ids."""
     before = dead_letter_depth()
+    assert before is not None, "scan.ai.dlq is declared (RabbitMQ)"
     poison = upload_many(api, 1, hint=POISON_HINT)
     others = upload_many(api, healthy, hint="콜라 캔")
 
