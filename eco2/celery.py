@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+import weakref
 
 from amqp.exceptions import ConnectionError as AMQPConnectionError
 from celery import Celery, signals
@@ -205,7 +207,46 @@ def _close_old_db_connections(sender=None, **kwargs) -> None:
         close_old_connections()
 
 
+# When the task before ended with each kept connection usable (connections are per thread).
+_task_ended_at: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _check_db_connections_only_after_idle(sender=None, **kwargs) -> None:
+    """Before a task: no health check for a kept connection the task before used a moment
+    ago (WORKER_DB_CHECK_AFTER_IDLE); Django's CONN_HEALTH_CHECKS sends a SELECT 1 before
+    the first query of every task otherwise, a round trip and a transaction for each of a
+    scan's four steps. A connection broken within that moment (PostgreSQL restarted between
+    two tasks) fails the next task's first query, as it would have failed a running task.
+    """
+    from django.conf import settings
+    from django.db import connections
+
+    if sender is None or getattr(sender.request, "is_eager", False):
+        return
+    fresh_after = time.monotonic() - settings.WORKER_DB_CHECK_AFTER_IDLE
+    for connection in connections.all(initialized_only=True):
+        used_at = _task_ended_at.get(connection)
+        if connection.connection is not None and used_at is not None and used_at >= fresh_after:
+            connection.health_check_done = True  # type: ignore[attr-defined]  # not in the stubs
+
+
+def _note_db_connections_used(sender=None, **kwargs) -> None:
+    """After a task (and after close_old_connections): when each kept connection was last
+    known good."""
+    from django.db import connections
+
+    if sender is None or getattr(sender.request, "is_eager", False):
+        return
+    now = time.monotonic()
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.errors_occurred:
+            _task_ended_at[connection] = now
+        else:
+            _task_ended_at.pop(connection, None)
+
+
 signals.task_prerun.connect(_close_old_db_connections)
+signals.task_prerun.connect(_check_db_connections_only_after_idle)
 
 
 @signals.worker_init.connect
@@ -216,6 +257,7 @@ def _close_old_db_connections_after_tasks(**kwargs) -> None:
     # pooled connection back out and its thread held it until its next task (a threads pool
     # of 32 ran out of 16 connections).
     signals.task_postrun.connect(_close_old_db_connections, dispatch_uid="eco2.close_old_db")
+    signals.task_postrun.connect(_note_db_connections_used, dispatch_uid="eco2.db_used_at")
 
 
 @signals.worker_process_init.connect

@@ -7,16 +7,18 @@ again, see ``retry_on_worker_lost``) or ``task_failure`` (retries used up) on it
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+import redis
 from billiard.exceptions import WorkerLostError
 from celery import signals
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from eco2.celery import app
@@ -27,6 +29,7 @@ from . import services
 from .errors import coded_text
 from .events import mirror_step_retries
 from .models import AttemptOutcome, TaskAttempt
+from .progress import redis_client
 from .services import record_dead_letter
 
 logger = logging.getLogger(__name__)
@@ -43,12 +46,16 @@ def _is_pipeline(task) -> bool:
     return getattr(task, "name", None) in SCAN_PIPELINE_TASKS
 
 
-# The attempts this process opened and has not closed yet: task id → (row id, started_at).
-# A task's prerun and postrun run in the same process (and thread), so closing it is one
-# UPDATE by primary key; a close reported by another process (the worker's main process when
-# a pool process died) looks the attempt up instead.
-_open_attempts: dict[str, tuple[int, datetime]] = {}
+# The attempts this process opened and has not closed yet, by task id. A task's prerun and
+# postrun run in the same process (and thread), so closing it writes by primary key (or
+# inserts it, when its start was not written: _announce_running); a close reported by another
+# process (the worker's main process when a pool process died) looks the attempt up instead.
+_open_attempts: dict[str, TaskAttempt] = {}
 _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
+
+# The tasks running in this process (prerun to postrun), also after their attempt was closed
+# with their result (scans.step_end): what they publish then is still theirs.
+_running_here: set[str] = set()
 
 
 # Attempts of jobs that are recorded only when they did something (eco2.periodic.RecordedWhenBusy:
@@ -56,9 +63,123 @@ _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above 
 # something or failed. An idle run costs no write (two rows a run were ~26,000 a day).
 _deferred_attempts: dict[str, TaskAttempt] = {}
 
-# Attempts the result backend closed with the task's success, in the transaction that stored
-# it (scans.result_backend): task_postrun has nothing left to write for them.
+# Attempts closed with the task's result, in the transaction that stored it (the step's final
+# write, scans.step_end; or the result backend): task_postrun has nothing left to write.
 _closed_with_result: set[str] = set()
+
+# --- a pipeline step's attempt while it runs ---------------------------------------------------
+# A first delivery of a step writes its attempt once, when it ends, with the step's result;
+# while it runs, Redis holds it (``attempt:{task_id}``), where the admin's revoke and the
+# worker's main process (a pool process that died) find it. A redelivered or retried message
+# (it may be what kills workers) and a worker without Redis write the row when it starts, as a
+# process that dies cannot write it later; a redelivery also records the attempt before it
+# that nobody recorded (its whole worker died: a threads pool).
+RUNNING_ATTEMPT_TTL = 3600  # seconds: far beyond a step's hard time limit (90 s)
+_ATTEMPT_FIELDS = (
+    "scan_id",
+    "task_id",
+    "task_name",
+    "step",
+    "attempt",
+    "redelivered",
+    "worker",
+    "queue",
+)
+
+
+def _running_key(task_id: str) -> str:
+    return f"attempt:{task_id}"
+
+
+def _announce_running(attempt: TaskAttempt) -> bool:
+    """Hold the running attempt in Redis; False without Redis or when Redis failed (then its
+    start is written to the ledger instead)."""
+    client = redis_client()
+    if client is None:
+        return False
+    data = {name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}
+    data["started_at"] = attempt.started_at.isoformat()
+    try:
+        client.set(_running_key(attempt.task_id), json.dumps(data), ex=RUNNING_ATTEMPT_TTL)
+    except redis.RedisError as exc:
+        logger.warning("attempt of %s not held in Redis: %s", attempt.task_id, exc)
+        return False
+    return True
+
+
+def _running_elsewhere(task_id: str, *, forget: bool = False) -> TaskAttempt | None:
+    """The attempt of ``task_id`` a process announced and did not record (None without)."""
+    client = redis_client()
+    if client is None:
+        return None
+    try:
+        raw = client.getdel(_running_key(task_id)) if forget else client.get(_running_key(task_id))
+    except redis.RedisError as exc:
+        logger.warning("running attempt of %s not read from Redis: %s", task_id, exc)
+        return None
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return TaskAttempt(
+        **{name: data.get(name) for name in _ATTEMPT_FIELDS},
+        started_at=datetime.fromisoformat(data["started_at"]),
+    )
+
+
+def _forget_running(task_id: str) -> None:
+    client = redis_client()
+    if client is None:
+        return
+    try:
+        client.delete(_running_key(task_id))
+    except redis.RedisError as exc:  # it expires (RUNNING_ATTEMPT_TTL)
+        logger.warning("running attempt of %s not taken off Redis: %s", task_id, exc)
+
+
+def running_task_ids(task_ids: list[str]) -> set[str]:
+    """Which of ``task_ids`` have an attempt running now: a started row of the ledger, or an
+    attempt held in Redis."""
+    running = set(
+        TaskAttempt.objects.filter(
+            task_id__in=task_ids, outcome=AttemptOutcome.STARTED, finished_at=None
+        ).values_list("task_id", flat=True)
+    )
+    client = redis_client()
+    if client is not None and task_ids:
+        try:
+            held = client.mget([_running_key(task_id) for task_id in task_ids])
+        except redis.RedisError as exc:
+            logger.warning("running attempts not read from Redis: %s", exc)
+        else:
+            running.update(task_id for task_id, raw in zip(task_ids, held, strict=True) if raw)
+    return running
+
+
+def _write(attempt: TaskAttempt, fields: dict) -> None:
+    """Write an attempt's end: an UPDATE of its started row, or its only INSERT."""
+    if attempt.pk is not None:
+        TaskAttempt.objects.filter(pk=attempt.pk, outcome=AttemptOutcome.STARTED).update(**fields)
+        return
+    for name, value in fields.items():
+        setattr(attempt, name, value)
+    _insert(attempt)
+    transaction.on_commit(partial(_forget_running, attempt.task_id))
+
+
+def _insert(attempt: TaskAttempt) -> None:
+    """Insert an attempt; one whose scan was deleted meanwhile is kept without its scan. No
+    existence query first: the foreign key refuses the row (checked at commit: workers run
+    in autocommit, so at this statement; in a step's final write the scan was just updated)."""
+    if connection.in_atomic_block:
+        attempt.save(force_insert=True)
+        return
+    try:
+        attempt.save(force_insert=True)
+    except IntegrityError:
+        if attempt.scan_id is None:
+            raise
+        attempt.scan_id = None
+        attempt.save(force_insert=True)
 
 
 def close_attempt(
@@ -79,34 +200,38 @@ def close_attempt(
                 deferred.exception_message = coded_text(exc)[:2000]
             deferred.save(force_insert=True)
         return
-    handle = _open_attempts.pop(task_id, None)
-    if handle is None:
+    attempt = _open_attempts.pop(task_id, None)
+    if attempt is None:
+        # closed by another process (a pool process died): its started row, or its Redis copy
         attempt = (
             TaskAttempt.objects.filter(task_id=task_id, outcome=AttemptOutcome.STARTED)
             .order_by("-id")
-            .values_list("pk", "started_at")
+            .only("pk", "started_at")
             .first()
-        )
+        ) or _running_elsewhere(task_id)
         if attempt is None:
             return
-        handle = attempt
-    pk, started_at = handle
     now = timezone.now()
-    fields = {
+    fields: dict[str, Any] = {
         "outcome": outcome,
         "finished_at": now,
-        "duration_ms": int((now - started_at).total_seconds() * 1000),
+        "duration_ms": int((now - attempt.started_at).total_seconds() * 1000),
     }
     if exc is not None:
         fields["exception_class"] = type(exc).__name__
         # "<code>: <detail>": the live retry line shows the code's message, not this text
         fields["exception_message"] = coded_text(exc)[:2000]
-    TaskAttempt.objects.filter(pk=pk, outcome=AttemptOutcome.STARTED).update(**fields)
+    _write(attempt, fields)
 
 
 def has_open_attempt(task_id: str) -> bool:
     """Whether this process opened ``task_id``'s attempt and has not closed it yet."""
     return task_id in _open_attempts
+
+
+def is_running_here(task_id: str) -> bool:
+    """Whether ``task_id`` runs in this process (between its prerun and its postrun)."""
+    return task_id in _running_here
 
 
 def _success_outcome(retval: Any) -> str:
@@ -115,10 +240,16 @@ def _success_outcome(retval: Any) -> str:
 
 
 def close_attempt_on_success(task_id: str, retval: Any) -> None:
-    """Close the attempt of a task whose success is being stored, inside the result backend's
-    transaction (scans.result_backend); once that commits, its task_postrun writes nothing."""
+    """Close the attempt of a task whose success is being stored, inside the transaction that
+    stores it (the step's final write, scans.step_end; the result backend); once that
+    commits, its task_postrun writes nothing."""
     close_attempt(task_id, _success_outcome(retval))
     transaction.on_commit(partial(_closed_with_result.add, task_id))
+
+
+def closed_with_result(task_id: str) -> bool:
+    """Whether ``task_id``'s attempt was recorded with its result (committed)."""
+    return task_id in _closed_with_result
 
 
 @signals.task_prerun.connect
@@ -135,31 +266,44 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
         redelivered=bool(delivery.get("redelivered")),
         worker=request.hostname or "",
         queue=delivery.get("routing_key") or "",
+        started_at=timezone.now(),
     )
+    _running_here.add(task_id)
     if getattr(task, "recorded_when_busy", False):
-        attempt.started_at = timezone.now()
         _deferred_attempts[task_id] = attempt
         return
-    # Every step pays this insert: no existence query first. A scan deleted meanwhile makes
-    # the foreign key refuse the row (checked at commit: workers run in autocommit, so at this
-    # statement), and the attempt is kept without its scan.
-    try:
-        attempt.save(force_insert=True)
-    except IntegrityError:
-        if attempt.scan_id is None:
-            raise
-        attempt.scan_id = None
-        attempt.save(force_insert=True)
     if len(_open_attempts) >= _MAX_OPEN_ATTEMPTS:
         _open_attempts.clear()  # the lookup in close_attempt still finds them
-    _open_attempts[task_id] = (attempt.pk, attempt.started_at)
+    _open_attempts[task_id] = attempt
+    first_delivery = attempt.attempt == 1 and not attempt.redelivered
+    if _is_pipeline(task) and first_delivery and _announce_running(attempt):
+        return  # written when it ends
+    if _is_pipeline(task) and attempt.redelivered:
+        _record_lost_before(task_id)
+    _insert(attempt)
+
+
+def _record_lost_before(task_id: str) -> None:
+    """A redelivered step: the delivery before it may have died with its whole worker (no
+    process left to record it); its attempt, held in Redis, is recorded as lost."""
+    lost = _running_elsewhere(task_id, forget=True)
+    if lost is None:
+        return
+    now = timezone.now()
+    lost.outcome = AttemptOutcome.WORKER_LOST
+    lost.finished_at = now
+    lost.duration_ms = int((now - lost.started_at).total_seconds() * 1000)
+    lost.exception_class = WorkerLostError.__name__
+    lost.exception_message = "worker_lost: the worker died while it ran this step"
+    _insert(lost)
 
 
 @signals.task_postrun.connect
 def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs) -> None:
+    _running_here.discard(task_id)
     if task_id in _closed_with_result:
         _closed_with_result.discard(task_id)
-        return  # closed with the stored result (scans.result_backend)
+        return  # closed with the stored result (scans.step_end, scans.result_backend)
     if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
     busy = task.busy(retval) if hasattr(task, "busy") else bool(retval)  # eco2.periodic

@@ -10,6 +10,9 @@ one transaction with the close of its attempt (scans.ledger), which the ledger's
 queued rows of the tasks it sent (its chain's next step: scans.task_history), which were a
 transaction per publish.
 
+A pipeline step whose final write recorded its end (scans.step_end: its attempt and its next
+step's queued row, in the transaction of its result) costs nothing here at all.
+
 A pipeline step's success is not written over its queued row: the scan row holds its result,
 the attempt its end, worker and duration; the task history shows the row with them
 (scans.task_history.shown_state). Only a missing row is inserted (INSERT ... ON CONFLICT DO
@@ -29,7 +32,7 @@ from django_celery_results.backends.database import DatabaseBackend
 
 from eco2.queues import SCAN_PIPELINE_TASKS
 
-from .ledger import close_attempt_on_success, has_open_attempt
+from .ledger import close_attempt_on_success, closed_with_result, has_open_attempt
 from .task_history import write_queued_rows
 
 
@@ -46,6 +49,11 @@ class HistoryBackend(DatabaseBackend):
         request: Any = None,
         using: str | None = None,
     ) -> Any:
+        if status == states.SUCCESS and closed_with_result(task_id) and self._held_by_scan(request):
+            # the step's final write recorded its end and its next step's queued row: the
+            # history has it all, and a success costs no statement here
+            write_queued_rows(task_id)  # none, unless it sent more after that write
+            return result
         closes = status == states.SUCCESS and has_open_attempt(task_id)
         with transaction.atomic(using=using) if closes else nullcontext():
             write_queued_rows(task_id)  # of the tasks it sent: its chain's next step, a retry

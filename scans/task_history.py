@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from celery import current_task, signals, states
@@ -28,8 +29,9 @@ from eco2.db import insert_unless_exists
 from eco2.queues import SCAN_AI_TASKS, SCAN_PIPELINE_TASKS
 
 from . import services
-from .ledger import close_attempt, has_open_attempt
+from .ledger import close_attempt, close_attempt_on_success, is_running_here, running_task_ids
 from .models import AttemptOutcome, TaskAttempt, TaskRerun
+from .step_end import expect_step_end
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ def record_queued(sender=None, headers=None, **kwargs) -> None:
         periodic_task_name=headers.get("periodic_task_name"),
         status=states.PENDING,
     )
+    if headers["id"] in _written_before_publish:
+        _written_before_publish.discard(headers["id"])
+        return  # the next step of a chain: written with its sender's result (_write_step_end)
     publisher = _running_task_id()
     if publisher is not None:
         # sent by a task running here (the next step of a chain, a retry): written with that
@@ -82,14 +87,62 @@ _queued_by: dict[str, list[TaskResult]] = {}
 
 
 def _running_task_id() -> str | None:
-    """The id of the task this thread runs, when a worker runs it here (its attempt is open
-    in this process); None in the web, the beat, a worker's main process or an eager call."""
+    """The id of the task this thread runs, when a worker runs it here; None in the web, the
+    beat, a worker's main process or an eager call."""
     task = current_task
     request = getattr(task, "request", None) if task else None
     task_id = getattr(request, "id", None)
     if not task_id or getattr(request, "is_eager", False):
         return None
-    return task_id if has_open_attempt(task_id) else None
+    return task_id if is_running_here(task_id) else None
+
+
+# --- a pipeline step's end, with its result (scans.step_end) ---------------------------------
+# The queued rows written before their publish, which after_task_publish then skips. A row
+# whose publish then fails (the broker went away between the commit and the send) stays
+# PENDING for a task that was never sent; the sweeper resumes its scan with a new chain.
+_written_before_publish: set[str] = set()
+
+
+def _next_step_rows(request: Any) -> list[TaskResult]:
+    """The queued row of the step a chain passes the scan to next: Celery sends it after the
+    running step returns, with the id and arguments the chain froze when it was applied."""
+    remaining = getattr(request, "chain", None) or []
+    if not remaining:
+        return []
+    step = remaining[-1]  # Celery pops the next step off the end
+    options = step.get("options") or {}
+    if not options.get("task_id") or options.get("ignore_result"):
+        return []
+    return [
+        TaskResult(
+            task_id=options["task_id"],
+            task_name=step.get("task"),
+            # as record_queued stores what json_argsrepr sent: a JSON string of the JSON
+            task_args=json.dumps(json.dumps(list(step.get("args") or []), ensure_ascii=False)),
+            task_kwargs=json.dumps(json.dumps(step.get("kwargs") or {}, ensure_ascii=False)),
+            status=states.PENDING,
+        )
+    ]
+
+
+def _write_step_end(task_id: str, request: Any) -> None:
+    """In the step's final write (scans.step_end): its attempt's end, and the queued row of
+    the step it passes the scan to."""
+    close_attempt_on_success(task_id, AttemptOutcome.SUCCEEDED)
+    rows = _next_step_rows(request)
+    if rows:
+        TaskResult.objects.bulk_create(rows, ignore_conflicts=True)
+        ids = [row.task_id for row in rows]
+        transaction.on_commit(partial(_written_before_publish.update, ids))
+
+
+@signals.task_prerun.connect
+def _expect_step_end(sender=None, task_id=None, task=None, **kwargs) -> None:
+    if task_id and getattr(task, "name", None) in SCAN_PIPELINE_TASKS:
+        request = task.request
+        if not getattr(request, "is_eager", False):
+            expect_step_end(partial(_write_step_end, task_id, request))
 
 
 def write_queued_rows(publisher_id: str) -> None:
@@ -108,6 +161,7 @@ def write_queued_rows(publisher_id: str) -> None:
 @signals.task_postrun.connect
 def _write_queued_rows_left(sender=None, task_id=None, **kwargs) -> None:
     """Those of a task whose end stored no result (ignore_result, an idle periodic job)."""
+    expect_step_end(None)
     if task_id:
         write_queued_rows(task_id)
 
@@ -206,11 +260,7 @@ def revoke_tasks(task_ids: list[str], *, terminate: bool) -> Revocation:
     names = dict(
         TaskResult.objects.filter(task_id__in=task_ids).values_list("task_id", "task_name")
     )
-    running = set(
-        TaskAttempt.objects.filter(
-            task_id__in=task_ids, outcome=AttemptOutcome.STARTED, finished_at=None
-        ).values_list("task_id", flat=True)
-    )
+    running = running_task_ids(task_ids)
     on_threads = [task_id for task_id in task_ids if names.get(task_id) in SCAN_AI_TASKS]
     others = [task_id for task_id in task_ids if task_id not in on_threads]
     if others:

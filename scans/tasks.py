@@ -30,6 +30,7 @@ from .errors import CodedError
 from .models import ScanStep
 from .outbox import RELAY_GRACE, publish_pending_events
 from .providers.base import TransientProviderError
+from .rules import one_revision_per_step
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class ScanStepTask(Task):
 
     def run_step(self, service: Callable[[str], str], scan_id: str) -> dict:
         try:
-            outcome = service(scan_id)
+            with one_revision_per_step():  # the rule base as the step's load found it
+                outcome = service(scan_id)
         except TransientProviderError as exc:
             if (exc.retry_after or 0) > settings.SCAN_RETRY_AFTER_MAX:
                 raise ProviderAskedTooLong.after(exc.retry_after) from exc

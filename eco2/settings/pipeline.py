@@ -203,6 +203,10 @@ WORKER_THREADS_SWITCH_INTERVAL = env.float("WORKER_THREADS_SWITCH_INTERVAL", def
 # Seconds a prefork worker's child keeps its database connection between tasks (its own
 # CONN_MAX_AGE; the web keeps CONN_MAX_AGE). 0: a new connection for every task.
 WORKER_CONN_MAX_AGE = env.int("WORKER_CONN_MAX_AGE", default=300)
+# Seconds: a kept connection that the task before used this recently is not checked again
+# before the next task (CONN_HEALTH_CHECKS' SELECT 1, a round trip a task); one idle longer
+# is. 0 checks before every task. (HikariCP's aliveBypassWindow, 0.5 s there.)
+WORKER_DB_CHECK_AFTER_IDLE = env.float("WORKER_DB_CHECK_AFTER_IDLE", default=1.0)
 # A worker that holds work (received, or queued for it) and starts or finishes no task for
 # WORKER_STALL_SECONDS is reported stalled to its health check and to /metrics (eco2/
 # worker_watch.py); longer than the longest hard time limit (90 s). The watch looks every

@@ -20,7 +20,14 @@ layers import the names below from ``scans.rules``.
 
 from __future__ import annotations
 
-from .cache import RuleBase, current_rulebase, rulebase_token
+from .cache import (
+    RuleBase,
+    current_rulebase,
+    note_rulebase_token,
+    one_revision_per_step,
+    rulebase_token,
+    token_subquery,
+)
 from .categories import (
     applicable_steps,
     match_rules,
@@ -58,7 +65,9 @@ __all__ = [
     "match_hint",
     "match_rules",
     "normalize",
+    "note_rulebase_token",
     "offered_choices",
+    "one_revision_per_step",
     "open_conditions",
     "read_rulebase",
     "resolve_category",
@@ -66,6 +75,7 @@ __all__ = [
     "rulebase_token",
     "situation_tag_table",
     "step_applies_to",
+    "token_subquery",
     "validate_rulebase",
     "vision_taxonomy",
     "warm_embeddings",

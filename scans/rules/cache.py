@@ -18,10 +18,12 @@ import contextlib
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
+from django.db.models import Subquery
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
@@ -168,11 +170,48 @@ def _read(token: str) -> RuleBase:
     )
 
 
+# A pipeline step reads the token once: with the scan it loads (scans.services.state), then
+# every use in the step (the prompt, the rules, the answer's names) takes that revision. One
+# revision for the whole step, and no token query per use (three to five a scan with the
+# OpenAI providers). None outside a step (a web request, a command): each use reads it.
+_step_token: ContextVar[list[str] | None] = ContextVar("eco2_rulebase_token", default=None)
+
+
+@contextlib.contextmanager
+def one_revision_per_step() -> Iterator[None]:
+    """Within this block the rule base's token is read at most once (or given by
+    note_rulebase_token, from a query that read it anyway)."""
+    reset = _step_token.set([])
+    try:
+        yield
+    finally:
+        _step_token.reset(reset)
+
+
+def note_rulebase_token(token: str) -> None:
+    """The token as a query of the step read it (a subquery of the scan's load): the step
+    uses this revision. Nothing outside one_revision_per_step."""
+    held = _step_token.get()
+    if held is not None and not held:
+        held.append(token)
+
+
+def token_subquery() -> Subquery:
+    """The token as a subquery, for a step's query that reads it with its own row."""
+    return Subquery(RuleBaseRevision.objects.filter(pk=1).values("token")[:1])
+
+
 def current_rulebase() -> RuleBase:
     """The rule base as committed now: the cached snapshot, or a fresh one if it changed."""
     global _snapshot
     # the token is read before the tables: a snapshot is never older than its token
-    token = rulebase_token()
+    held = _step_token.get()
+    if held:
+        token = held[0]
+    else:
+        token = rulebase_token()
+        if held is not None:
+            held.append(token)
     snapshot = _snapshot
     if snapshot is not None and snapshot.token == token:
         return snapshot

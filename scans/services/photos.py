@@ -31,9 +31,10 @@ def _replace_file(name: str, content: bytes) -> str:
     return default_storage.save(name, ContentFile(content))
 
 
-def ensure_prepared_image(scan: Scan, **fields) -> bytes:
+def ensure_prepared_image(scan: Scan, *, ends_step: bool = False, **fields) -> bytes:
     """The scan's prepared JPEG; prepared (and the original upload deleted) on first use,
-    stored together with ``fields`` (more of the scan's state).
+    stored together with ``fields`` (more of the scan's state); ``ends_step``: that write ends
+    the running step (the prepare step's, see _save_if_active).
 
     The original may carry GPS coordinates and camera serials; only the prepared copy, with no
     metadata, is kept, shown or sent to a provider.
@@ -64,6 +65,7 @@ def ensure_prepared_image(scan: Scan, **fields) -> bytes:
         thumbnail=thumb_name,
         image_sha256=prepared.sha256,
         image_prepared_at=timezone.now(),
+        ends_step=ends_step,
         **fields,
     )
     if saved and original and original != image_name:

@@ -6,6 +6,7 @@ import logging
 import uuid
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -24,6 +25,8 @@ from ..models import (
 )
 from ..outbox import append_event
 from ..progress import mirror_progress
+from ..rules import note_rulebase_token, token_subquery
+from ..step_end import step_end_expected, write_step_end
 from .base import ACTIVE_STATUSES, STEP_PROGRESS, ScanStepError
 from .batches import finish_batch_of
 
@@ -41,7 +44,12 @@ def _mirror(scan: Scan) -> None:
 
 
 def _save_if_active(
-    scan: Scan, *, unless_stored: dict | None = None, billed: dict | None = None, **fields
+    scan: Scan,
+    *,
+    unless_stored: dict | None = None,
+    billed: dict | None = None,
+    ends_step: bool = False,
+    **fields,
 ) -> bool:
     """Write ``fields`` only while the scan is still active; False if it already ended.
 
@@ -54,15 +62,21 @@ def _save_if_active(
     ``billed``, the provider usage of the step being stored, and the end of the run when
     ``fields`` give a terminal status. Only the write that happened counts, so a redelivery or
     the loser of a race adds nothing.
+
+    ``ends_step``: the final write of a running pipeline step, which also records the step's
+    end (its attempt, the next step's queued history row: scans.step_end) in this transaction.
     """
     fields["updated_at"] = timezone.now()
     rows = Scan.objects.filter(pk=scan.pk, status__in=ACTIVE_STATUSES, **(unless_stored or {}))
     increments = _increments(billed, fields.get("status"))
-    if increments:
+    if increments or (ends_step and step_end_expected()):
         with transaction.atomic(savepoint=False):
             updated = rows.update(**fields)
             if updated:
-                add_to_totals(increments)
+                if increments:
+                    add_to_totals(increments)
+                if ends_step:
+                    write_step_end()
     else:
         updated = rows.update(**fields)  # one statement, no transaction of its own
     if not updated:
@@ -142,7 +156,8 @@ def _load_active(scan_id: str, *related: str) -> Scan | None:
         uuid.UUID(str(scan_id))
     except ValueError:
         raise ScanStepError(f"{scan_id!r} is not a scan id.", code="malformed_message") from None
-    rows = Scan.objects.filter(pk=scan_id)
+    # the rule base's revision comes with the row: the step's uses of the rules take it
+    rows = Scan.objects.filter(pk=scan_id).annotate(rulebase_token=token_subquery())
     scan = (rows.select_related(*related) if related else rows).first()
     if scan is None:
         raise ScanStepError(
@@ -152,11 +167,26 @@ def _load_active(scan_id: str, *related: str) -> Scan | None:
     if scan.status in TERMINAL_STATUSES:
         logger.info("scan %s is already %s; step skipped", scan_id, scan.status)
         return None
+    note_rulebase_token(scan.rulebase_token or "")
     return scan
 
 
 def _begin(scan: Scan, step: ScanStep) -> bool:
-    fields = {"status": ScanStatus.PROCESSING, "step": step, "progress": STEP_PROGRESS[step][0]}
+    """Show the owner that ``step`` runs; False if the scan ended meanwhile. No write when the
+    scan shows it already: the step before it ends by naming this one (prepare names vision,
+    rule names answer), so a scan's run writes once a step; a resumed scan writes here."""
+    if (
+        scan.status == ScanStatus.PROCESSING
+        and scan.step == step
+        and scan.progress >= STEP_PROGRESS[step][0]
+        and scan.started_at is not None
+    ):
+        return True
+    fields: dict[str, Any] = {
+        "status": ScanStatus.PROCESSING,
+        "step": step,
+        "progress": STEP_PROGRESS[step][0],
+    }
     if scan.started_at is None:
         fields["started_at"] = timezone.now()
     return _save_if_active(scan, **fields)

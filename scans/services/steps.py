@@ -47,14 +47,15 @@ def run_prepare_step(scan_id: str) -> str:
     scan = _load_active(scan_id)
     if scan is None or scan.image_prepared_at:
         return SKIPPED
-    # one write, with the prepared photo: "processing" and the photo appear together
+    # one write, with the prepared photo: "processing" and the photo appear together, and
+    # the scan names the step it waits for (the vision step then writes nothing to start)
     started = {
         "status": ScanStatus.PROCESSING,
         "step": ScanStep.VISION,
-        "progress": STEP_PROGRESS[ScanStep.PREPARE][0],
+        "progress": STEP_PROGRESS[ScanStep.VISION][0],
         "started_at": scan.started_at or timezone.now(),
     }
-    ensure_prepared_image(scan, **started)
+    ensure_prepared_image(scan, ends_step=True, **started)
     return SUCCEEDED
 
 
@@ -78,6 +79,7 @@ def run_vision_step(scan_id: str) -> str:
         vision_model=(usage or {}).get("model", ""),
         progress=STEP_PROGRESS[ScanStep.VISION][1],
         billed=usage,
+        ends_step=True,
         **_usage_fields(scan, "vision", usage),
     )
     return SUCCEEDED if saved else SKIPPED
@@ -95,7 +97,7 @@ def run_rule_step(scan_id: str) -> str:
         )
     # no separate "matching rules" write: the step is a few milliseconds of reads, so its
     # one write below records step and result together
-    rulebase = current_rulebase()  # in memory: one revision check, no table reads
+    rulebase = current_rulebase()  # in memory, at the revision read with the scan
     rules, outcome = rule_step_result(scan.classification, rulebase)
     if rules is None:
         # not sure: ask which one it is instead of answering "we don't know"
@@ -111,17 +113,21 @@ def run_rule_step(scan_id: str) -> str:
             choices=offered_choices(scan.classification, rulebase),
             progress=STEP_PROGRESS[ScanStep.RULE][0],
             finished_at=timezone.now(),
+            ends_step=True,
         )
         return SUCCEEDED if asked else SKIPPED
+    # the rules are stored, and the scan names the step it waits for: the answer step then
+    # writes nothing to start (progress past RULE's end: "matched" for every check)
     saved = _save_if_active(
         scan,
         unless_stored={"progress__lt": STEP_PROGRESS[ScanStep.RULE][1]},
         status=ScanStatus.PROCESSING,
-        step=ScanStep.RULE,
+        step=ScanStep.ANSWER,
         matched_rules=rules,
         category=rulebase.by_code.get(rules["category_code"]),
         outcome=outcome,
-        progress=STEP_PROGRESS[ScanStep.RULE][1],
+        progress=STEP_PROGRESS[ScanStep.ANSWER][0],
+        ends_step=True,
     )
     return SUCCEEDED if saved else SKIPPED
 
@@ -165,6 +171,7 @@ def run_answer_step(scan_id: str) -> str:
         step=ScanStep.DONE,
         progress=100,
         finished_at=timezone.now(),
+        ends_step=True,
         **answer_fields,
     )
     return SUCCEEDED if completed else SKIPPED

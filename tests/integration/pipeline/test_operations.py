@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from eco2.celery import app
 from scans import services
-from scans.models import ScanBatch, ScanEvent, ScanStatus, TaskAttempt, TaskRerun
+from scans.models import ScanBatch, ScanEvent, ScanStatus, ScanStep, TaskAttempt, TaskRerun
 from scans.outbox import EVENTS_EXCHANGE, publish_pending_events
 from scans.schedules import SCHEDULES, ensure_schedules
 from scans.services import intake
@@ -246,13 +246,19 @@ def _assert_cancelled(scan_id, how: str):
 
 
 def _wait_for_running_step(scan_id, step: str) -> str:
-    from scans.models import TaskAttempt
+    """The task id of the scan's ``step`` once it runs, as the admin's revoke sees it (a
+    started row of the ledger, or an attempt held in Redis while it runs)."""
+    from scans.ledger import running_task_ids
+    from scans.services import STEP_TASK_NAMES
 
+    queued = TaskResult.objects.filter(
+        task_name=STEP_TASK_NAMES[ScanStep(step)], task_args__contains=str(scan_id)
+    )
     deadline = time.monotonic() + 30
     while True:
-        attempt = TaskAttempt.objects.filter(scan_id=scan_id, step=step, outcome="started").first()
-        if attempt is not None:
-            return attempt.task_id
+        running = running_task_ids(list(queued.values_list("task_id", flat=True)))
+        if running:
+            return running.pop()
         assert time.monotonic() < deadline, f"the {step} step of {scan_id} never started"
         time.sleep(0.05)
 
