@@ -18,6 +18,14 @@ from scans.tasks import regenerate_thumbnail_task, rule_match_task
 pytestmark = pytest.mark.django_db(transaction=True)  # workers run in autocommit
 
 
+@pytest.fixture(autouse=True)
+def _attempts_start_in_the_ledger(settings):
+    """The path where an attempt's row is written when it starts (a worker without Redis, a
+    redelivery): closing it is an UPDATE. A first delivery that Redis holds while it runs:
+    tests/scans/test_running_attempts.py."""
+    settings.REDIS_URL = ""
+
+
 def _statements(queries) -> list[str]:
     """The statements run, without the transaction's own (SQLite logs BEGIN and COMMIT)."""
     words = [q["sql"].split()[0].upper() for q in queries]

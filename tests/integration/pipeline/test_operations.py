@@ -265,6 +265,39 @@ def _wait_for_running_step(scan_id, step: str) -> str:
 
 @pytest.mark.pipeline
 @pytest.mark.django_db(transaction=True)
+def test_a_running_step_is_seen_running_and_its_end_is_recorded_with_its_result(
+    worker_manager, rulebase, user, photo
+):
+    """A step's attempt is written once, with its result (scans/step_end.py): while the vision
+    step runs the admin's revoke still sees it running; once the scan completed every step
+    has one attempt, nothing is left running, and every step after the first was in the task
+    history, queued, before it started."""
+    from scans.ledger import running_task_ids
+
+    worker_manager.ensure(FAKE_VISION_DELAY_SECONDS="1")
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    running = _wait_for_running_step(scan.id, "vision")
+    assert not TaskAttempt.objects.filter(task_id=running).exclude(outcome="started").exists()
+
+    scan = wait_for_scan(scan.id)
+
+    assert scan.status == ScanStatus.COMPLETED
+    attempts = {attempt.step: attempt for attempt in scan.attempts.all()}
+    assert sorted(attempts) == ["answer", "prepare", "rule", "vision"]
+    assert {attempt.outcome for attempt in attempts.values()} == {"succeeded"}
+    assert attempts["vision"].task_id == running and attempts["vision"].duration_ms >= 900
+    history = {
+        row.task_id: row for row in TaskResult.objects.filter(task_args__contains=str(scan.id))
+    }
+    for step, attempt in attempts.items():
+        assert history[attempt.task_id].task_name == services.STEP_TASK_NAMES[ScanStep(step)]
+        if step != "prepare":  # the upload's publish writes the first one, racing its worker
+            assert history[attempt.task_id].date_created <= attempt.started_at, step
+    assert not running_task_ids(list(history)), "nothing left running"
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
 def test_a_step_revoked_before_it_started_cancels_its_scan(
     celery_worker, rulebase, user, photo, monkeypatch
 ):

@@ -261,3 +261,28 @@ def test_item_scopes_and_conditions_are_stored(rulebase):
     assert "알루미늄 캔" in scrap.except_items and not scrap.items
     cup = Item.objects.get(name_ko="테이크아웃 컵")
     assert {c["goes_to"] for c in cup.conditions} == {"plastic", "paper_pack"}
+
+
+def test_a_step_reads_the_rule_base_revision_once_and_keeps_it(rulebase, user, photo):
+    """Inside a pipeline step (one_revision_per_step) the revision comes with the scan's load,
+    and every use of the rules in the step takes it: no token query per use, and an edit
+    made while the step runs is the next step's, not half of this one's."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from scans import services
+    from scans.rules import current_rulebase, one_revision_per_step
+    from scans.services.state import _load_active
+
+    scan = services.create_scan(owner=user, image=photo(), hint="캔")
+    before = current_rulebase()
+    with one_revision_per_step():
+        with CaptureQueriesContext(connection) as queries:
+            _load_active(str(scan.id))
+            first = current_rulebase()
+            SituationTag.objects.first().save()  # an edit in the admin: a new token
+            during = current_rulebase()
+        token_reads = [q for q in queries.captured_queries if "SELECT token" in q["sql"]]
+        assert token_reads == [], "the token came with the scan"
+        assert first is before and during is before, "the revision the step's load read"
+    assert current_rulebase().token != before.token, "outside a step, the edit is seen"
