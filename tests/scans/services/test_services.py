@@ -540,8 +540,8 @@ def test_every_step_attempt_is_in_the_ledger_also_for_a_scan_deleted_meanwhile(u
     import uuid
     from types import SimpleNamespace
 
-    from scans.ledger import open_attempt
-    from scans.models import TaskAttempt
+    from scans.ledger import close_attempt, open_attempt
+    from scans.models import AttemptOutcome, TaskAttempt
     from scans.tasks import vision_scan_task
 
     scan = services.create_scan(owner=user, image=photo(), hint="캔")
@@ -551,6 +551,9 @@ def test_every_step_attempt_is_in_the_ledger_also_for_a_scan_deleted_meanwhile(u
 
     open_attempt(task_id="t-live", task=task, args=[str(scan.id)])
     open_attempt(task_id="t-gone", task=task, args=[gone])
+    # written when it starts (no Redis) or when it ends (a first delivery Redis holds)
+    close_attempt("t-live", AttemptOutcome.SUCCEEDED)
+    close_attempt("t-gone", AttemptOutcome.FAILED)
 
     assert TaskAttempt.objects.get(task_id="t-live").scan_id == scan.id
     orphan = TaskAttempt.objects.get(task_id="t-gone")
