@@ -2,6 +2,7 @@
 a SELECT 1 before a task's first query) only after the connection sat idle
 (WORKER_DB_CHECK_AFTER_IDLE, eco2/celery.py), not between back-to-back tasks."""
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -27,7 +28,7 @@ def _next_task() -> None:
 
 
 @pytest.fixture
-def health_checks(monkeypatch) -> list[bool]:
+def health_checks(monkeypatch) -> Iterator[list[bool]]:
     """A prefork child's kept connection (WORKER_CONN_MAX_AGE), its health checks counted."""
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 300)
     monkeypatch.setitem(connection.settings_dict, "CONN_HEALTH_CHECKS", True)
