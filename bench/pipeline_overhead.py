@@ -198,10 +198,10 @@ def run_hooked_chains(count: int, *, timeout: float) -> dict:
 
 def ledger_hops(scan_ids: list) -> dict[str, float]:
     """Median ms of each leg of a scan, from its attempts (TaskAttempt): created → the first
-    step's start, each step's start → the next step's start (its run and the hop to the next;
-    a step publishes the next one before its attempt is closed, so end → next start would be
-    negative), the last step's start → the scan's finished_at; and each step's run (the
-    attempt's duration). Scans whose attempts are not one closed attempt per step are left out."""
+    step's start, each step's start → the next step's start (its run and the hop to the next),
+    the last step's start → the scan's finished_at; and each step's run (the attempt's
+    duration: from its start to its final write, which records it before Celery publishes
+    the next step). Scans whose attempts are not one closed attempt per step are left out."""
     from scans.models import Scan, TaskAttempt
 
     scans = {
