@@ -127,11 +127,9 @@ def test_a_web_process_starts_with_its_views_loaded_and_frozen_out_of_full_colle
     55-70 ms in the middle of a request every few hundred uploads: the upload's p99. What
     eco2.asgi leaves for the collector is only what requests create afterwards."""
     probe = (
-        "import gc, sys, time\n"
+        "import gc, sys\n"
         "import eco2.asgi\n"
-        "started = time.perf_counter(); gc.collect()\n"
-        "print(gc.get_freeze_count(), 'scans.api.scans' in sys.modules, "
-        "time.perf_counter() - started)\n"
+        "print(gc.get_freeze_count(), 'scans.api.scans' in sys.modules, len(gc.get_objects()))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
@@ -141,10 +139,11 @@ def test_a_web_process_starts_with_its_views_loaded_and_frozen_out_of_full_colle
         text=True,
         check=True,
     ).stdout.split()
-    frozen, views_loaded, full_collection_s = int(out[0]), out[1] == "True", float(out[2])
+    frozen, views_loaded, walked = int(out[0]), out[1] == "True", int(out[2])
     assert views_loaded, "the first upload would load the URLconf, after the freeze"
     assert frozen > 50_000
-    assert full_collection_s < 0.02, "a full collection still walks the startup objects"
+    # what a full collection still walks: a few objects made after the freeze, not ~130k
+    assert walked < frozen / 20, (walked, frozen)
 
 
 # --- Django's Redis cache: one pool per process ----------------------------------------------
