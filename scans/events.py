@@ -34,6 +34,14 @@ KEEPALIVE_SECONDS = 15.0
 RECONNECT_MILLISECONDS = 2000
 FINAL_EVENT_ID = "final"
 
+
+def final_event_id(run: str) -> str:
+    """The id of a run's final event: ``final:<the run's chain root>``. A scan can run again
+    after it ended (a choice after a question, a retry, a new hint); a client that saw one
+    run's end and reconnects once the next run has ended too must get that end, not 204."""
+    return f"{FINAL_EVENT_ID}:{run}"
+
+
 RETRY_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.WORKER_LOST)
 # the photo is prepared by a task of its own ("prepare"); the scan shows it as the vision stage
 STAGE_TASK_STEPS = {ScanStep.VISION: ("prepare", ScanStep.VISION)}
@@ -189,14 +197,14 @@ class ScanEventStream:
         return chunks, None
 
     @staticmethod
-    def final(status: str, payload: dict[str, Any]) -> str:
+    def final(status: str, payload: dict[str, Any], event_id: str) -> str:
         # the mirror may lead the row by a moment; the final payload comes from the DB
-        return format_event(status, payload, event_id=FINAL_EVENT_ID)
+        return format_event(status, payload, event_id=event_id)
 
 
 async def async_scan_event_stream(
     scan_id: str,
-    final_payload: Callable[[], Awaitable[dict[str, Any]]],
+    final_payload: Callable[[], Awaitable[tuple[dict[str, Any], str]]],
     *,
     last_event_id: str | None = None,
     poll_seconds: float | None = None,
@@ -215,7 +223,7 @@ async def async_scan_event_stream(
         for chunk in chunks:
             yield chunk
         if terminal:
-            yield stream.final(terminal, await final_payload())
+            yield stream.final(terminal, *(await final_payload()))
         if stream.done:
             return
         await asyncio.sleep(poll)
@@ -223,7 +231,7 @@ async def async_scan_event_stream(
 
 def scan_event_stream(
     scan_id: str,
-    final_payload: Callable[[], dict[str, Any]],
+    final_payload: Callable[[], tuple[dict[str, Any], str]],
     *,
     last_event_id: str | None = None,
     poll_seconds: float | None = None,
@@ -241,7 +249,7 @@ def scan_event_stream(
         chunks, terminal = stream.feed(read())
         yield from chunks
         if terminal:
-            yield stream.final(terminal, final_payload())
+            yield stream.final(terminal, *final_payload())
         if stream.done:
             return
         time.sleep(poll)

@@ -23,10 +23,10 @@ Server-Sent Events (`text/event-stream`) until the scan ends; open it with `Even
   "last_outcome"}}}}`, only when one of them changed; its `id` is that state, so a client that
   reconnects with `Last-Event-ID` is not sent the same state again;
 - `completed`, `failed` or `needs_input` — the whole scan (the `Scan` schema), with id
-  `{FINAL_EVENT_ID}`; then the stream ends. `needs_input`: the scan was not sure and asks which
-  one it is (its `question` has the choices); once it is answered (`POST …/choose` or
-  `POST …/hint`) it runs again, and a new stream follows it (`Last-Event-ID: {FINAL_EVENT_ID}`
-  is then no longer a 204);
+  `{FINAL_EVENT_ID}:<run>` (the run's chain root); then the stream ends. `needs_input`: the scan
+  was not sure and asks which one it is (its `question` has the choices); once it is answered
+  (`POST …/choose` or `POST …/hint`) it runs again, and a new stream follows it (the earlier
+  run's final id is then no longer a 204, also when the new run has already ended);
 - `timeout` — after {MAX_SECONDS:.0f} s without an end: reconnect, or poll the scan;
 - `error` — the scan was deleted while the stream was open.
 
@@ -50,7 +50,8 @@ def scan_events_operation(scan_operation: dict[str, Any]) -> dict[str, Any]:
                 "schema": {"type": "string"},
                 "required": False,
                 "description": "The id of the last event received (browsers send it when "
-                f"they reconnect). `{FINAL_EVENT_ID}` on a finished scan answers 204.",
+                f"they reconnect). The final event's id (`{FINAL_EVENT_ID}:<run>`) of the "
+                "scan's current run, once it has ended, answers 204.",
             },
         ],
         "security": scan_operation.get("security", []),

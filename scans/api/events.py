@@ -43,7 +43,8 @@ async def scan_events(request, task_id: str):
     Under ASGI the stream is an async generator: an open stream costs a coroutine, not a
     thread. The owner and staff may follow a scan; anybody else gets 404, as for the scan
     itself; no credentials at all is 403, as on the rest of the API. A client that reconnects
-    after the final event (``Last-Event-ID: final``) gets 204, which tells it to stop.
+    after the final event of the scan's current run (``Last-Event-ID: final:<run>``) gets 204,
+    which tells it to stop; one that saw an earlier run's end gets the stream of the new one.
     """
     if request.method != "GET":
         return JsonResponse({"detail": f'Method "{request.method}" not allowed.'}, status=405)
@@ -61,12 +62,13 @@ async def scan_events(request, task_id: str):
         return JsonResponse({"detail": "No scan with this task id."}, status=404)
 
     last_event_id = request.headers.get("Last-Event-ID") or None
-    if last_event_id == events.FINAL_EVENT_ID and scan.is_terminal:
-        return HttpResponse(status=204)
+    if scan.is_terminal and last_event_id == events.final_event_id(scan.celery_root_id):
+        return HttpResponse(status=204)  # this run's end was sent: stop
 
-    def final_payload():
+    def final_payload() -> tuple[dict, str]:
         fresh = Scan.objects.select_related("owner", "category").get(pk=scan.pk)
-        return ScanSerializer(fresh, context={"request": api_request}).data
+        payload = ScanSerializer(fresh, context={"request": api_request}).data
+        return payload, events.final_event_id(fresh.celery_root_id)
 
     if isinstance(request, ASGIRequest):
 

@@ -99,7 +99,7 @@ def test_the_stream_follows_the_scan_with_retries_and_ends_with_completed(
     assert progress[2]["retries"]["last_outcome"] == "retry"
     assert len({e["id"] for e in sequence}) == len(sequence), "each event has its own id"
     final = sequence[-1]
-    assert final["id"] == "final"
+    assert final["id"] == events.final_event_id(scan.celery_root_id)
     assert final["data"]["task_id"] == str(scan.id) and final["data"]["status"] == "completed"
     assert final["data"]["result"]["classification"]["category_code"] == "pet_clear"
     assert "usage" not in final["data"]["result"], "cost is for staff only"
@@ -167,7 +167,9 @@ def test_last_event_id_is_not_repeated_and_final_means_stop(user, monkeypatch, f
 
     done = failed_scan(user)
     stop, _ = stream_events(
-        async_client(user), f"/api/v1/scans/{done.id}/events", **{"Last-Event-ID": "final"}
+        async_client(user),
+        f"/api/v1/scans/{done.id}/events",
+        **{"Last-Event-ID": events.final_event_id(done.celery_root_id)},
     )
     assert stop.status_code == 204
 
@@ -240,7 +242,7 @@ def polled_stream(scan, monkeypatch, seconds: float = 0.4) -> tuple[list[dict], 
 
     monkeypatch.setattr(events, "read_progress", counted)
     stream = events.scan_event_stream(
-        str(scan.id), lambda: {}, poll_seconds=0.005, max_seconds=seconds
+        str(scan.id), lambda: ({}, "final:-"), poll_seconds=0.005, max_seconds=seconds
     )
     with CaptureQueriesContext(connection) as queries:
         chunks = list(stream)

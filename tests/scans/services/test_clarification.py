@@ -502,14 +502,14 @@ def test_the_stream_ends_with_the_question(rulebase, fake_vision, user, photo, m
     sequence = parse_events(stream)
     assert [e["event"] for e in sequence] == ["progress", "needs_input"]
     final = sequence[-1]
-    assert final["id"] == "final"
+    assert final["id"] == events.final_event_id(str(scan.celery_root_id))
     assert [c["category_code"] for c in final["data"]["question"]["choices"]] == [
         "pet_clear",
         "glass",
         "plastic",
     ]
     again, _ = stream_events(
-        async_client(user), f"/api/v1/scans/{scan.id}/events", **{"Last-Event-ID": "final"}
+        async_client(user), f"/api/v1/scans/{scan.id}/events", **{"Last-Event-ID": final["id"]}
     )
     assert again.status_code == 204, "until it is answered, the question is its end"
 
