@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from eco2.broker_queues import QUORUM
@@ -104,6 +105,17 @@ class ScanStepTask(Task):
             # after max_retries, retry() re-raises exc: the failure handler gives the reason
             raise self.retry(
                 exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
+            ) from exc
+        except (OperationalError, InterfaceError) as exc:
+            # The database, not the scan: PostgreSQL dropped the session (a failover, a
+            # restart, a pooler, pg_terminate_backend), chose this transaction as a deadlock's
+            # victim or refused it a serializable snapshot; SQLite's "database is locked". The
+            # step's transaction rolled back and stored nothing, so it is tried again, as
+            # PostgreSQL's documentation asks. A connection that cannot serve any more is
+            # closed first: the retry's bookkeeping and the next try open a new one.
+            close_old_connections()
+            raise self.retry(
+                exc=exc, countdown=retry_countdown(self.request.retries, None)
             ) from exc
         return {"scan_id": scan_id, "step": self.step.value, "outcome": outcome}
 

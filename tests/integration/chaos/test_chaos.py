@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from scans import services
-from scans.models import Scan, ScanStatus, TaskAttempt
+from scans.models import AttemptOutcome, Scan, ScanStatus, TaskAttempt
 from scans.progress import read_progress
 from tests.fakes.openai_server import ok, rate_limited, refusal, server_error, slow, storm
 from tests.integration.chaos.conftest import (
@@ -207,4 +207,38 @@ def test_7_two_concurrent_admin_retries_re_enqueue_each_scan_once(
     scans = wait_all_terminal(ids, timeout=60)
     assert all(scan.status == ScanStatus.COMPLETED and scan.retry_count == 1 for scan in scans)
     assert len(fake_openai.requests_for_schema(VISION)) == 20, "10 refused + 10 retried, not 30"
+    assert_invariants(ids)
+
+
+def _drop_other_database_connections() -> int:
+    """What a PostgreSQL failover, a pooler's restart or an operator's pg_terminate_backend
+    does to the worker: every other session of this database ends at once."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_8_database_connections_dropped_mid_step_scans_retry_and_complete(
+    worker_manager, fake_openai, openai_env, api
+):
+    # the prefork children keep their connection through the provider's call (eco2/celery.py):
+    # the step's final write is the first statement to meet the dropped session
+    fake_openai.set_default_for_schema(VISION, lambda body: slow(1.0, ok(PET_BOTTLE)))
+    worker_manager.ensure(concurrency=2, **openai_env)
+    ids = upload_many(api, 6)
+    wait_for(
+        lambda: len(fake_openai.requests_for_schema(VISION)) >= 2, 30, "vision calls in flight"
+    )
+
+    assert _drop_other_database_connections() >= 2
+
+    scans = wait_all_terminal(ids, timeout=90)
+    assert_all_completed(scans)
+    retried = TaskAttempt.objects.filter(scan_id__in=ids, outcome=AttemptOutcome.RETRY)
+    assert retried.filter(exception_class="OperationalError").exists(), list(
+        retried.values_list("step", "exception_class", "exception_message")
+    )
     assert_invariants(ids)

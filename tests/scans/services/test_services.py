@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError
 from django.utils import timezone
 
 from scans import services
@@ -123,6 +124,17 @@ def test_failures_get_a_stable_code_and_a_readable_message(exc, code):
     got_code, message = services.describe_failure(exc, ScanStep.RULE)
     assert got_code == code
     assert message and "Traceback" not in message
+
+
+def test_a_database_failure_says_the_database_failed_and_how():
+    exc = OperationalError("terminating connection due to administrator command\nSSL SYSCALL")
+    code, message = services.describe_failure(exc, ScanStep.VISION)
+
+    assert code == "internal_error"
+    assert message == (
+        "The database failed during the recognition step on every try "
+        "(OperationalError: terminating connection due to administrator command)."
+    )
 
 
 def test_the_sweeper_requeues_stalled_scans_then_fails_them(user, photo, settings):
