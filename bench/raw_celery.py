@@ -43,15 +43,16 @@ from bench.common import RAW_QUEUE
 _HERE = Path(__file__).resolve().parent
 
 
-def _embedded_transport() -> type:
-    """eco2/embedded_broker.py's Transport, loaded from its file without the ``eco2`` package."""
+def _embedded_broker() -> Any:
+    """eco2/embedded_broker.py (its Transport and options), loaded from its file without the
+    ``eco2`` package."""
     path = _HERE.parent / "eco2" / "embedded_broker.py"
     spec = importlib.util.spec_from_file_location("bench_raw_embedded_broker", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.Transport
+    return module
 
 
 def make_app() -> Celery:
@@ -61,20 +62,11 @@ def make_app() -> Celery:
     if broker_url and not broker_url.startswith("filesystem://"):
         conf.update(broker_url=broker_url, broker_transport_options={"confirm_publish": True})
     else:
-        folder = var_dir / "raw-broker"
-        for name in ("queue", "control", "processed"):
-            (folder / name).mkdir(parents=True, exist_ok=True)
+        broker = _embedded_broker()
         conf.update(
             broker_url="filesystem://localhost//",
-            broker_transport=_embedded_transport(),
-            broker_transport_options={
-                "data_folder_in": str(folder / "queue"),
-                "data_folder_out": str(folder / "queue"),
-                "control_folder": str(folder / "control"),
-                "processed_folder": str(folder / "processed"),
-                "store_processed": False,
-                "polling_interval": 0.1,  # as the app's embedded broker
-            },
+            broker_transport=broker.Transport,
+            broker_transport_options=broker.transport_options(var_dir / "raw-broker"),
         )
     redis_url = os.environ.get("REDIS_URL", "")
     if redis_url:

@@ -48,6 +48,24 @@ TIME_DIGITS = 20
 CLAIMED = ".claimed"  # a consumer's claim of a message file: ``.<its name>.claimed``
 
 
+def transport_options(folder: Path) -> dict[str, object]:
+    """The options of a broker kept in ``folder`` (its queue, control and processed folders,
+    created here): what the settings give the app's broker and the benchmarks' raw Celery
+    app (bench/raw_celery.py) gives its own, so both poll alike."""
+    folders = {name: folder / name for name in ("queue", "control", "processed")}
+    for path in folders.values():
+        path.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "control_folder": str(folders["control"]),
+        "processed_folder": str(folders["processed"]),
+        "store_processed": False,
+        # the transport polls; 0.1 s keeps a three-step chain snappy
+        "polling_interval": 0.1,
+    }
+
+
 def message_file_name(queue: str, sent_at_us: int | None = None) -> str:
     """The name kombu's consumer matches and sorts on: ``<time>_<uuid>.<queue>.msg``.
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from eco2.broker_queues import DEFAULT_DELIVERY_LIMIT, QUEUE_TYPES, QUORUM, task_queues
+from eco2.embedded_broker import transport_options
 
 from .environment import VAR_DIR, env
 
@@ -24,17 +25,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport with its files written whole (eco2/embedded_broker.py: the
     # stock one can hand a consumer a message file still empty, which stops the worker)
     CELERY_BROKER_TRANSPORT = "eco2.embedded_broker:Transport"
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
-        "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
-        "control_folder": str(CELERY_BROKER_DIR / "control"),
-        "processed_folder": str(CELERY_BROKER_DIR / "processed"),
-        "store_processed": False,
-        # the filesystem transport polls; 0.1 s keeps a three-step chain snappy
-        "polling_interval": 0.1,
-    }
-    for _folder in ("queue", "control", "processed"):
-        (CELERY_BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = transport_options(CELERY_BROKER_DIR)
 else:
     # publisher confirms: without them a broker under pressure can drop a publish silently
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
