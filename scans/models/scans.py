@@ -96,8 +96,9 @@ class Scan(models.Model):
     """One photo going through vision → rule → answer. The row is the source of truth."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # no index of its own: scan_owner_recent starts with it (see Meta)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scans"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="scans", db_index=False
     )
     image = models.ImageField(
         upload_to=scan_image_path,
@@ -114,7 +115,7 @@ class Scan(models.Model):
         ),
     )
     thumbnail = models.ImageField(upload_to=scan_image_path, blank=True)
-    image_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    image_sha256 = models.CharField(max_length=64, blank=True)  # read with its row, never searched
     image_prepared_at = models.DateTimeField(null=True, blank=True)
     hint = models.CharField(max_length=200, blank=True)
     language = models.CharField(
@@ -123,7 +124,12 @@ class Scan(models.Model):
         help_text=_("The language the guidance is written in: the uploader's, at upload."),
     )
     batch = models.ForeignKey(
-        ScanBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="scans"
+        ScanBatch,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="scans",
+        db_index=False,  # scan_batch_member (Meta): the few scans of a batch, not every NULL
     )
 
     status = models.CharField(max_length=20, choices=ScanStatus.choices, default=ScanStatus.QUEUED)
@@ -168,7 +174,7 @@ class Scan(models.Model):
     error_message = models.TextField(blank=True)
 
     celery_root_id = models.CharField(
-        max_length=255, blank=True, db_index=True, help_text=_("Root task id of the current chain.")
+        max_length=255, blank=True, help_text=_("Root task id of the current chain.")
     )
     # The scan row is its own outbox: a chain is owed until dispatched_at is set, and the relay
     # (beat) publishes what the request could not, e.g. while the broker was down.
@@ -187,10 +193,27 @@ class Scan(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Every index is written on each INSERT and on each UPDATE that is not HOT (PostgreSQL
+        # updates a row in place, indexes untouched, only when no indexed column changes), and
+        # a scan is updated once a step. So no index holds updated_at (every write changes
+        # it: no step's write could be HOT) and the state indexes hold only the scans they
+        # find: the sweeper, the relay and the backlog read the few active scans (then filter
+        # on updated_at / dispatched_at); staff list failed ones, newest first.
         indexes = [
             models.Index(fields=["owner", "-created_at"], name="scan_owner_recent"),
-            models.Index(fields=["status", "updated_at"], name="scan_status_updated"),
-            models.Index(fields=["status", "dispatched_at"], name="scan_status_dispatched"),
+            models.Index(
+                fields=["status"],
+                condition=models.Q(status__in=[ScanStatus.QUEUED, ScanStatus.PROCESSING]),
+                name="scan_active",
+            ),
+            models.Index(
+                fields=["-created_at"],
+                condition=models.Q(status=ScanStatus.FAILED),
+                name="scan_failed_recent",
+            ),
+            models.Index(
+                fields=["batch"], condition=models.Q(batch__isnull=False), name="scan_batch_member"
+            ),
         ]
         permissions = [
             ("retry_scan", "Can retry failed scans, redrive dead letters, re-run and revoke tasks")
