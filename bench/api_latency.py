@@ -47,6 +47,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,24 @@ def prepare() -> str:
     return Token.objects.get_or_create(user=user)[0].key
 
 
+_purged: Counter[str] = Counter()  # every message drain_queues took off, by queue
+
+
+def drain_queues() -> None:
+    """Purge what the uploads and the floor published: no worker consumes them here, and a
+    queue tens of thousands of persistent messages long makes RabbitMQ stall its publishers
+    (seen: 2 s without an answer, the next phase's tail), which a deployment with workers
+    never sees. Between phases, outside their measured windows."""
+    from bench.urls import FLOOR_QUEUE
+    from eco2.celery import app
+
+    _purged.update(common.purge_queues())
+    with app.connection_for_write() as conn:
+        floor_queue = FLOOR_QUEUE(conn.default_channel)
+        floor_queue.declare()
+        _purged[FLOOR_QUEUE.name] += floor_queue.purge() or 0
+
+
 def clean_up(since) -> dict[str, int]:
     """Drop what the run left in the services: the scans it created (their photos went with
     the run's folder), their chains and the floor's messages in the broker, the floor table."""
@@ -170,15 +189,12 @@ def clean_up(since) -> dict[str, int]:
         owner__username="bench", created_at__gte=since
     ).delete()
     deleted = deleted_by_model.get(Scan._meta.label, 0)
-    purged = common.purge_queues()
+    drain_queues()
     with app.connection_for_write() as conn:
-        floor_queue = FLOOR_QUEUE(conn.default_channel)
-        floor_queue.declare()
-        purged[FLOOR_QUEUE.name] = floor_queue.purge() or 0
-        floor_queue.delete()
+        FLOOR_QUEUE(conn.default_channel).delete()
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
-    return {"scans_deleted": deleted, **{f"purged_{name}": n for name, n in purged.items()}}
+    return {"scans_deleted": deleted, **{f"purged_{name}": n for name, n in _purged.items()}}
 
 
 def connect(port: int) -> http.client.HTTPConnection:
@@ -376,14 +392,17 @@ def main() -> int:
         for _ in range(args.rounds):
             for phase in phases:
                 load(requests[phase.key], args.clients, per_round, tallies[phase.key])
+                drain_queues()
             load(upload, 1, per_round, one_client)
         # offered loads, open loop, at fractions of the upload's saturation just measured
         saturation = tallies["scans"].figures()["req_per_s"]
         for _ in range(args.rounds):
             for level in LEVELS:
                 open_loop(upload, level * saturation, per_round, opened[level], args.pool)
+                drain_queues()
             if floor is not None:
                 open_loop(floor, HALF_LOAD * saturation, per_round, floor_opened, args.pool)
+                drain_queues()
     finally:
         server.terminate()
         server.wait(timeout=20)
