@@ -20,6 +20,10 @@ from django.utils.translation import gettext as _
 
 logger = logging.getLogger(__name__)
 
+# The database failed, not the work: unreachable, a dropped session, a deadlock victim, SQLite's
+# "database is locked". The web answers 503 with Retry-After; a pipeline step tries again.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+
 
 def release_db_connection() -> None:
     """Give the DB connection back before a slow call (a provider's HTTP request).
@@ -60,7 +64,7 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
+        if not isinstance(exception, DATABASE_FAILURES):
             return None
         logger.error("database unavailable for %s %s: %r", request.method, request.path, exception)
         retry_after = settings.DB_UNAVAILABLE_RETRY_AFTER

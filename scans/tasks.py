@@ -18,10 +18,11 @@ from datetime import timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import close_old_connections
 from django.utils import timezone
 
 from eco2.broker_queues import QUORUM
+from eco2.db import DATABASE_FAILURES
 from eco2.periodic import RecordedWhenBusy
 from notifications.models import NotificationKind
 from notifications.services import notify_staff
@@ -106,7 +107,7 @@ class ScanStepTask(Task):
             raise self.retry(
                 exc=exc, countdown=retry_countdown(self.request.retries, exc.retry_after)
             ) from exc
-        except (OperationalError, InterfaceError) as exc:
+        except DATABASE_FAILURES as exc:
             # The database, not the scan: PostgreSQL dropped the session (a failover, a
             # restart, a pooler, pg_terminate_backend), chose this transaction as a deadlock's
             # victim or refused it a serializable snapshot; SQLite's "database is locked". The

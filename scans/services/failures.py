@@ -7,9 +7,10 @@ import logging
 from amqp.exceptions import AMQPError, MessageNacked
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
+
+from eco2.db import DATABASE_FAILURES
 
 from ..errors import CodedError
 from ..models import Scan, ScanEventType, ScanStatus, ScanStep
@@ -50,7 +51,7 @@ def describe_failure(exc: BaseException, step: str) -> tuple[str, str]:
         return code, f"The worker running the {label} step stopped repeatedly."
     if code == "step_timeout":
         return code, f"The {label} step took too long and was stopped."
-    if isinstance(exc, OperationalError | InterfaceError):  # retried first (scans.tasks)
+    if isinstance(exc, DATABASE_FAILURES):  # retried first (scans.tasks)
         reason = (str(exc).strip().splitlines() or [""])[0][:300]
         return code, (
             f"The database failed during the {label} step on every try "
