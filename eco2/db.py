@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -19,6 +20,8 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Model)
 
 # The database failed, not the work: unreachable, a dropped session, a deadlock victim, SQLite's
 # "database is locked". The web answers 503 with Retry-After; a pipeline step tries again.
@@ -51,6 +54,38 @@ def insert_unless_exists(instance: Model) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+# Primary keys no row has (a UUID key, an integer one): the query is compiled with one, and
+# its parameter is the one a call replaces with the key it asks for.
+_PLACEHOLDER_UUID = uuid.UUID(int=0)
+_PLACEHOLDER_INT = -(2**31)
+_compiled: dict[tuple[str, str], tuple[type[Model], str, tuple[Any, ...], int]] = {}
+
+
+def get_precompiled(name: str, rows: Callable[[Any], QuerySet[M]], pk: Any) -> M | None:
+    """The row of ``rows(pk)`` (a query of one model by its primary key: a UUID, or an
+    integer passed as an int), or None.
+
+    For a query a hot path runs with the same shape every time (a pipeline step's load of its
+    scan): building and compiling a queryset cost ~1 ms of CPU, several times the query itself
+    (bench/pipeline_overhead.py). Here ``rows`` is built and compiled once per process and
+    database, under ``name``, and each call runs that SQL through ``Manager.raw()`` with its
+    key put in. The instance comes with the query's annotations, not with select_related:
+    raw() fills no relation.
+    """
+    key = (name, connection.alias)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        placeholder = _PLACEHOLDER_INT if isinstance(pk, int) else _PLACEHOLDER_UUID
+        query = rows(placeholder)
+        sql, params = query.query.get_compiler(connection.alias).as_sql()
+        position = params.index(query.model._meta.pk.get_db_prep_value(placeholder, connection))
+        compiled = _compiled[key] = (query.model, sql, params, position)
+    model, sql, params, position = compiled
+    values = list(params)
+    values[position] = model._meta.pk.get_db_prep_value(pk, connection)
+    return next(iter(model._default_manager.raw(sql, values)), None)
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):

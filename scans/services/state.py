@@ -9,9 +9,10 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from eco2.db import get_precompiled
 from notifications.services import notify_scan_completed, notify_scan_needs_input
 
 from ..models import (
@@ -124,6 +125,8 @@ def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:
         if not _save_if_active(scan, **fields):
             return False
         append_event(scan, event_type)
+        if event_type in (ScanEventType.NEEDS_INPUT, ScanEventType.COMPLETED):
+            _load_owner(scan)  # whom the notification is for, read in this transaction
         if event_type == ScanEventType.NEEDS_INPUT:
             notify_scan_needs_input(scan)  # "which one is it?": one mail per scan
         if event_type == ScanEventType.COMPLETED:
@@ -146,7 +149,7 @@ def resolve_dead_letters(scan_id) -> int:
     )
 
 
-def _load_active(scan_id: str, *related: str) -> Scan | None:
+def _load_active(scan_id: str) -> Scan | None:
     """The scan a step works on; None when it has ended (a redelivery: nothing to do).
 
     A message naming no scan is not skipped in silence: it fails, so its message is
@@ -156,9 +159,9 @@ def _load_active(scan_id: str, *related: str) -> Scan | None:
         uuid.UUID(str(scan_id))
     except ValueError:
         raise ScanStepError(f"{scan_id!r} is not a scan id.", code="malformed_message") from None
-    # the rule base's revision comes with the row: the step's uses of the rules take it
-    rows = Scan.objects.filter(pk=scan_id).annotate(rulebase_token=token_subquery())
-    scan = (rows.select_related(*related) if related else rows).first()
+    # the rule base's revision comes with the row: the step's uses of the rules take it.
+    # Compiled once per process (four loads a scan; the ORM's compile cost more than the query)
+    scan = get_precompiled("scans.step_load", _step_rows, scan_id)
     if scan is None:
         raise ScanStepError(
             f"No scan {scan_id}: it was deleted, or the message did not come from Eco².",
@@ -169,6 +172,21 @@ def _load_active(scan_id: str, *related: str) -> Scan | None:
         return None
     note_rulebase_token(scan.rulebase_token or "")
     return scan
+
+
+def _load_owner(scan: Scan) -> None:
+    """The scan's owner (a step's load, precompiled, fills no relation), by a precompiled
+    query too; nothing when it is loaded already."""
+    if scan.owner_id is None or Scan.owner.is_cached(scan):
+        return
+    owners = Scan._meta.get_field("owner").related_model._default_manager
+    scan.owner = get_precompiled(
+        "scans.step_load.owner", lambda pk: owners.filter(pk=pk), scan.owner_id
+    )
+
+
+def _step_rows(scan_id: Any) -> QuerySet[Scan]:
+    return Scan.objects.filter(pk=scan_id).annotate(rulebase_token=token_subquery())
 
 
 def _begin(scan: Scan, step: ScanStep) -> bool:

@@ -86,7 +86,7 @@ def run_vision_step(scan_id: str) -> str:
 
 
 def run_rule_step(scan_id: str) -> str:
-    scan = _load_active(scan_id, "owner")  # a question notifies the owner
+    scan = _load_active(scan_id)
     if scan is None:
         return SKIPPED
     if scan.progress >= STEP_PROGRESS[ScanStep.RULE][1]:
@@ -133,7 +133,7 @@ def run_rule_step(scan_id: str) -> str:
 
 
 def run_answer_step(scan_id: str) -> str:
-    scan = _load_active(scan_id, "owner")  # the completion notifies the owner
+    scan = _load_active(scan_id)
     if scan is None:
         return SKIPPED
     if scan.progress < STEP_PROGRESS[ScanStep.RULE][1]:
