@@ -13,6 +13,7 @@ ready with :func:`prepare_database` (a subprocess runs the migrations), then cal
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -69,8 +71,39 @@ def bench_env(smoke: bool, var_dir: str) -> dict[str, str]:
         for name in SERVICES:
             env.pop(name, None)
     else:
+        hold_services_lock()
         env.update({name: os.environ.get(name, value) for name, value in SERVICES.items()})
     return env
+
+
+# Full runs share one database (eco2_bench) and one broker vhost: two at once take each other's
+# tasks (the other run's workers cannot find this run's photos: "image_missing" failures) and
+# each other's CPU. A run holds this lock until its process exits.
+SERVICES_LOCK = Path(tempfile.gettempdir()) / "eco2-bench-services.lock"
+_services_lock: Any = None
+
+
+def hold_services_lock() -> None:
+    """Take the full runs' lock for this process's life; exit with a message if another run
+    holds it."""
+    global _services_lock
+    if _services_lock is not None:
+        return
+    handle = SERVICES_LOCK.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SystemExit(
+            f"another benchmark is running on the shared services ({holder}): its workers "
+            "would take this run's tasks. Wait for it, or run this one with --smoke."
+        ) from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
+    handle.flush()
+    _services_lock = handle
 
 
 def profile_name(smoke: bool) -> str:
@@ -444,7 +477,6 @@ class CostMeter:
         self.backends = {}
         if self.url:
             import psycopg
-
             from django.db import connections
 
             params = _pg_params(self.url)
