@@ -65,6 +65,9 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # a fast path, and a partitioned one must cost an upload a fraction of a second, not seconds.
 REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=0.25)
 SCAN_PROGRESS_TTL = env.int("SCAN_PROGRESS_TTL", default=3600)
+# Answers are reused by scans of the same category, tags and language (services.compose_answer);
+# off, every scan's answer step calls the provider.
+SCAN_ANSWER_CACHE = env.bool("SCAN_ANSWER_CACHE", default=True)
 # Django's cache: local memory (per process) by default, Redis when REDIS_URL is set.
 if REDIS_URL:
     CACHES = {

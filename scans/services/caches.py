@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -151,7 +152,9 @@ def compose_answer(request: AnswerRequest, *, scan_id=None) -> tuple[dict, dict 
     """
     provider = get_answer_provider()
     cache_key_of = getattr(provider, "answer_cache_key", None)
-    key = cache_key_of(request) if cache_key_of else None
+    # SCAN_ANSWER_CACHE off: every scan pays its answer (a prompt being tuned; the slow-provider
+    # benchmark, whose scans must make both calls)
+    key = cache_key_of(request) if cache_key_of and settings.SCAN_ANSWER_CACHE else None
     leased = False
     if key:
         cached = _cached_answer(key)

@@ -148,3 +148,20 @@ def test_the_answer_cache_is_per_language(rulebase, user, photo, providers):
 
     assert providers.calls == 2
     assert set(AnswerCacheEntry.objects.values_list("language", flat=True)) == {"ko", "en"}
+
+
+@pytest.mark.parametrize("cache_on, calls", [(True, 1), (False, 2)])
+def test_scans_classified_alike_share_an_answer_unless_the_cache_is_off(
+    rulebase, user, photo, providers, settings, cache_on, calls
+):
+    settings.SCAN_ANSWER_CACHE = cache_on
+    scans = [services.create_scan(owner=user, image=photo(), hint="캔") for _ in range(2)]
+    for scan in scans:
+        run_to_rules(scan)
+        services.run_answer_step(scan.id)
+
+    assert providers.calls == calls
+    for scan in scans:
+        scan.refresh_from_db()
+        assert scan.status == "completed" and scan.answer is not None
+    assert AnswerCacheEntry.objects.exists() is cache_on
