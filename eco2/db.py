@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -85,7 +85,7 @@ def get_precompiled(name: str, rows: Callable[[Any], QuerySet[M]], pk: Any) -> M
     model, sql, params, position = compiled
     values = list(params)
     values[position] = model._meta.pk.get_db_prep_value(pk, connection)
-    return next(iter(model._default_manager.raw(sql, values)), None)
+    return cast("M | None", next(iter(model._default_manager.raw(sql, values)), None))
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):

@@ -8,6 +8,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -170,7 +171,7 @@ def _load_active(scan_id: str) -> Scan | None:
     if scan.status in TERMINAL_STATUSES:
         logger.info("scan %s is already %s; step skipped", scan_id, scan.status)
         return None
-    note_rulebase_token(scan.rulebase_token or "")
+    note_rulebase_token(getattr(scan, "rulebase_token", None) or "")
     return scan
 
 
@@ -179,10 +180,11 @@ def _load_owner(scan: Scan) -> None:
     query too; nothing when it is loaded already."""
     if scan.owner_id is None or Scan.owner.is_cached(scan):
         return
-    owners = Scan._meta.get_field("owner").related_model._default_manager
-    scan.owner = get_precompiled(
-        "scans.step_load.owner", lambda pk: owners.filter(pk=pk), scan.owner_id
+    owner = get_precompiled(
+        "scans.step_load.owner", lambda pk: get_user_model().objects.filter(pk=pk), scan.owner_id
     )
+    if owner is not None:
+        scan.owner = owner
 
 
 def _step_rows(scan_id: Any) -> QuerySet[Scan]:
