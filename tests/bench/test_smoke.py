@@ -123,6 +123,10 @@ def test_io_concurrency_harness_measures_each_pool():
         assert figures["completed"] > 0 and figures["failed"] == 0 and figures["drained"]
         assert 1 <= figures["in_flight"] <= figures["concurrency"]
         assert figures["theoretical_scans_per_s"] > 0 and figures["worker_rss_mb"] > 0
+        # the theory's two slow calls a scan: no answer from the cache
+        calls = figures["provider_calls"]
+        assert calls["vision"] == calls["answer"] == figures["created"], calls
+        assert figures["calls_per_scan"] == 2
     # the raw-Celery anchor on the threads pool's slots, and the scans measured against it
     raw = result["raw"]["threads"]
     assert raw["concurrency"] == result["pools"]["threads"]["concurrency"]
