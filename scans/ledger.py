@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from datetime import datetime
 from functools import partial
@@ -50,7 +51,7 @@ def _is_pipeline(task) -> bool:
 # postrun run in the same process (and thread), so closing it writes by primary key (or
 # inserts it, when its start was not written: _announce_running); a close reported by another
 # process (the worker's main process when a pool process died) looks the attempt up instead.
-_open_attempts: dict[str, TaskAttempt] = {}
+_open_attempts: dict[tuple[str, int], TaskAttempt] = {}
 _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
 
 # The tasks running in this process (prerun to postrun), also after their attempt was closed
@@ -61,11 +62,20 @@ _running_here: set[str] = set()
 # Attempts of jobs that are recorded only when they did something (eco2.periodic.RecordedWhenBusy:
 # the relays, the sweeper …): built at prerun, inserted at their end only if the run published
 # something or failed. An idle run costs no write (two rows a run were ~26,000 a day).
-_deferred_attempts: dict[str, TaskAttempt] = {}
+_deferred_attempts: dict[tuple[str, int], TaskAttempt] = {}
 
 # Attempts closed with the task's result, in the transaction that stored it (the step's final
 # write, scans.step_end; or the result backend): task_postrun has nothing left to write.
-_closed_with_result: set[str] = set()
+_closed_with_result: set[tuple[str, int]] = set()
+
+
+def _delivery(task_id: str) -> tuple[str, int]:
+    """One delivery of ``task_id``: its prerun, its final write and its postrun run on one
+    thread. After a broker connection loss a threads-pool worker can run a task's redelivery
+    beside the original in one process; keyed by task id alone, the one ending last closed
+    the other's attempt (a step recorded as succeeded twice)."""
+    return task_id, threading.get_ident()
+
 
 # --- a pipeline step's attempt while it runs ---------------------------------------------------
 # A first delivery of a step writes its attempt once, when it ends, with the step's result;
@@ -187,7 +197,7 @@ def close_attempt(
 ) -> None:
     """Finish the latest open attempt of ``task_id`` with ``outcome``; ``busy``: the run did
     something (an idle run of a RecordedWhenBusy job leaves no attempt)."""
-    deferred = _deferred_attempts.pop(task_id, None)
+    deferred = _deferred_attempts.pop(_delivery(task_id), None)
     if deferred is not None:
         if busy or exc is not None or outcome != AttemptOutcome.SUCCEEDED:
             deferred.outcome = outcome
@@ -200,7 +210,7 @@ def close_attempt(
                 deferred.exception_message = coded_text(exc)[:2000]
             deferred.save(force_insert=True)
         return
-    attempt = _open_attempts.pop(task_id, None)
+    attempt = _open_attempts.pop(_delivery(task_id), None)
     if attempt is None:
         # closed by another process (a pool process died): its started row, or its Redis copy
         attempt = (
@@ -226,7 +236,7 @@ def close_attempt(
 
 def has_open_attempt(task_id: str) -> bool:
     """Whether this process opened ``task_id``'s attempt and has not closed it yet."""
-    return task_id in _open_attempts
+    return _delivery(task_id) in _open_attempts
 
 
 def is_running_here(task_id: str) -> bool:
@@ -244,12 +254,12 @@ def close_attempt_on_success(task_id: str, retval: Any) -> None:
     stores it (the step's final write, scans.step_end; the result backend); once that
     commits, its task_postrun writes nothing."""
     close_attempt(task_id, _success_outcome(retval))
-    transaction.on_commit(partial(_closed_with_result.add, task_id))
+    transaction.on_commit(partial(_closed_with_result.add, _delivery(task_id)))
 
 
 def closed_with_result(task_id: str) -> bool:
     """Whether ``task_id``'s attempt was recorded with its result (committed)."""
-    return task_id in _closed_with_result
+    return _delivery(task_id) in _closed_with_result
 
 
 @signals.task_prerun.connect
@@ -270,11 +280,11 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
     )
     _running_here.add(task_id)
     if getattr(task, "recorded_when_busy", False):
-        _deferred_attempts[task_id] = attempt
+        _deferred_attempts[_delivery(task_id)] = attempt
         return
     if len(_open_attempts) >= _MAX_OPEN_ATTEMPTS:
         _open_attempts.clear()  # the lookup in close_attempt still finds them
-    _open_attempts[task_id] = attempt
+    _open_attempts[_delivery(task_id)] = attempt
     first_delivery = attempt.attempt == 1 and not attempt.redelivered
     if _is_pipeline(task) and first_delivery and _announce_running(attempt):
         return  # written when it ends
@@ -301,8 +311,8 @@ def _record_lost_before(task_id: str) -> None:
 @signals.task_postrun.connect
 def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs) -> None:
     _running_here.discard(task_id)
-    if task_id in _closed_with_result:
-        _closed_with_result.discard(task_id)
+    if _delivery(task_id) in _closed_with_result:
+        _closed_with_result.discard(_delivery(task_id))
         return  # closed with the stored result (scans.step_end, scans.result_backend)
     if state != "SUCCESS":
         return  # retries and failures are closed by their own signals, with the exception
