@@ -41,7 +41,7 @@ def _die_in_this_process(task_id: str) -> None:
     """The process that ran it is gone: nothing of it is left in memory here."""
     from scans import ledger
 
-    ledger._open_attempts.pop(task_id)
+    ledger._open_attempts.pop(ledger._delivery(task_id))
     ledger._running_here.discard(task_id)
 
 
