@@ -54,9 +54,9 @@ def _is_pipeline(task) -> bool:
 _open_attempts: dict[tuple[str, int], TaskAttempt] = {}
 _MAX_OPEN_ATTEMPTS = 10_000  # a bound for attempts closed elsewhere; far above any pool size
 
-# The tasks running in this process (prerun to postrun), also after their attempt was closed
-# with their result (scans.step_end): what they publish then is still theirs.
-_running_here: set[str] = set()
+# The deliveries running in this process (prerun to postrun), also after their attempt was
+# closed with their result (scans.step_end): what they publish then is still theirs.
+_running_here: set[tuple[str, int]] = set()
 
 
 # Attempts of jobs that are recorded only when they did something (eco2.periodic.RecordedWhenBusy:
@@ -117,13 +117,13 @@ def _announce_running(attempt: TaskAttempt) -> bool:
     return True
 
 
-def _running_elsewhere(task_id: str, *, forget: bool = False) -> TaskAttempt | None:
+def _running_elsewhere(task_id: str) -> TaskAttempt | None:
     """The attempt of ``task_id`` a process announced and did not record (None without)."""
     client = redis_client()
     if client is None:
         return None
     try:
-        raw = client.getdel(_running_key(task_id)) if forget else client.get(_running_key(task_id))
+        raw = client.get(_running_key(task_id))
     except redis.RedisError as exc:
         logger.warning("running attempt of %s not read from Redis: %s", task_id, exc)
         return None
@@ -136,14 +136,31 @@ def _running_elsewhere(task_id: str, *, forget: bool = False) -> TaskAttempt | N
     )
 
 
-def _forget_running(task_id: str) -> None:
+def _take_off_running(task_id: str) -> bool:
+    """Take the Redis copy of ``task_id``'s running attempt off; False when it was gone
+    already (taken by another process, which recorded the attempt; or expired)."""
     client = redis_client()
     if client is None:
-        return
+        return True
     try:
-        client.delete(_running_key(task_id))
+        return bool(client.delete(_running_key(task_id)))
     except redis.RedisError as exc:  # it expires (RUNNING_ATTEMPT_TTL)
         logger.warning("running attempt of %s not taken off Redis: %s", task_id, exc)
+        return True  # nothing known to settle
+
+
+# A redelivery cannot tell a delivery whose worker died from one still running elsewhere (its
+# worker's broker connection was cut, or a threads pool runs both). Both record the attempt;
+# each first writes its row, then takes the Redis copy off: exactly one of the two finds it
+# there, and the other, whose row came second, takes the lost row away. One row an attempt.
+def _settle_running(attempt: TaskAttempt) -> None:
+    """After the end of an attempt held in Redis was written (committed)."""
+    if not _take_off_running(attempt.task_id):
+        TaskAttempt.objects.filter(
+            task_id=attempt.task_id,
+            started_at=attempt.started_at,
+            outcome=AttemptOutcome.WORKER_LOST,
+        ).exclude(pk=attempt.pk).delete()
 
 
 def running_task_ids(task_ids: list[str]) -> set[str]:
@@ -173,7 +190,7 @@ def _write(attempt: TaskAttempt, fields: dict) -> None:
     for name, value in fields.items():
         setattr(attempt, name, value)
     _insert(attempt)
-    transaction.on_commit(partial(_forget_running, attempt.task_id))
+    transaction.on_commit(partial(_settle_running, attempt))
 
 
 def _insert(attempt: TaskAttempt) -> None:
@@ -240,8 +257,8 @@ def has_open_attempt(task_id: str) -> bool:
 
 
 def is_running_here(task_id: str) -> bool:
-    """Whether ``task_id`` runs in this process (between its prerun and its postrun)."""
-    return task_id in _running_here
+    """Whether this thread runs ``task_id`` (between its prerun and its postrun)."""
+    return _delivery(task_id) in _running_here
 
 
 def _success_outcome(retval: Any) -> str:
@@ -278,7 +295,7 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
         queue=delivery.get("routing_key") or "",
         started_at=timezone.now(),
     )
-    _running_here.add(task_id)
+    _running_here.add(_delivery(task_id))
     if getattr(task, "recorded_when_busy", False):
         _deferred_attempts[_delivery(task_id)] = attempt
         return
@@ -295,8 +312,9 @@ def open_attempt(sender=None, task_id=None, task=None, args=(), **kwargs) -> Non
 
 def _record_lost_before(task_id: str) -> None:
     """A redelivered step: the delivery before it may have died with its whole worker (no
-    process left to record it); its attempt, held in Redis, is recorded as lost."""
-    lost = _running_elsewhere(task_id, forget=True)
+    process left to record it); its attempt, held in Redis, is recorded as lost, unless it
+    turns out to be still running and ends meanwhile (_settle_running)."""
+    lost = _running_elsewhere(task_id)
     if lost is None:
         return
     now = timezone.now()
@@ -305,12 +323,14 @@ def _record_lost_before(task_id: str) -> None:
     lost.duration_ms = int((now - lost.started_at).total_seconds() * 1000)
     lost.exception_class = WorkerLostError.__name__
     lost.exception_message = "worker_lost: the worker died while it ran this step"
-    _insert(lost)
+    _insert(lost)  # committed (autocommit) before the copy is taken off
+    if not _take_off_running(task_id):
+        TaskAttempt.objects.filter(pk=lost.pk).delete()  # it ended and recorded its end
 
 
 @signals.task_postrun.connect
 def finish_attempt(sender=None, task_id=None, task=None, retval=None, state=None, **kwargs) -> None:
-    _running_here.discard(task_id)
+    _running_here.discard(_delivery(task_id))
     if _delivery(task_id) in _closed_with_result:
         _closed_with_result.discard(_delivery(task_id))
         return  # closed with the stored result (scans.step_end, scans.result_backend)
