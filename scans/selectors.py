@@ -60,8 +60,11 @@ def usage_totals(scans: QuerySet[Scan]) -> dict[str, Any]:
 
 
 def running_totals() -> ScanTotals:
-    """The running totals of all scans (one row; zeros before anything was counted)."""
-    return ScanTotals.objects.filter(pk=1).first() or ScanTotals(pk=1)
+    """The running totals of all scans: the sum of ScanTotals' rows, unsaved (zeros before
+    anything was counted)."""
+    counters = [field.name for field in ScanTotals._meta.concrete_fields if not field.primary_key]
+    sums = ScanTotals.objects.aggregate(**{name: Sum(name) for name in counters})
+    return ScanTotals(**{name: value or 0 for name, value in sums.items()})
 
 
 def active_scan_counts() -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from decimal import Decimal
 from functools import partial
@@ -75,10 +76,10 @@ def _save_if_active(
         with transaction.atomic(savepoint=False):
             updated = rows.update(**fields)
             if updated:
-                if increments:
-                    add_to_totals(increments)
                 if ends_step:
                     write_step_end()
+                if increments:
+                    add_to_totals(increments)  # last: its row is held until the commit
     else:
         updated = rows.update(**fields)  # one statement, no transaction of its own
     if not updated:
@@ -111,11 +112,13 @@ def _increments(billed: dict | None, status: str | None) -> dict[str, int | Deci
 
 
 def add_to_totals(increments: dict[str, int | Decimal]) -> None:
-    """Add to the running totals' one row (created if it is missing, e.g. after a flush)."""
+    """Add to one of the running totals' rows, picked at random so that concurrent writes
+    rarely wait for each other (ScanTotals); it is created if it is missing."""
+    shard = random.randint(1, ScanTotals.SHARDS)  # noqa: S311 (spreads load; not a secret)
     updates = {name: F(name) + value for name, value in increments.items()}
-    if not ScanTotals.objects.filter(pk=1).update(**updates):
-        ScanTotals.objects.get_or_create(pk=1)
-        ScanTotals.objects.filter(pk=1).update(**updates)
+    if not ScanTotals.objects.filter(pk=shard).update(**updates):
+        ScanTotals.objects.get_or_create(pk=shard)
+        ScanTotals.objects.filter(pk=shard).update(**updates)
 
 
 def _finish(scan: Scan, event_type: ScanEventType, **fields) -> bool:

@@ -103,3 +103,22 @@ def test_the_migration_starts_the_totals_from_the_stored_scans(user):
     migration.start_totals(apps, None)
 
     assert figures() == (15, 4, 2, Decimal("0.5000000001"), 2, 1, 1)
+
+
+def test_concurrent_writes_add_to_different_rows_that_sum_to_the_totals():
+    """A write holds the totals row it increments until it commits: with one row, every
+    step's final write on every worker waited for the one before it."""
+    from scans.services.state import add_to_totals
+
+    ScanTotals.objects.all().delete()
+    for _ in range(64):
+        add_to_totals({"input_tokens": 10, "cost_usd": Decimal("0.001"), "ended_failed": 1})
+
+    rows = ScanTotals.objects.count()
+    assert 8 <= rows <= ScanTotals.SHARDS, f"spread over {rows} row(s)"
+    totals = running_totals()
+    assert (totals.input_tokens, totals.cost_usd, totals.ended_failed) == (
+        640,
+        Decimal("0.064"),
+        64,
+    )
