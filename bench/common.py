@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -534,6 +535,61 @@ class CostMeter:
         figures["worker_transactions"] = figures["transactions"] - harness["transactions"]
         figures["worker_rows"] = figures["rows"] - harness["rows"]
         return figures
+
+
+class LockWaits:
+    """How many of the bench database's sessions wait on a lock, sampled every ``interval``
+    seconds on a thread of its own while a phase runs (pg_stat_activity, read from the
+    ``postgres`` database): one hot row that every worker's transaction updates shows here as
+    sessions queued behind each other, where CPU and scans/s only show "slower". Nothing
+    without PostgreSQL."""
+
+    def __init__(self, url: str | None, interval: float = 0.05) -> None:
+        self.url = url
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._samples = 0
+        self._busy = 0
+        self._waits: dict[str, int] = {}
+
+    def start(self) -> None:
+        if self.url:
+            self._thread = threading.Thread(target=self._run, name="lock-waits", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        params = _pg_params(self.url or "")
+        dbname = params.pop("dbname")
+        with psycopg.connect(**params, dbname="postgres", autocommit=True) as conn:
+            while not self._stop.wait(self.interval):
+                rows = conn.execute(
+                    "SELECT wait_event_type, left(query, 70) FROM pg_stat_activity"
+                    " WHERE datname = %s AND state <> 'idle' AND pid <> pg_backend_pid()",
+                    (dbname,),
+                ).fetchall()
+                self._samples += 1
+                for wait_type, query in rows:
+                    self._busy += 1
+                    if wait_type == "Lock":
+                        self._waits[query] = self._waits.get(query, 0) + 1
+
+    def stop(self) -> dict[str, Any] | None:
+        """Sessions busy and waiting on a lock, on average; the statement waited on most."""
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        samples = max(1, self._samples)
+        top = max(self._waits, key=self._waits.__getitem__, default="")
+        return {
+            "samples": self._samples,
+            "busy_sessions": self._busy / samples,
+            "lock_waiting_sessions": sum(self._waits.values()) / samples,
+            "most_waited": top,
+        }
 
 
 @contextlib.contextmanager

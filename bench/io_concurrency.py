@@ -17,7 +17,9 @@ a window, then stops feeding and lets the pool drain. Printed per pool:
 - worker RSS: the AI worker's processes summed from /proc (and PSS, which does not count the
   pages prefork children share once per child);
 - theoretical scans/s = in flight ÷ per-scan provider latency (2 calls × delay), and the
-  fraction achieved. Target: ≥ 100 scans in flight at ≥ 90 % of theoretical.
+  fraction achieved. Target: ≥ 100 scans in flight at ≥ 90 % of theoretical;
+- on PostgreSQL, the database sessions waiting on a lock during the window, on average, and the
+  statement waited on most (common.LockWaits): a row every step updates queues the workers.
 
 The raw-Celery anchor (issue 22): after a pool named in ``--raw-pools`` (default: threads),
 plain Celery chains (bench/raw_celery.py: no Django, no app hooks, no database) run on the same
@@ -171,6 +173,7 @@ def run_pool(
     active = Scan.objects.filter(owner=owner).exclude(status__in=TERMINAL_STATUSES)
     created = 0
     memory = {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0}
+    lock_waits = common.LockWaits(common.pg_url(env))
     try:
         started = time.monotonic()
         window_start = started + args.warmup
@@ -188,6 +191,7 @@ def run_pool(
                 created += 1
             if not wall_start and now >= window_start:
                 model.stats.open_window()
+                lock_waits.start()
                 wall_start = time.time()
             if now - last_sample >= 1.0:
                 if wall_start:
@@ -198,6 +202,7 @@ def run_pool(
                 last_sample = now
             time.sleep(args.poll)
         average_in_flight = model.stats.close_window()
+        waits = lock_waits.stop()
         wall_end = time.time()
         drained = common.wait_until_terminal(owner, created, args.drain_timeout)
     finally:
@@ -241,6 +246,7 @@ def run_pool(
         "calls_per_scan": calls_per_scan,
         "failure_samples": common.failure_samples(owner),
         "db": db_info,
+        "lock_waits": waits,
         "target_met": in_flight >= 100
         and theoretical > 0
         and rate / theoretical >= 0.9
@@ -449,6 +455,13 @@ def main() -> int:
                 else "; fewer: answers came from the cache, the figures above mean nothing)"
             )
         )
+        if r.get("lock_waits"):
+            waits = r["lock_waits"]
+            print(
+                f"    database sessions waiting on a lock: {waits['lock_waiting_sessions']:.2f} "
+                f"on average, of {waits['busy_sessions']:.2f} busy"
+                + (f" (most: {waits['most_waited']})" if waits["most_waited"] else "")
+            )
         if r["failure_samples"]:
             print(f"    failures: {r['failure_samples']}")
     print(
