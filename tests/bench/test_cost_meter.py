@@ -11,16 +11,12 @@ pytestmark = [
 ]
 
 
-def test_rows_written_just_before_a_phase_are_not_counted_in_it():
+def test_rows_written_just_before_a_phase_are_not_counted_in_it(test_db_url):
     """PostgreSQL reports an idle backend's counters up to 10 s late: rows a warm-up wrote
     right before the phase began must not land in the phase's figures."""
     import psycopg
 
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
-        f"{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
+    url = test_db_url
     with psycopg.connect(url, autocommit=True) as warm_up:
         warm_up.execute("CREATE TABLE cost_meter_probe (n integer)")  # reported at once
         # within a second of that report: these wait for the backend's next one (idle: 10 s)

@@ -13,18 +13,10 @@ pytestmark = [
 ]
 
 
-def _url() -> str:
-    settings = connection.settings_dict
-    return (
-        f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
-        f"{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
-
-
-def test_a_session_waiting_for_a_row_another_holds_is_counted_with_its_statement():
+def test_a_session_waiting_for_a_row_another_holds_is_counted_with_its_statement(test_db_url):
     import psycopg
 
-    url = _url()
+    url = test_db_url
     with (
         psycopg.connect(url, autocommit=True) as setup,
         psycopg.connect(url) as holder,
