@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -428,22 +429,39 @@ def pg_url(env: dict[str, str]) -> str | None:
     return url if url.startswith("postgres") else None
 
 
-def pg_counters(url: str) -> dict[str, int]:
+def pg_counters(url: str) -> dict[str, Any]:
     """The bench database's transactions (pg_stat_database: commits + rollbacks) and row writes
-    (pg_stat_user_tables: inserted + updated + deleted), read on a fresh connection that is
-    closed again: its own read is the one transaction it adds to a later reading."""
+    (pg_stat_user_tables: inserted + updated + deleted), in all and by table, read on a fresh
+    connection that is closed again: its own read is the one transaction it adds to a later
+    reading."""
     import psycopg
 
     with psycopg.connect(**_pg_params(url)) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
-            "SELECT (SELECT xact_commit + xact_rollback FROM pg_stat_database"
-            "        WHERE datname = current_database()),"
-            " (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)"
-            "  FROM pg_stat_user_tables)"
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
         ).fetchone()
+        tables = {
+            name: int(written)
+            for name, written in conn.execute(
+                "SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables"
+            ).fetchall()
+        }
     assert row is not None
-    return {"transactions": int(row[0]), "rows": int(row[1])}
+    return {"transactions": int(row[0]), "rows": sum(tables.values()), "tables": tables}
+
+
+def rows_by_table(
+    before: dict[str, int], after: dict[str, int], minus: dict[str, int] | None = None
+) -> dict[str, int]:
+    """The row writes of each table between two readings, less ``minus`` (the harness's own);
+    the tables that wrote none are left out."""
+    minus = minus or {}
+    written = {
+        name: count - before.get(name, 0) - minus.get(name, 0) for name, count in after.items()
+    }
+    return {name: count for name, count in sorted(written.items()) if count}
 
 
 # PostgreSQL 15 reports a backend's counters at a transaction's end at most once a second, and
@@ -531,6 +549,10 @@ class CostMeter:
             rows=after["rows"] - self._counters["rows"],
             harness_transactions=harness["transactions"],
             harness_rows=harness["rows"],
+            # which facts the workers' rows are (issue 22: each table is a feature's record)
+            worker_rows_by_table=rows_by_table(
+                self._counters["tables"], after["tables"], harness.get("tables")
+            ),
         )
         figures["worker_transactions"] = figures["transactions"] - harness["transactions"]
         figures["worker_rows"] = figures["rows"] - harness["rows"]
@@ -592,24 +614,35 @@ class LockWaits:
         }
 
 
+# the table of a write as Django's compilers spell it: INSERT INTO "t", UPDATE "t", DELETE FROM "t"
+_WRITTEN_TABLE = re.compile(
+    r'\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(?P<table>[\w.]+)"?', re.IGNORECASE
+)
+
+
 @contextlib.contextmanager
 def counting_queries(counts: dict[str, int] | None = None):
     """Count what this process sends on Django's default connection: transactions (a statement
     in autocommit, or an outermost atomic block's commit or rollback), statements, and rows
-    written (the cursor's rowcount after INSERT, UPDATE and DELETE). Yields the counts."""
+    written (the cursor's rowcount after INSERT, UPDATE and DELETE), in all and by table
+    (``tables``). Yields the counts."""
     from django.db import connection
 
     counts = counts if counts is not None else {}
     for name in ("transactions", "statements", "rows"):
         counts.setdefault(name, 0)
+    tables = counts.setdefault("tables", {})
 
     def wrapper(execute, sql, params, many, context):
         result = execute(sql, params, many, context)
         counts["statements"] += 1
         if not connection.in_atomic_block and connection.get_autocommit():
             counts["transactions"] += 1
-        if sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
-            counts["rows"] += max(0, context["cursor"].rowcount or 0)
+        written = _WRITTEN_TABLE.match(sql)
+        if written:
+            rows = max(0, context["cursor"].rowcount or 0)
+            counts["rows"] += rows
+            tables[written["table"]] = tables.get(written["table"], 0) + rows
         return result
 
     commit, rollback = connection.commit, connection.rollback

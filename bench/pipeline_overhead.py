@@ -82,6 +82,9 @@ def per_item(cost: dict, count: int, intake_cpu_s: float = 0.0) -> dict:
             worker_rows=cost["worker_rows"] / count,
             harness_transactions=cost["harness_transactions"] / count,
             harness_rows=cost["harness_rows"] / count,
+            worker_rows_by_table={
+                table: rows / count for table, rows in cost["worker_rows_by_table"].items()
+            },
         )
     figures["cpu_ms"] = (
         figures["workers_cpu_ms"] + figures["intake_cpu_ms"] + (figures["postgres_cpu_ms"] or 0.0)
@@ -556,6 +559,12 @@ def print_round(index: int, r: dict) -> None:
         f"row writes {fmt(s['worker_rows'])} (workers)",
         flush=True,
     )
+    if s.get("worker_rows_by_table"):
+        print(
+            "    row writes per scan by table (workers): "
+            + ", ".join(f"{table} {rows:.2f}" for table, rows in s["worker_rows_by_table"].items()),
+            flush=True,
+        )
     one, one_raw = r["latency"]["scans"], r["latency"]["raw"]
     print(
         f"    one at a time: scans p50 {one['p50_ms']:.1f} ms, p99 {one['p99_ms']:.1f} ms "
