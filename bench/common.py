@@ -481,7 +481,7 @@ class CostMeter:
         self.url = url
         self.backends: dict[int, list[int]] = {}  # pid → [ticks at first sight, latest ticks]
         self._conn: Any = None
-        self._counters: dict[str, int] = {}
+        self._counters: dict[str, Any] = {}
         self._workers = 0.0
         self._clock = 0.0
 
@@ -523,7 +523,7 @@ class CostMeter:
             elif ticks:
                 self.backends[pid][1] = ticks
 
-    def stop(self, *, harness: dict[str, int] | None = None) -> dict[str, Any]:
+    def stop(self, *, harness: dict[str, Any] | None = None) -> dict[str, Any]:
         """The phase's cost. ``harness``: the transactions and rows this process wrote during the
         phase (counting_queries), taken out of the database's totals."""
         self.sample()
@@ -621,7 +621,7 @@ _WRITTEN_TABLE = re.compile(
 
 
 @contextlib.contextmanager
-def counting_queries(counts: dict[str, int] | None = None):
+def counting_queries(counts: dict[str, Any] | None = None):
     """Count what this process sends on Django's default connection: transactions (a statement
     in autocommit, or an outermost atomic block's commit or rollback), statements, and rows
     written (the cursor's rowcount after INSERT, UPDATE and DELETE), in all and by table

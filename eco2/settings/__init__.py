@@ -156,6 +156,13 @@ else:
             "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # a pooled connection goes back to the pool
+        if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+            # Django's pool checks every connection it hands out (a round trip a request, two
+            # a threads-pool step); eco2.postgresql checks one that sat in the pool longer
+            # than DB_POOL_CHECK_AFTER_IDLE seconds, as the prefork children's kept ones
+            # (WORKER_DB_CHECK_AFTER_IDLE). 0 checks every one.
+            DATABASES["default"]["ENGINE"] = "eco2.postgresql"
+            DATABASES["default"]["CONN_HEALTH_CHECKS"] = False  # the pool's own check: off
     else:
         # 0: under ASGI each request's thread would keep its own persistent connection until
         # PostgreSQL runs out (Django's docs: disable them under ASGI, or pool).
@@ -167,6 +174,7 @@ else:
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
         "DB_DISABLE_SERVER_SIDE_CURSORS", default=False
     )
+DB_POOL_CHECK_AFTER_IDLE = env.float("DB_POOL_CHECK_AFTER_IDLE", default=1.0)  # eco2.postgresql
 # A request the database cannot serve (unreachable, no pooled connection within
 # DB_POOL_TIMEOUT) is answered 503 with this Retry-After (s), not 500 (eco2/db.py).
 DB_UNAVAILABLE_RETRY_AFTER = env.int("DB_UNAVAILABLE_RETRY_AFTER", default=10)

@@ -14,8 +14,8 @@ pytestmark = [
 
 
 def test_a_phase_counts_its_own_row_writes_by_table_not_those_just_before_it_nor_the_harnesss(
-    test_db_url,
-):
+    test_db_url: str,
+) -> None:
     """PostgreSQL reports an idle backend's counters up to 10 s late: rows a warm-up wrote
     right before the phase began must not land in the phase's figures. The rows of the phase
     are told by table, less those the harness wrote itself (counting_queries)."""
