@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
-from kombu import Queue
+from kombu import Exchange, Queue
 from rest_framework.test import APIClient
 
 from eco2.celery import app
@@ -103,6 +103,61 @@ def test_events_reach_a_subscriber_with_their_ids(
         ("ScanFailed", "scan.failed"),
     }
     assert all(e.published_at for e in events.values())
+
+
+@pytest.fixture
+def task_events():
+    """A queue bound to Celery's task events, the way Flower subscribes to them."""
+    queue = Queue(
+        f"test.task-events.{id(object())}",
+        Exchange(app.conf.event_exchange, type="topic"),
+        routing_key="task.#",
+        auto_delete=False,
+    )
+    with app.connection_for_write() as conn:
+        queue(conn.default_channel).declare()
+
+    def drain() -> list[dict]:
+        with app.connection_for_write() as conn:
+            bound = queue(conn.default_channel)
+            bodies = []
+            while (message := bound.get(accept=["json"])) is not None:
+                message.ack()
+                # a prefork worker flushes its buffered task events as one list ("task.multi")
+                payload = message.payload
+                bodies.extend(payload if isinstance(payload, list) else [payload])
+            return bodies
+
+    yield drain
+    with app.connection_for_write() as conn:
+        queue(conn.default_channel).delete()
+
+
+@pytest.mark.pipeline
+@pytest.mark.django_db(transaction=True)
+def test_a_prefork_worker_sends_every_steps_task_events_for_flower(
+    celery_worker, rulebase, user, photo, task_events
+) -> None:
+    """Flower's view of the pipeline: received, started and succeeded for each of a scan's
+    four steps, from a prefork worker (a threads-pool worker sends none: eco2/celery.py)."""
+    client = APIClient()
+    client.force_authenticate(user)
+    scan_id = client.post(
+        "/api/v1/scans", {"image": photo(), "hint": "캔"}, format="multipart"
+    ).json()["task_id"]
+    assert wait_for_scan(scan_id).status == ScanStatus.COMPLETED
+    steps = set(TaskAttempt.objects.filter(scan_id=scan_id).values_list("task_id", flat=True))
+    assert len(steps) == 4  # prepare, vision, rule, answer
+    seen: dict[str, set[str]] = {}
+
+    def every_step_succeeded() -> bool:
+        for event in task_events():
+            seen.setdefault(event["uuid"], set()).add(event["type"])
+        return all("task-succeeded" in seen.get(task_id, ()) for task_id in steps)
+
+    wait_for(every_step_succeeded, timeout=10, what=f"task-succeeded events of {steps - set(seen)}")
+    for task_id in steps:
+        assert {"task-received", "task-started", "task-succeeded"} <= seen[task_id]
 
 
 @pytest.mark.django_db(transaction=True)
