@@ -3,6 +3,8 @@
 import json
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -28,12 +30,9 @@ from tests.support.waiting import wait_for
 
 
 # --- events ---------------------------------------------------------------------------------
-@pytest.fixture
-def event_consumer():
-    """A queue bound to eco2.events the way another service would subscribe."""
-    queue = Queue(
-        f"test.events.{id(object())}", EVENTS_EXCHANGE, routing_key="scan.#", auto_delete=False
-    )
+@contextmanager
+def subscribe(queue: Queue) -> Iterator[Callable[[], list]]:
+    """Declare ``queue``, yield what takes (and acks) the messages it holds, then delete it."""
     with app.connection_for_write() as conn:
         queue(conn.default_channel).declare()
 
@@ -49,6 +48,16 @@ def event_consumer():
     yield drain
     with app.connection_for_write() as conn:
         queue(conn.default_channel).delete()
+
+
+@pytest.fixture
+def event_consumer():
+    """A queue bound to eco2.events the way another service would subscribe."""
+    queue = Queue(
+        f"test.events.{id(object())}", EVENTS_EXCHANGE, routing_key="scan.#", auto_delete=False
+    )
+    with subscribe(queue) as drain:
+        yield drain
 
 
 @pytest.mark.django_db
@@ -114,23 +123,14 @@ def task_events():
         routing_key="task.#",
         auto_delete=False,
     )
-    with app.connection_for_write() as conn:
-        queue(conn.default_channel).declare()
+    with subscribe(queue) as drain:
 
-    def drain() -> list[dict]:
-        with app.connection_for_write() as conn:
-            bound = queue(conn.default_channel)
-            bodies = []
-            while (message := bound.get(accept=["json"])) is not None:
-                message.ack()
-                # a prefork worker flushes its buffered task events as one list ("task.multi")
-                payload = message.payload
-                bodies.extend(payload if isinstance(payload, list) else [payload])
-            return bodies
+        def events() -> list[dict]:
+            # a prefork worker flushes its buffered task events as one list ("task.multi")
+            payloads = [message.payload for message in drain()]
+            return [e for p in payloads for e in (p if isinstance(p, list) else [p])]
 
-    yield drain
-    with app.connection_for_write() as conn:
-        queue(conn.default_channel).delete()
+        yield events
 
 
 @pytest.mark.pipeline
